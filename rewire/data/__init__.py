@@ -1,0 +1,1 @@
+"""Text sources, tokenizers, packing, batching and on-device MLM masking."""
