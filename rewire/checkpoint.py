@@ -1,0 +1,61 @@
+"""Checkpoints: an orbax `CheckpointManager` holding the train state and the data-iterator state.
+
+Saves are asynchronous and the newest `keep` are kept. Restoring takes an abstract state whose leaves carry
+shardings, so a checkpoint lands directly in place on the current mesh (which may differ from the mesh
+that wrote it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  def __init__(self, directory: str, *, keep: int, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    self._mngr = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._mngr.all_steps())
+
+  def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> None:
+    self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                  data=ocp.args.JsonSave(data_state)), force=force)
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                           data=ocp.args.JsonRestore()))
+    return out["state"], dict(out["data"])
+
+  def param_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the saved params, by '/'-joined path, read from metadata without loading arrays."""
+    meta = self._mngr.item_metadata(step)["state"]
+    tree = meta.tree if hasattr(meta, "tree") else meta
+    out = {}
+
+    def visit(path, leaf):
+      keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+      if keys and keys[0] == "params" and hasattr(leaf, "shape"):
+        out["/".join(keys[1:])] = tuple(leaf.shape)
+
+    jax.tree_util.tree_map_with_path(visit, tree)
+    return out
+
+  def wait(self) -> None:
+    self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self._mngr.close()
+
+
+def has_checkpoint(directory: str) -> bool:
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))

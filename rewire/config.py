@@ -1,0 +1,112 @@
+"""The schema of a pretraining config: every key, its default, and the check for unknown keys.
+
+Config files in `configs/` start from `pretrain_defaults()` and override what a preset changes. `validate`
+compares a config against the defaults of its stage, so a misspelt key stops the run with an error naming
+it (and the nearest known key) instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import ml_collections
+
+from rewire.errors import UserError
+
+
+def pretrain_defaults() -> ml_collections.ConfigDict:
+  """Every key a pretraining run reads, with the paper's recipe (RoBERTa-base) as the default values."""
+  c = ml_collections.ConfigDict()
+  c.stage = "pretrain"
+  c.seed = 0
+  c.total_steps = 125_000        # optimizer updates
+  c.forget_every = 1000          # K; 0 turns forgetting off (the standard baseline)
+  c.batch_size = 2048            # global batch, in sequences
+
+  c.log_every = 100              # metrics.jsonl record + progress line
+  c.eval_every = 5000            # validation loss
+  c.checkpoint_every = 5000
+  c.keep_checkpoints = 3
+  c.async_checkpoints = True
+
+  c.model = ml_collections.ConfigDict(dict(
+      vocab_size=0,              # 0: taken from the tokenizer
+      hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+      max_position_embeddings=0,  # 0: data.seq_len + 2 (RoBERTa offsets positions past the pad index)
+      type_vocab_size=1, layer_norm_eps=1e-5, dropout=0.1, attention_dropout=0.1, init_std=0.02,
+      dtype="float32", remat=False))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="bundled:en_web",   # bundled:NAME | files:GLOB[,GLOB] | hf:NAME[:CONFIG]:SPLIT
+      text_field="text",
+      valid_source="",           # "": hold out valid_fraction of the source's documents
+      valid_fraction=0.02,
+      max_valid_sequences=256,
+      seq_len=512,
+      tokenizer="",              # "": train a unigram tokenizer on the training text
+      vocab_size=50_000,
+      mask_prob=0.15))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=7e-4, warmup_steps=10_000, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01,
+      clip_norm=0.5,             # global-norm clip; 0 disables
+      rules=((".*", "train"),),  # (regex over param paths, "train" | "frozen"); first match wins
+  ))
+
+  c.forget = ml_collections.ConfigDict(dict(
+      pattern=r"roberta/embeddings/word_embeddings/embedding",  # the leaves that are reset
+      init_std=0.02))
+
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, tensor=1,  # -1: the rest of the devices
+      rules=(("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"), ("vocab", "tensor"),
+             ("heads", "tensor"), ("mlp", "tensor"), ("embed_out", None))))
+  return c
+
+
+DEFAULTS = {"pretrain": pretrain_defaults}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError for an unknown stage or any key its stage does not know."""
+  stage = config.get("stage")
+  if stage not in DEFAULTS:
+    raise UserError(f"unknown config.stage {stage!r}; known stages: {sorted(DEFAULTS)}")
+  _check_keys(config, DEFAULTS[stage](), "config")
+
+
+def _check_keys(cfg, ref, prefix: str) -> None:
+  for key in cfg.keys():
+    if key not in ref:
+      near = difflib.get_close_matches(key, list(ref.keys()), n=1)
+      hint = f" (did you mean {prefix}.{near[0]}?)" if near else ""
+      raise UserError(f"unknown config key {prefix}.{key}{hint}")
+    if isinstance(ref[key], ml_collections.ConfigDict):
+      if not isinstance(cfg[key], (ml_collections.ConfigDict, dict)):
+        raise UserError(f"config key {prefix}.{key} must be a group of keys, got {cfg[key]!r}")
+      _check_keys(cfg[key], ref[key], f"{prefix}.{key}")
+
+
+PRESETS = ("tiny", "base")
+
+
+def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDict:
+  """The `:tiny` (CPU demo) and `:base` (paper recipe) presets, with or without forgetting."""
+  preset = preset or "tiny"
+  if preset not in PRESETS:
+    raise UserError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+  c = pretrain_defaults()
+  if preset == "tiny":
+    c.total_steps = 800
+    c.forget_every = 100
+    c.batch_size = 32
+    c.log_every = 10
+    c.eval_every = 100
+    c.checkpoint_every = 200
+    c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512)
+    c.data.update(seq_len=128, vocab_size=4096, max_valid_sequences=256)
+    c.optim.update(lr=1e-3, warmup_steps=80)
+  if not forgetting:
+    c.forget_every = 0
+    c.optim.clip_norm = 0.0  # the reference clips only its forgetting runs
+  return c

@@ -1,0 +1,54 @@
+"""Command-line entry point: `python -m rewire.main --config=configs/pretrain_forget.py --workdir=runs/forget`.
+
+Kept short on purpose: it parses flags, checks the config and hands it to the stage's
+`train_and_evaluate(config, workdir)`. Problems with the config, data or workdir print one
+`rewire: error: ...` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from rewire.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config file, optionally with a preset: configs/pretrain_forget.py:tiny", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>). An existing run "
+                               "there is resumed from its newest checkpoint.")
+flags.mark_flag_as_required("config")
+
+
+def default_workdir(config_path: str) -> str:
+  stem = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  return os.path.join("runs", stem)
+
+
+def run(config, workdir: str) -> dict:
+  from rewire import config as rconfig
+  rconfig.validate(config)
+  if config.stage == "pretrain":
+    from rewire.train import train_and_evaluate
+    return train_and_evaluate(config, workdir)
+  raise UserError(f"stage {config.stage!r} is not implemented")
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  try:
+    summary = run(_CONFIG.value, workdir)
+  except UserError as e:
+    print(f"rewire: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if "valid_loss" in summary:
+    print(f"done: {workdir}  step {summary['step']}  valid loss {summary['valid_loss']:.3f}"
+          + (f" (unigram baseline {summary['unigram_loss']:.3f})" if summary.get("unigram_loss") else ""))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,111 @@
+"""Run telemetry: `metrics.jsonl` (one JSON object per logged step or event) and the progress line.
+
+Only process 0 writes. On resume the file is cut back to the restored step, so a resumed run's file reads
+exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def _plain(v: Any) -> Any:
+  if isinstance(v, (np.floating, float)):
+    v = float(v)
+    return v if math.isfinite(v) else str(v)
+  if isinstance(v, (np.integer,)):
+    return int(v)
+  if isinstance(v, np.bool_):
+    return bool(v)
+  if isinstance(v, np.ndarray) and v.ndim == 0:
+    return _plain(v.item())
+  return v
+
+
+def read_records(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsWriter:
+  """Appends records to `<workdir>/metrics.jsonl`."""
+
+  def __init__(self, path: str, *, enabled: bool = True, resume_step: int | None = None):
+    self.path = path
+    self.enabled = enabled
+    if not enabled:
+      return
+    if resume_step is not None:
+      kept = [r for r in read_records(path) if r.get("step", 0) <= resume_step]
+      with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+    elif os.path.exists(path):
+      os.remove(path)
+
+  def write(self, record: dict) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+
+  def write_all(self, records: Iterable[dict]) -> None:
+    for r in records:
+      self.write(r)
+
+
+def _hms(seconds: float) -> str:
+  return str(datetime.timedelta(seconds=int(max(0, seconds))))
+
+
+class Progress:
+  """One progress line per log interval: step, loss, throughput, elapsed time and ETA."""
+
+  def __init__(self, total_steps: int, start_step: int, *, name: str, enabled: bool = True, stream=None):
+    self.total = total_steps
+    self.start_step = start_step
+    self.name = name
+    self.enabled = enabled
+    self.stream = stream or sys.stdout
+    self.t0 = time.perf_counter()
+    self.first_timed: tuple[int, float] | None = None  # (step, time) after the first step (compile excluded)
+
+  def mark_compiled(self, step: int) -> None:
+    self.first_timed = (step, time.perf_counter())
+
+  def eta_seconds(self, step: int) -> float | None:
+    if self.first_timed is None or step <= self.first_timed[0]:
+      return None
+    s0, t0 = self.first_timed
+    rate = (time.perf_counter() - t0) / (step - s0)
+    return rate * (self.total - step)
+
+  def line(self, step: int, record: dict) -> str:
+    pct = 100.0 * step / self.total
+    parts = [f"[{self.name}] step {step}/{self.total} ({pct:.0f}%)"]
+    if "loss" in record:
+      parts.append(f"loss {record['loss']:.3f}")
+    if "accuracy" in record:
+      parts.append(f"acc {record['accuracy']:.3f}")
+    lrs = [f"{k[3:]} {record[k]:.2e}" for k in sorted(record) if k.startswith("lr_")]
+    if lrs:
+      parts.append("lr " + ", ".join(lrs))
+    if "tokens_per_s" in record:
+      parts.append(f"{record['tokens_per_s'] / 1e3:.1f}k tok/s")
+    eta = self.eta_seconds(step)
+    parts.append(f"elapsed {_hms(time.perf_counter() - self.t0)}")
+    parts.append("ETA " + (_hms(eta) if eta is not None else "--"))
+    return " | ".join(parts)
+
+  def log(self, step: int, record: dict) -> None:
+    if self.enabled:
+      print(self.line(step, record), file=self.stream, flush=True)

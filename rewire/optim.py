@@ -1,0 +1,171 @@
+"""Stage optimizers: a regex label table over parameter paths, turned into `optax.multi_transform`.
+
+A stage says which parameters train and which stay frozen with a table such as
+
+    rules = ((r"roberta/embeddings/word_embeddings/embedding", "train"), (r".*", "frozen"))
+
+Rules are tried in order and the first `re.fullmatch` wins; a parameter that matches no rule stops the
+run with an error naming it. Frozen leaves get `optax.set_to_zero()` and therefore carry no optimizer
+state. Each trainable group gets AdamW with its own learning-rate schedule, so that (for example) the
+embedding group of a forgetting run can replay the schedule inside every K-update episode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rewire.errors import UserError
+
+FROZEN = "frozen"
+TRAIN = "train"
+FORGET = "forget"  # the trainable group that the forgetting transformation resets
+
+
+def path_str(path: Sequence[Any]) -> str:
+  """`(DictKey('roberta'), DictKey('embeddings'), ...)` -> 'roberta/embeddings/...'."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def label_params(params: Any, rules: Sequence[Sequence[str]]) -> Any:
+  """Labels every leaf of `params` with the group of the first rule whose regex fully matches its path."""
+  compiled = []
+  for rule in rules:
+    if len(rule) != 2:
+      raise UserError(f"optim.rules entry {tuple(rule)!r} is not a (regex, group) pair")
+    try:
+      compiled.append((re.compile(rule[0]), rule[1]))
+    except re.error as e:
+      raise UserError(f"optim.rules regex {rule[0]!r} is invalid: {e}") from None
+
+  def label(path, _):
+    name = path_str(path)
+    for regex, group in compiled:
+      if regex.fullmatch(name):
+        return group
+    raise UserError(f"parameter {name!r} matches no rule in optim.rules; add a rule such as ('.*', 'frozen')")
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def relabel(params: Any, labels: Any, pattern: str, new_label: str) -> Any:
+  """Moves the trainable leaves whose path fully matches `pattern` into group `new_label`."""
+  regex = re.compile(pattern)
+  matched = []
+
+  def f(path, _, lab):
+    name = path_str(path)
+    if regex.fullmatch(name):
+      if lab == FROZEN:
+        raise UserError(f"forget.pattern matches {name!r}, which optim.rules freezes")
+      matched.append(name)
+      return new_label
+    return lab
+
+  out = jax.tree_util.tree_map_with_path(f, params, labels)
+  if not matched:
+    raise UserError(f"forget.pattern {pattern!r} matches no parameter")
+  return out
+
+
+def trainable_mask(labels: Any) -> Any:
+  return jax.tree.map(lambda lab: lab != FROZEN, labels)
+
+
+def warmup_linear_decay(peak: float, warmup: int, total: int) -> optax.Schedule:
+  """Linear warm-up from 0 to `peak` over `warmup` updates, then linear decay to 0 at update `total`."""
+  warmup = max(0, min(int(warmup), int(total)))
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, warmup),
+       optax.linear_schedule(peak, 0.0, max(1, int(total) - warmup))],
+      [warmup])
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedules:
+  """The learning-rate schedule of each trainable group, indexed by that group's own update count."""
+  by_group: Mapping[str, optax.Schedule]
+
+  def rates(self, step: jax.Array, forget_every: int) -> dict[str, jax.Array]:
+    """Learning rate each group used for update number `step` (1-based), for logging."""
+    out = {}
+    for group, sched in self.by_group.items():
+      count = step - 1
+      if group == FORGET and forget_every > 0:
+        count = count % forget_every
+      out[group] = sched(count)
+    return out
+
+
+def make_schedules(optim_cfg, total_steps: int, forget_every: int, groups: Sequence[str]) -> Schedules:
+  """Global schedule for every group; the forgetting group replays it compressed into each episode."""
+  by_group = {}
+  for g in groups:
+    if g == FROZEN:
+      continue
+    if g == FORGET and forget_every > 0:
+      # The reference compresses the whole schedule into each K-update episode:
+      # warm-up W*K/T updates, then linear decay to 0 at update K.
+      warm = round(optim_cfg.warmup_steps * forget_every / total_steps)
+      by_group[g] = warmup_linear_decay(optim_cfg.lr, warm, forget_every)
+    else:
+      by_group[g] = warmup_linear_decay(optim_cfg.lr, optim_cfg.warmup_steps, total_steps)
+  return Schedules(by_group)
+
+
+def adamw(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """fairseq-style Adam with decoupled weight decay on every parameter of the group."""
+  return optax.chain(
+      optax.scale_by_adam(b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps),
+      optax.add_decayed_weights(optim_cfg.weight_decay),
+      optax.scale_by_learning_rate(schedule),
+  )
+
+
+def make_stage_optimizer(optim_cfg, labels: Any, schedules: Schedules) -> optax.GradientTransformation:
+  """Global-norm clipping (optional), then one AdamW per trainable group; frozen groups get zeros."""
+  groups = sorted(set(jax.tree.leaves(labels)))
+  transforms: dict[str, optax.GradientTransformation] = {}
+  for g in groups:
+    transforms[g] = optax.set_to_zero() if g == FROZEN else adamw(optim_cfg, schedules.by_group[g])
+  parts = []
+  if optim_cfg.clip_norm and optim_cfg.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(optim_cfg.clip_norm))
+  parts.append(optax.multi_transform(transforms, labels))
+  return optax.chain(*parts)
+
+
+def apply_trainable(params: Any, updates: Any, mask: Any) -> Any:
+  """`params + updates` on trainable leaves; frozen leaves are passed through untouched (bit-identical)."""
+  return jax.tree.map(lambda p, u, m: (p + u).astype(p.dtype) if m else p, params, updates, mask)
+
+
+def split_trainable(params: Any, mask: Any) -> tuple[Any, Any]:
+  """Two trees with `None` in place of the leaves the other one holds; `merge` puts them back together."""
+  train = jax.tree.map(lambda p, m: p if m else None, params, mask)
+  frozen = jax.tree.map(lambda p, m: None if m else p, params, mask)
+  return train, frozen
+
+
+def merge(train: Any, frozen: Any, mask: Any) -> Any:
+  return jax.tree.map(lambda m, t, f: t if m else f, mask, train, frozen, is_leaf=lambda x: x is None)
+
+
+def zeros_for_frozen(grads: Any, params: Any, mask: Any) -> Any:
+  """Fills the frozen slots of a trainable-only gradient tree with zeros (removed by `set_to_zero`)."""
+  return jax.tree.map(lambda m, g, p: g if m else jnp.zeros_like(p), mask, grads, params,
+                      is_leaf=lambda x: x is None)
+
