@@ -45,7 +45,8 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
       seq_len=512,
       tokenizer="",              # "": train a unigram tokenizer on the training text
       vocab_size=50_000,
-      mask_prob=0.15))
+      mask_prob=0.15,
+      split_seed=0))             # seeds the train/validation document split (independent of `seed`)
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=7e-4, warmup_steps=10_000, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01,

@@ -71,7 +71,7 @@ def make_train_step(model, tx: optax.GradientTransformation, trainable: Any, *, 
     params = optim.apply_trainable(state["params"], updates, trainable)
     metrics = {
         "loss": loss, "accuracy": acc, "predictions": n,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "forgot": forgetting.reset_due(step, forget_every, total_steps),
     }
     for group, lr in schedules.rates(step, forget_every).items():

@@ -165,9 +165,8 @@ class Setup:
     self._init_state = init_state
     self.abstract_state = jax.eval_shape(init_state, key)
     repl = sharding.replicated(mesh)
-    opt_shardings = optax.tree_utils.tree_map_params(
-        self.tx, lambda _, s: s, self.abstract_state["opt_state"], self.param_shardings,
-        transform_non_params=lambda _: repl)
+    opt_shardings = sharding.shardings_like_params(self.abstract_state["opt_state"], abstract_params,
+                                                   self.param_shardings, repl)
     self.state_shardings = {"step": repl, "params": self.param_shardings, "opt_state": opt_shardings}
     batch_sh = sharding.batch_sharding(mesh)
 

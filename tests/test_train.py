@@ -1,0 +1,178 @@
+"""The pretraining loop end to end on a tiny config: resets, one compile, exact resume, 1 vs 8 devices."""
+
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from rewire.config import pretrain_preset
+from rewire.errors import UserError
+from rewire.metrics import read_records
+from rewire.train import train_and_evaluate
+
+TOTAL, K = 12, 4
+
+
+def tiny_config(forgetting=True):
+  c = pretrain_preset("tiny", forgetting=forgetting)
+  c.total_steps = TOTAL
+  if forgetting:
+    c.forget_every = K
+  c.batch_size = 16
+  c.log_every = 1
+  c.eval_every = 6
+  c.checkpoint_every = 4
+  c.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+  c.data.update(seq_len=32, vocab_size=400, max_valid_sequences=32)
+  c.optim.update(lr=3e-3, warmup_steps=4)
+  return c
+
+
+def run(config, workdir, **kw):
+  summary = train_and_evaluate(config, str(workdir), log_stream=open(os.devnull, "w"), **kw)
+  return summary
+
+
+def params_of(summary):
+  return jax.tree.map(np.asarray, jax.device_get(summary["state"]["params"]))
+
+
+def losses(workdir):
+  return [(r["step"], r["loss"]) for r in read_records(os.path.join(workdir, "metrics.jsonl"))
+          if "loss" in r and "event" not in r]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """An uninterrupted forgetting run on all 8 fake devices, with compile logging captured."""
+  workdir = tmp_path_factory.mktemp("full")
+  records = []
+
+  class Catch(logging.Handler):
+    def emit(self, record):
+      records.append(record.getMessage())
+
+  handler = Catch(level=logging.WARNING)
+  logger = logging.getLogger("jax._src.interpreters.pxla")
+  logger.addHandler(handler)
+  jax.config.update("jax_log_compiles", True)
+  try:
+    summary = run(tiny_config(), workdir)
+  finally:
+    jax.config.update("jax_log_compiles", False)
+    logger.removeHandler(handler)
+  return workdir, summary, records
+
+
+def test_metrics_record_every_reset_and_none_at_the_end(full_run):
+  workdir, summary, _ = full_run
+  records = read_records(os.path.join(workdir, "metrics.jsonl"))
+  assert [r["step"] for r in records if r.get("event") == "forget"] == [4, 8]
+  logged = [r for r in records if "loss" in r and "event" not in r]
+  assert [r["step"] for r in logged] == list(range(1, TOTAL + 1))
+  for key in ("loss", "accuracy", "grad_norm", "lr_forget", "lr_train"):
+    assert all(np.isfinite(r[key]) for r in logged), key
+  assert all("tokens_per_s" in r for r in logged[1:])
+  # The embedding group replays its schedule each episode; the body follows the global one.
+  lr_f = {r["step"]: r["lr_forget"] for r in logged}
+  lr_b = {r["step"]: r["lr_train"] for r in logged}
+  assert lr_f[1] == lr_f[5] == lr_f[9] and lr_b[1] != lr_b[5]
+  valid = [r for r in records if "valid_loss" in r]
+  assert [r["step"] for r in valid] == [6, 12]
+  assert summary["finished"] and summary["resets"] == [4, 8]
+  assert os.path.getsize(os.path.join(workdir, "loss.png")) > 1000
+  assert json.load(open(os.path.join(workdir, "summary.json")))["step"] == TOTAL
+  assert os.path.exists(os.path.join(workdir, "tokenizer.json"))
+  assert json.load(open(os.path.join(workdir, "config.json")))["forget_every"] == K
+
+
+def test_train_step_compiles_once(full_run):
+  _, _, messages = full_run
+  compiles = [m for m in messages if "Compiling jit(train_step)" in m]
+  assert len(compiles) == 1, compiles
+
+
+def test_state_keeps_its_shardings_across_resets(full_run):
+  _, summary, _ = full_run
+  emb = summary["state"]["params"]["roberta"]["embeddings"]["word_embeddings"]["embedding"]
+  # 8 devices on the data axis: params are replicated on all of them, and stay so after the resets.
+  assert len(emb.sharding.device_set) == 8 and emb.sharding.is_fully_replicated
+
+
+def test_resume_is_bit_identical(full_run, tmp_path):
+  workdir, summary, _ = full_run
+  first = run(tiny_config(), tmp_path, stop_after=6)
+  assert first["step"] == 6 and not first["finished"]
+  resumed = run(tiny_config(), tmp_path)
+  assert resumed["step"] == TOTAL
+  a, b = params_of(summary), params_of(resumed)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert losses(tmp_path) == losses(workdir)
+  events = [r["step"] for r in read_records(os.path.join(tmp_path, "metrics.jsonl")) if r.get("event") == "forget"]
+  assert events == [4, 8]
+
+
+def test_one_device_matches_eight_devices(full_run, tmp_path):
+  workdir, _, _ = full_run
+  one = run(tiny_config(), tmp_path, devices=jax.devices()[:1])
+  assert one["step"] == TOTAL
+  l1, l8 = losses(tmp_path), losses(workdir)
+  assert [s for s, _ in l1] == [s for s, _ in l8]
+  np.testing.assert_allclose([x for _, x in l1], [x for _, x in l8], rtol=2e-4)
+
+
+def test_standard_run_never_resets(tmp_path):
+  summary = run(tiny_config(forgetting=False), tmp_path, devices=jax.devices()[:2])
+  records = read_records(os.path.join(tmp_path, "metrics.jsonl"))
+  assert not [r for r in records if r.get("event") == "forget"]
+  assert summary["resets"] == []
+  assert "lr_forget" not in records[-2] and "lr_train" in [k for r in records for k in r]
+
+
+def _snapshot(d):
+  out = {}
+  for root, _, files in os.walk(d):
+    for f in files:
+      p = os.path.join(root, f)
+      out[p] = (os.path.getsize(p), os.path.getmtime(p))
+  return out
+
+
+def test_bad_inputs_fail_with_a_clear_error_and_leave_the_workdir_alone(full_run, tmp_path):
+  workdir, _, _ = full_run
+  before = _snapshot(workdir)
+
+  c = tiny_config()
+  c.unlock()
+  c.forget_evry = 3
+  with pytest.raises(UserError, match=r"unknown config key config\.forget_evry \(did you mean config\.forget_every\?\)"):
+    run(c, workdir)
+
+  c = tiny_config()
+  c.data.source = f"files:{tmp_path}/missing/*.txt"
+  with pytest.raises(UserError, match="missing"):
+    run(c, workdir)
+  (tmp_path / "empty.txt").write_text("\n\n")
+  c.data.source = f"files:{tmp_path}/empty.txt"
+  with pytest.raises(UserError, match="empty"):
+    run(c, tmp_path / "fresh")
+  assert not (tmp_path / "fresh").exists() or not os.listdir(tmp_path / "fresh")
+
+  c = tiny_config()
+  c.mesh.data = 3
+  with pytest.raises(UserError, match="mesh"):
+    run(c, workdir)
+
+  from rewire.data.tokenizer import save_tokenizer, train_tokenizer
+  other = tmp_path / "other_tokenizer.json"
+  save_tokenizer(train_tokenizer(["a small corpus of words for another tokenizer"] * 20, 60), str(other))
+  c = tiny_config()
+  c.data.tokenizer = str(other)
+  with pytest.raises(UserError, match="tokenizer"):
+    run(c, workdir)
+
+  assert _snapshot(workdir) == before
