@@ -98,15 +98,15 @@ def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDi
     raise UserError(f"unknown preset {preset!r}; choose one of {PRESETS}")
   c = pretrain_defaults()
   if preset == "tiny":
-    c.total_steps = 800
-    c.forget_every = 100
+    c.total_steps = 1200
+    c.forget_every = 200
     c.batch_size = 32
     c.log_every = 10
-    c.eval_every = 100
-    c.checkpoint_every = 200
+    c.eval_every = 90           # not a divisor of forget_every: no evaluation lands right after a reset
+    c.checkpoint_every = 300
     c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512)
-    c.data.update(seq_len=128, vocab_size=4096, max_valid_sequences=256)
-    c.optim.update(lr=1e-3, warmup_steps=80)
+    c.data.update(seq_len=64, vocab_size=2048, max_valid_sequences=256)
+    c.optim.update(lr=2e-3, warmup_steps=100)
   if not forgetting:
     c.forget_every = 0
     c.optim.clip_norm = 0.0  # the reference clips only its forgetting runs

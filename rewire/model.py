@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.random import threefry2x32_p
 
 from rewire.errors import UserError
 
@@ -170,20 +171,66 @@ class LayerNorm(nn.Module):
     return (y + bias).astype(self.dtype)
 
 
-def dropout(x: Array, rate: float, rng: Array | None) -> Array:
-  """Inverted dropout; `rng=None` (deterministic) or `rate == 0` is the identity.
+def _keep_mask(rng: Array, shape: tuple[int, ...], rate: float, axis: int) -> Array:
+  """Bernoulli(1 - rate) keep mask, four decisions per Threefry-2x32 block.
 
-  The keep mask compares raw 32-bit random words against an integer threshold, skipping the float
-  conversion that `jax.random.bernoulli` does.
+  `jax.random.bits` (partitionable Threefry) spends a whole 2x32 block on each 32-bit word and then XORs
+  the two output words. Here both words are kept and each is split into two 16-bit uniforms, so the mask
+  costs a quarter of the hashing (the rate is quantised to 1/65536). The quarters are stacked along
+  `axis` (shape[axis] % 4 == 0), which must not be a sharded axis; counters are iotas over the array's own
+  shape, so under SPMD each shard hashes only its own slice.
   """
+  q_shape = shape[:axis] + (shape[axis] // 4,) + shape[axis + 1:]
+  key = jax.random.bits(rng, (2,), jnp.uint32)  # works for any key impl; one block
+  hi = jax.lax.broadcasted_iota(jnp.uint32, q_shape, 0)
+  lo = jnp.zeros(q_shape, jnp.uint32)
+  stride = 1
+  for ax in range(len(q_shape) - 1, 0, -1):
+    lo = lo + jax.lax.broadcasted_iota(jnp.uint32, q_shape, ax) * np.uint32(stride)
+    stride *= q_shape[ax]
+  w1, w2 = threefry2x32_p.bind(key[0], key[1], hi, lo)
+  u16 = jnp.concatenate([w1 & 0xFFFF, w1 >> 16, w2 & 0xFFFF, w2 >> 16], axis=axis)
+  return u16 >= np.uint32(round(rate * 65536))
+
+
+def dropout(x: Array, rate: float, rng: Array | None) -> Array:
+  """Inverted dropout; `rng=None` (deterministic) or `rate == 0` is the identity."""
   if rng is None or rate == 0.0:
     return x
   if rate >= 1.0:
     return jnp.zeros_like(x)
-  bits = jax.random.bits(rng, x.shape, jnp.uint32)
-  threshold = np.uint32(min(round(rate * 2.0**32), 2**32 - 1))
-  keep = bits >= threshold
-  return jnp.where(keep, x * jnp.asarray(1.0 / (1.0 - rate), x.dtype), jnp.zeros((), x.dtype))
+  # Stack the quarters along the second-to-last axis (length, or query position): contiguous blocks,
+  # cheaper than the last axis, and unsharded under rewire's rules, unlike the leading (batch) axis.
+  axis = next((a for a in (x.ndim - 2, x.ndim - 1) if a >= 1 and x.shape[a] % 4 == 0), None)
+  if axis is not None and math.prod(x.shape[1:]) < 2**32:
+    keep = _keep_mask(rng, x.shape, rate, axis)
+  else:
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  # `where` (not `x * mask_scale`): autodiff then keeps the boolean mask, not a float one, for backward.
+  return jnp.where(keep, x * np.asarray(1.0 / (1.0 - rate), x.dtype), np.zeros((), x.dtype))
+
+
+def qkv_projection(x: Array, weights: list[tuple[Array, Array]], num_heads: int, q_scale: float,
+                   dtype: Any) -> tuple[Array, Array, Array]:
+  """x [B, L, H] -> q, k, v [B, L, N, D], q pre-scaled by `q_scale` (folded into its kernel and bias).
+
+  Three matmuls, not one over the concatenated kernels: on XLA:CPU the fused form measured 4.6% slower
+  per train step (slicing its output and the gradient's pad/concat cost more than the bigger matmul
+  saves).
+  """
+  shape = x.shape[:-1] + (num_heads, -1)
+  scales = (q_scale, 1.0, 1.0)
+  return tuple((jnp.dot(x, (w * s).astype(dtype)) + (b * s).astype(dtype)).reshape(shape)
+               for (w, b), s in zip(weights, scales))
+
+
+def gelu(x: Array) -> Array:
+  """Exact GELU, x * Phi(x), as HF's "gelu".
+
+  Written with `erf` rather than `jax.nn.gelu(approximate=False)`'s `erfc`: XLA's f32 erf is a short
+  rational polynomial while erfc needs an exp, so the forward is ~2.7x cheaper on CPU (<1e-6 apart).
+  """
+  return x * (0.5 + 0.5 * jax.lax.erf(x * np.asarray(1.0 / math.sqrt(2.0), x.dtype)))
 
 
 def attention(q: Array, k: Array, v: Array, bias: Array, dropout_rate: float,
@@ -237,7 +284,7 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-  """Multi-head self-attention (HF `attention/self`): one fused QKV matmul over the HF-named kernels."""
+  """Multi-head self-attention (HF `attention/self`)."""
 
   config: ModelConfig
 
@@ -248,13 +295,8 @@ class SelfAttention(nn.Module):
     h, n = cfg.hidden_size, cfg.num_heads
     d = h // n
     dense = lambda name: Dense(h, h, ("embed", "heads"), ("heads",), cfg.init_std, dtype, name=name)
-    (wq, bq), (wk, bk), (wv, bv) = (dense(nm).weights() for nm in ("query", "key", "value"))
-    scale = 1.0 / math.sqrt(d)
-    kernel = jnp.concatenate([wq * scale, wk, wv], axis=1).astype(dtype)  # [H, 3H]
-    qkv_bias = jnp.concatenate([bq * scale, bk, bv]).astype(dtype)
-    qkv = jnp.dot(x, kernel) + qkv_bias  # [B, L, 3H]
-    qkv = qkv.reshape(x.shape[:2] + (3, n, d))
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    weights = [dense(nm).weights() for nm in ("query", "key", "value")]
+    q, k, v = qkv_projection(x, weights, n, 1.0 / math.sqrt(d), dtype)
     rng = None
     if not deterministic and cfg.attention_dropout > 0.0:
       rng = self.make_rng("dropout")
@@ -302,7 +344,7 @@ class Intermediate(nn.Module):
     cfg = self.config
     y = Dense(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), ("mlp",), cfg.init_std,
               cfg.compute_dtype, name="dense")(x)
-    return jax.nn.gelu(y, approximate=False)
+    return gelu(y)
 
 
 class Layer(nn.Module):
@@ -377,7 +419,7 @@ class LMHead(nn.Module):
     dtype = cfg.compute_dtype
     h = Dense(cfg.hidden_size, cfg.hidden_size, ("embed", None), ("embed",), cfg.init_std, dtype,
               name="dense")(h)
-    h = jax.nn.gelu(h, approximate=False)
+    h = gelu(h)
     h = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype, name="layer_norm")(h)
     bias = _param(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
     logits = jnp.einsum("...h,vh->...v", h, word_embeddings.astype(dtype))
