@@ -36,6 +36,23 @@ def run(config, workdir: str) -> dict:
   raise UserError(f"stage {config.stage!r} is not implemented")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a bad `--config.KEY=...` override reported as one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    inner = e.args[0] if e.args else e
+    msg = inner.args[0] if isinstance(inner, BaseException) and inner.args else str(inner)
+    _fail(f"bad --config override: {str(msg).strip()}".replace("\n", " "))
+
+
+def _fail(message: str) -> None:
+  print(f"rewire: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -45,12 +62,11 @@ def main(argv) -> None:
   try:
     summary = run(_CONFIG.value, workdir)
   except UserError as e:
-    print(f"rewire: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
   if "valid_loss" in summary:
     print(f"done: {workdir}  step {summary['step']}  valid loss {summary['valid_loss']:.3f}"
           + (f" (unigram baseline {summary['unigram_loss']:.3f})" if summary.get("unigram_loss") else ""))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
