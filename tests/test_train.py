@@ -176,3 +176,19 @@ def test_bad_inputs_fail_with_a_clear_error_and_leave_the_workdir_alone(full_run
     run(c, workdir)
 
   assert _snapshot(workdir) == before
+
+
+def test_fsdp_tensor_mesh_matches_data_parallel_and_keeps_shardings(full_run, tmp_path):
+  workdir, _, _ = full_run
+  c = tiny_config()
+  c.mesh.update(data=2, fsdp=2, tensor=2)
+  summary = run(c, tmp_path)
+  np.testing.assert_allclose([x for _, x in losses(tmp_path)], [x for _, x in losses(workdir)], rtol=2e-4)
+  params = summary["state"]["params"]
+  emb = params["roberta"]["embeddings"]["word_embeddings"]["embedding"]
+  # ("vocab", "embed") -> ("tensor", "fsdp"): the resets kept the embedding sharded as the rules say.
+  assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+  assert emb.addressable_shards[0].data.shape == (emb.shape[0] // 2, emb.shape[1] // 2)
+  mu = summary["state"]["opt_state"].inner_state[1].inner_states["forget"].inner_state[0].mu
+  mu_emb = mu["roberta"]["embeddings"]["word_embeddings"]["embedding"]
+  assert mu_emb.sharding.spec == emb.sharding.spec
