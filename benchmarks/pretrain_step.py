@@ -5,20 +5,21 @@ on hidden states and attention probabilities) on the same batch shape (32 x 128)
 (AdamW b1=0.9, b2=0.98, eps=1e-6, wd=0.01 off biases and LayerNorm scales), on whatever JAX backend is
 active (the reference figures are for a 2-core CPU).
 
-(a) rewire: raw token ids go in; 15% masking (80/10/10) happens on device inside the jitted step, with a
-    fixed number M = ceil(0.15 * L) of gathered positions per sequence; the MLM head runs only at those
-    positions; loss, grad and AdamW update in one `jax.jit` with the state donated. Built by
-    `make_rewire_step`, which the real `rewire` train step can replace.
-(b) HF: `FlaxRobertaForMaskedLM` + optax exactly as `examples/flax/language-modeling/run_mlm_flax.py`:
+(a) rewire: raw token ids go in; 15% masking (80/10/10) happens on device inside the jitted step, with
+    a fixed M = ceil(0.15 * (L - 2)) = 19 gathered positions per sequence (the most that fairseq-style
+    floor(0.15 * n + u) picks from the n = L - 2 maskable tokens, so none is dropped); the MLM head runs
+    only at those positions; loss, grad and AdamW update in one `jax.jit` with the state donated.
+    Built by `make_rewire_step`, which the real `rewire` train step can replace.
+(b) HF: `FlaxRobertaForMaskedLM` + optax as `examples/flax/language-modeling/run_mlm_flax.py` does it:
     host numpy masking (`FlaxDataCollatorForLanguageModeling.mask_tokens`), logits at every position,
     one-hot softmax cross-entropy weighted by `labels > 0`, `jax.jit` (the example pmaps over 1 device)
     with the state donated.
 
-What is timed: wall time of N consecutive steps ending in `block_until_ready`, after warm-up (compile
-+ 2 steps), in R rounds whose order alternates between the sides. For HF two figures are reported:
-"step" (pre-masked batches, so host masking is not timed) and "loop" (host masking of each batch inside
-the timed loop, as the example's training loop does it; JAX's async dispatch overlaps it with the
-previous step). The ratio is taken against HF "step", the faster of the two.
+What is timed: wall time of N consecutive steps ending in `block_until_ready`, after one untimed
+repetition (compile + warm-up), in R rounds whose order alternates between the sides; medians are
+reported. For HF there are two figures: "hf_step" (pre-masked batches: host masking is not timed) and
+"hf_loop" (each batch masked on the host inside the timed loop, as the example's loop does; JAX's async
+dispatch overlaps it with the previous step). The headline ratio is against "hf_step".
 
 Run: `python benchmarks/pretrain_step.py [--steps N] [--rounds R]`.
 """

@@ -28,6 +28,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.checkpoint_every = 5000
   c.keep_checkpoints = 3
   c.async_checkpoints = True
+  c.peak_flops = 0.0             # per-device peak FLOP/s for MFU; 0: look the device up (unknown on CPU)
 
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=0,              # 0: taken from the tokenizer

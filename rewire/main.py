@@ -19,7 +19,28 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file, optionally with a preset: configs/pretrain_forget.py:tiny", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>). An existing run "
                                "there is resumed from its newest checkpoint.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "Multi-host: call jax.distributed.initialize() ('auto': when the environment shows several processes, "
+    "as on a TPU pod slice, under Slurm, or with JAX_COORDINATOR_ADDRESS set).")
 flags.mark_flag_as_required("config")
+
+
+def launched_multiprocess(env=os.environ) -> bool:
+  """Whether the environment describes a job of several processes (hosts)."""
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  for key in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+    if env.get(key, "1").isdigit() and int(env.get(key, "1")) > 1:
+      return True
+  return "," in env.get("TPU_WORKER_HOSTNAMES", "")
+
+
+def initialize_distributed(mode: str) -> None:
+  """Joins the multi-host job before any device is touched; each process then sees all global devices."""
+  if mode == "on" or (mode == "auto" and launched_multiprocess()):
+    import jax
+    jax.distributed.initialize()
 
 
 def default_workdir(config_path: str) -> str:
@@ -58,6 +79,7 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep orbax/absl INFO chatter out of the progress lines
+  initialize_distributed(_DISTRIBUTED.value)
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   try:
     summary = run(_CONFIG.value, workdir)

@@ -112,7 +112,7 @@ class ModelConfig:
 
 
 def word_embedding_init(init_std: float, pad_token_id: int) -> Initializer:
-  """N(0, init_std) with the padding row zeroed: the token-embedding init, also used by forgetting resets."""
+  """N(0, init_std) with the padding row zeroed: the token-embedding init (as fairseq's)."""
 
   def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
     emb = nn.initializers.normal(init_std)(key, shape, dtype)
@@ -448,7 +448,8 @@ class RobertaForMaskedLM(nn.Module):
   def __call__(self, input_ids: Array, attention_mask: Array, masked_positions: Array, *,
                deterministic: bool) -> Array:
     h = self.roberta(input_ids, attention_mask, deterministic=deterministic)
-    h = jnp.take_along_axis(h, masked_positions[..., None].astype(jnp.int32), axis=1)  # [B, M, H]
+    positions = masked_positions[..., None].astype(jnp.int32)
+    h = jnp.take_along_axis(h, positions, axis=1, mode="clip")  # [B, M, H]
     emb = self.roberta.embeddings.variables["params"]["word_embeddings"]["embedding"]
     return self.lm_head(h, nn.unbox(emb))
 

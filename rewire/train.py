@@ -23,7 +23,7 @@ import optax
 from flax import linen as nn
 
 from rewire import config as rconfig
-from rewire import forgetting, mlm, optim, sharding
+from rewire import flops, forgetting, mlm, optim, sharding
 from rewire.checkpoint import Checkpointer, has_checkpoint
 from rewire.data import masking
 from rewire.data.pretrain import prepare_pretraining_data
@@ -251,6 +251,12 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   name = os.path.basename(os.path.abspath(workdir))
   progress = Progress(total, start, name=name, enabled=is_main, stream=log_stream)
   tokens_per_step = config.batch_size * config.data.seq_len
+  mc = setup.model_config
+  step_flops = flops.mlm_step_flops(hidden=mc.hidden_size, layers=mc.num_layers,
+                                    intermediate=mc.intermediate_size, vocab=mc.vocab_size,
+                                    batch=config.batch_size, seq_len=config.data.seq_len,
+                                    predictions=setup.masker.max_predictions)
+  peak = flops.peak_flops(mesh.devices.flat[0], config.peak_flops)
   pending: list[tuple[int, dict]] = []
   step = start
   last_valid = None
@@ -274,7 +280,12 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
       if k.startswith("lr_"):
         rec[k] = float(fetched[-1][k])
     if steps_since > 0:
-      rec["tokens_per_s"] = steps_since * tokens_per_step / max(now - t_last, 1e-9)
+      seconds = max(now - t_last, 1e-9)
+      rec["tokens_per_s"] = steps_since * tokens_per_step / seconds
+      rec["tokens_per_s_per_device"] = rec["tokens_per_s"] / mesh.size
+      rec["tflops_per_device"] = steps_since * step_flops / seconds / mesh.size / 1e12
+      if peak:
+        rec["mfu"] = rec["tflops_per_device"] * 1e12 / peak
     if not all(math.isfinite(rec[k]) for k in ("loss", "grad_norm")):
       raise UserError(f"training diverged: loss {rec['loss']} at step {last_step}; lower optim.lr or "
                       f"enable optim.clip_norm (last checkpoint: {ckpt.latest_step()})")

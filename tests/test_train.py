@@ -8,41 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from rewire.config import pretrain_preset
 from rewire.errors import UserError
 from rewire.metrics import read_records
-from rewire.train import train_and_evaluate
 
-TOTAL, K = 12, 4
+from conftest import K, TOTAL, losses, run_tiny, tiny_config
 
-
-def tiny_config(forgetting=True):
-  c = pretrain_preset("tiny", forgetting=forgetting)
-  c.total_steps = TOTAL
-  if forgetting:
-    c.forget_every = K
-  c.batch_size = 16
-  c.log_every = 1
-  c.eval_every = 6
-  c.checkpoint_every = 4
-  c.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-  c.data.update(seq_len=32, vocab_size=400, max_valid_sequences=32)
-  c.optim.update(lr=3e-3, warmup_steps=4)
-  return c
-
-
-def run(config, workdir, **kw):
-  summary = train_and_evaluate(config, str(workdir), log_stream=open(os.devnull, "w"), **kw)
-  return summary
+run = run_tiny
 
 
 def params_of(summary):
   return jax.tree.map(np.asarray, jax.device_get(summary["state"]["params"]))
-
-
-def losses(workdir):
-  return [(r["step"], r["loss"]) for r in read_records(os.path.join(workdir, "metrics.jsonl"))
-          if "loss" in r and "event" not in r]
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +91,11 @@ def test_resume_is_bit_identical(full_run, tmp_path):
   assert events == [4, 8]
 
 
-def test_one_device_matches_eight_devices(full_run, tmp_path):
+def test_one_device_matches_eight_devices(full_run, tiny_runs):
   workdir, _, _ = full_run
-  one = run(tiny_config(), tmp_path, devices=jax.devices()[:1])
+  one_dir, one = tiny_runs("one_device")
   assert one["step"] == TOTAL
-  l1, l8 = losses(tmp_path), losses(workdir)
+  l1, l8 = losses(one_dir), losses(workdir)
   assert [s for s, _ in l1] == [s for s, _ in l8]
   np.testing.assert_allclose([x for _, x in l1], [x for _, x in l8], rtol=2e-4)
 
@@ -177,18 +152,3 @@ def test_bad_inputs_fail_with_a_clear_error_and_leave_the_workdir_alone(full_run
 
   assert _snapshot(workdir) == before
 
-
-def test_fsdp_tensor_mesh_matches_data_parallel_and_keeps_shardings(full_run, tmp_path):
-  workdir, _, _ = full_run
-  c = tiny_config()
-  c.mesh.update(data=2, fsdp=2, tensor=2)
-  summary = run(c, tmp_path)
-  np.testing.assert_allclose([x for _, x in losses(tmp_path)], [x for _, x in losses(workdir)], rtol=2e-4)
-  params = summary["state"]["params"]
-  emb = params["roberta"]["embeddings"]["word_embeddings"]["embedding"]
-  # ("vocab", "embed") -> ("tensor", "fsdp"): the resets kept the embedding sharded as the rules say.
-  assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
-  assert emb.addressable_shards[0].data.shape == (emb.shape[0] // 2, emb.shape[1] // 2)
-  mu = summary["state"]["opt_state"].inner_state[1].inner_states["forget"].inner_state[0].mu
-  mu_emb = mu["roberta"]["embeddings"]["word_embeddings"]["embedding"]
-  assert mu_emb.sharding.spec == emb.sharding.spec
