@@ -1,6 +1,7 @@
 """Test session set-up: 8 fake CPU devices, so sharded code paths run on a laptop or CI box."""
 
 import os
+import tempfile
 
 # Must happen before jax is imported anywhere.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -8,11 +9,29 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Runs with the same shapes and mesh (a run and its resumption) reuse compiled executables.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"rewire-test-xla-{os.getpid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 
 import pytest  # noqa: E402
 
 TOTAL, K = 12, 4
+
+
+_SHARED = {}
+
+
+def shared_tokenizer() -> str:
+  """One tokenizer for every tiny run of the session (training it is the slowest part of a tiny run)."""
+  if "tokenizer" not in _SHARED:
+    import tempfile
+    from rewire.data.sources import load_documents
+    from rewire.data.tokenizer import save_tokenizer, train_tokenizer
+    path = os.path.join(tempfile.mkdtemp(prefix="rewire-tok-"), "tokenizer.json")
+    save_tokenizer(train_tokenizer(load_documents("bundled:en_web")[:200], 400), path)
+    _SHARED["tokenizer"] = path
+  return _SHARED["tokenizer"]
 
 
 def tiny_config(forgetting=True, mesh=None):
@@ -25,9 +44,9 @@ def tiny_config(forgetting=True, mesh=None):
   c.batch_size = 16
   c.log_every = 1
   c.eval_every = 6
-  c.checkpoint_every = 4
+  c.checkpoint_every = 6
   c.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-  c.data.update(seq_len=32, vocab_size=400, max_valid_sequences=32)
+  c.data.update(seq_len=32, vocab_size=400, max_valid_sequences=32, tokenizer=shared_tokenizer())
   c.optim.update(lr=3e-3, warmup_steps=4)
   if mesh is not None:
     c.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
