@@ -23,6 +23,8 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "Multi-host: call jax.distributed.initialize() ('auto': when the environment shows several processes, "
     "as on a TPU pod slice, under Slurm, or with JAX_COORDINATOR_ADDRESS set).")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check the config against the devices and print the run's shape "
+                             "(mesh, parameters, memory and FLOPs per step) as JSON; read no data, write nothing.")
 flags.mark_flag_as_required("config")
 
 
@@ -82,6 +84,13 @@ def main(argv) -> None:
   initialize_distributed(_DISTRIBUTED.value)
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   try:
+    if _DRY_RUN.value:
+      import json
+      from rewire import config as rconfig
+      from rewire.train import plan
+      rconfig.validate(_CONFIG.value)
+      print(json.dumps(plan(_CONFIG.value), indent=2))
+      return
     summary = run(_CONFIG.value, workdir)
   except UserError as e:
     _fail(str(e))

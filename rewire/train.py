@@ -186,6 +186,40 @@ class Setup:
                         self.abstract_state, self.state_shardings)
 
 
+def step_flops_of(setup: Setup) -> float:
+  mc, c = setup.model_config, setup.config
+  return flops.mlm_step_flops(hidden=mc.hidden_size, layers=mc.num_layers, intermediate=mc.intermediate_size,
+                              vocab=mc.vocab_size, batch=c.batch_size, seq_len=c.data.seq_len,
+                              predictions=setup.masker.max_predictions)
+
+
+def plan(config, devices: Sequence[jax.Device] | None = None) -> dict:
+  """Checks a config against the devices without reading data or writing anything; returns the run's shape.
+
+  The vocabulary size is `model.vocab_size` or, before a tokenizer exists, `data.vocab_size`.
+  """
+  from rewire.data.tokenizer import SpecialIds
+  rconfig.validate(config)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  _check_run_config(config, mesh)
+  vocab = config.model.vocab_size or config.data.vocab_size
+  setup = Setup(config, mesh, SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=vocab - 1, vocab_size=vocab))
+  per_device = 0
+  for a, sh in zip(jax.tree.leaves(setup.abstract_state), jax.tree.leaves(setup.state_shardings)):
+    per_device += math.prod(sh.shard_shape(a.shape)) * a.dtype.itemsize
+  peak = flops.peak_flops(mesh.devices.flat[0], config.peak_flops)
+  return {
+      "mesh": dict(mesh.shape), "devices": mesh.size, "processes": jax.process_count(),
+      "device_kind": mesh.devices.flat[0].device_kind,
+      "params": sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state["params"])),
+      "state_gib_per_device": per_device / 2**30,
+      "tokens_per_step": config.batch_size * config.data.seq_len,
+      "tflops_per_step": step_flops_of(setup) / 1e12,
+      "peak_tflops_per_device": peak / 1e12 if peak else None,
+      "forget_every": config.forget_every, "total_steps": config.total_steps,
+  }
+
+
 def evaluate(setup: Setup, params, valid: np.ndarray, batch_size: int, pad_id: int) -> dict[str, float]:
   """Validation MLM loss and accuracy with a fixed masking per batch (comparable across steps and runs)."""
   from rewire.data.loader import eval_batches
@@ -251,11 +285,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   name = os.path.basename(os.path.abspath(workdir))
   progress = Progress(total, start, name=name, enabled=is_main, stream=log_stream)
   tokens_per_step = config.batch_size * config.data.seq_len
-  mc = setup.model_config
-  step_flops = flops.mlm_step_flops(hidden=mc.hidden_size, layers=mc.num_layers,
-                                    intermediate=mc.intermediate_size, vocab=mc.vocab_size,
-                                    batch=config.batch_size, seq_len=config.data.seq_len,
-                                    predictions=setup.masker.max_predictions)
+  step_flops = step_flops_of(setup)
   peak = flops.peak_flops(mesh.devices.flat[0], config.peak_flops)
   pending: list[tuple[int, dict]] = []
   step = start
