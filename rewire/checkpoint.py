@@ -14,12 +14,17 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def _handlers() -> dict:
+  # Named explicitly so that a fresh process can read metadata before it has saved anything.
+  return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+
+
 class Checkpointer:
   def __init__(self, directory: str, *, keep: int, async_save: bool = True):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
-    self._mngr = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+    self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -59,3 +64,33 @@ class Checkpointer:
 
 def has_checkpoint(directory: str) -> bool:
   return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def load_params(workdir: str, step: int | None = None, *, sharding: jax.sharding.Sharding | None = None) -> tuple[Any, int]:
+  """Reads only the model parameters of a run's checkpoint (newest unless `step`); returns (params, step).
+
+  Stages that start from an earlier stage's workdir use this: the optimizer state is not read.
+  """
+  from rewire.errors import UserError
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not has_checkpoint(directory):
+    raise UserError(f"no checkpoint in {directory}")
+  mngr = ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+                               options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    steps = list(mngr.all_steps())
+    step = mngr.latest_step() if step is None else step
+    if step not in steps:
+      raise UserError(f"no checkpoint for step {step} in {directory}; available: {steps}")
+    meta = mngr.item_metadata(step)["state"]
+    tree = meta.tree if hasattr(meta, "tree") else meta
+    if "params" not in tree:
+      raise UserError(f"the checkpoint in {directory} holds no params")
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree["params"])
+    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item={"params": target}, restore_args={"params": restore_args}, partial_restore=True)))
+    return out["state"]["params"], step
+  finally:
+    mngr.close()

@@ -264,6 +264,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    write_model_info(workdir, setup.model_config, "RobertaForMaskedLM")
 
   start = ckpt.latest_step()
   if start is not None:
@@ -361,6 +362,13 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
       json.dump(summary, f, indent=2)
   summary["state"] = state
   return summary
+
+
+def write_model_info(workdir: str, model_config: ModelConfig, architecture: str) -> None:
+  """`model.json`: the resolved model shape (vocab size included), which later stages and exporters read."""
+  import dataclasses
+  with open(os.path.join(workdir, "model.json"), "w") as f:
+    json.dump({"architecture": architecture, **dataclasses.asdict(model_config)}, f, indent=2)
 
 
 def _events(path: str) -> list[dict]:

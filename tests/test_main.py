@@ -45,3 +45,18 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path):
   assert len(lines) == 1 and lines[0].startswith("rewire: error: "), out.stderr[-2000:]
   assert expect in lines[0]
   assert not workdir.exists()
+
+
+def test_resuming_with_a_mismatched_tokenizer_fails_in_a_fresh_process(tiny_runs, tmp_path):
+  workdir, _ = tiny_runs("one_device")
+  before = sorted((p, os.path.getmtime(os.path.join(r, p))) for r, _, fs in os.walk(workdir) for p in fs)
+  from rewire.data.tokenizer import save_tokenizer, train_tokenizer
+  other = tmp_path / "other.json"
+  save_tokenizer(train_tokenizer(["another small corpus with other words"] * 20, 50), str(other))
+  out = rewire_main(f"--config={os.path.join(ROOT, 'configs', 'pretrain_forget.py')}", f"--workdir={workdir}",
+                    f"--config.data.tokenizer={other}")
+  assert out.returncode == 2, out.stderr[-2000:]
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and "rewire: error: tokenizer" in lines[0] and "400-row embedding" in lines[0]
+  after = sorted((p, os.path.getmtime(os.path.join(r, p))) for r, _, fs in os.walk(workdir) for p in fs)
+  assert before == after
