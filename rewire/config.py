@@ -30,6 +30,14 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.async_checkpoints = True
   c.peak_flops = 0.0             # per-device peak FLOP/s for MFU; 0: look the device up (unknown on CPU)
 
+  # Warm start: begin from another run's params (a rewire workdir, or `python -m rewire.hf import` output).
+  c.init_from = ""               # "": random init
+  c.init_step = 0                # 0: the newest checkpoint of init_from
+  c.reinit = ml_collections.ConfigDict(dict(
+      pattern="",                # leaves drawn afresh instead of loaded (2-D: N(0, init_std), pad row 0; 1-D: 0)
+      init_std=0.02))
+  c.token_budget = 0             # >0: train on the shortest prefix of the corpus with this many tokens, repeated
+
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=0,              # 0: taken from the tokenizer
       hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
@@ -66,7 +74,24 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-DEFAULTS = {"pretrain": pretrain_defaults}
+def adapt_language_defaults() -> ml_collections.ConfigDict:
+  """Language adaptation (Chen et al. 2023, step 2): a new tokenizer and new token embeddings, body frozen.
+
+  The recipe is pretraining's without clipping or resets, over a token budget of the new language.
+  """
+  c = pretrain_defaults()
+  c.stage = "adapt_language"
+  c.forget_every = 0
+  c.token_budget = 5_000_000
+  c.data.source = ""             # the new language's corpus (required)
+  c.optim.clip_norm = 0.0
+  # Only the token embeddings (and so the tied decoder) train; body, positions and LM head stay frozen.
+  c.optim.rules = ((r"roberta/embeddings/word_embeddings/embedding", "train"), (".*", "frozen"))
+  c.reinit.pattern = r"roberta/embeddings/word_embeddings/embedding|lm_head/bias"
+  return c
+
+
+DEFAULTS = {"pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -53,7 +53,7 @@ def default_workdir(config_path: str) -> str:
 def run(config, workdir: str) -> dict:
   from rewire import config as rconfig
   rconfig.validate(config)
-  if config.stage == "pretrain":
+  if config.stage in ("pretrain", "adapt_language"):
     from rewire.train import train_and_evaluate
     return train_and_evaluate(config, workdir)
   raise UserError(f"stage {config.stage!r} is not implemented")

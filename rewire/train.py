@@ -8,6 +8,7 @@ newest checkpoint in `<workdir>/checkpoints`. Process 0 writes `metrics.jsonl`, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import optax
 from flax import linen as nn
 
 from rewire import config as rconfig
-from rewire import flops, forgetting, mlm, optim, sharding
+from rewire import flops, forgetting, mlm, optim, sharding, warm_start
 from rewire.checkpoint import Checkpointer, has_checkpoint
 from rewire.data import masking
 from rewire.data.pretrain import prepare_pretraining_data
@@ -65,6 +66,15 @@ def _check_run_config(config, mesh) -> None:
   if config.batch_size % shards:
     raise UserError(f"batch_size {config.batch_size} is not divisible by the {shards} data shards "
                     f"(mesh data x fsdp)")
+  if config.init_from and not os.path.isdir(config.init_from):
+    raise UserError(f"init_from {config.init_from} does not exist")
+  if config.stage == "adapt_language":
+    if not config.init_from:
+      raise UserError("adapt_language needs init_from: the workdir of a pretrained model")
+    if not config.data.source:
+      raise UserError("adapt_language needs data.source: the new language's corpus")
+    if config.forget_every:
+      raise UserError("adapt_language does not reset embeddings: set forget_every=0")
   for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
     if config[key] <= 0:
       raise UserError(f"{key} must be positive, got {config[key]}")
@@ -90,6 +100,24 @@ def _check_tokenizer_against_checkpoint(config, workdir: str, ckpt: Checkpointer
     size = load_tokenizer(saved_tok).get_vocab_size()
     if size != rows:
       raise UserError(f"{saved_tok} has {size} entries but the checkpoint has a {rows}-row embedding")
+
+
+def within_token_budget(data, config):
+  """Keeps the shortest prefix of the training sequences holding `config.token_budget` tokens; the loader
+  then repeats it epoch after epoch (the paper's low-data regime)."""
+  from rewire.data.loader import BatchIterator
+  seqs = data.train_sequences
+  tokens = np.cumsum((seqs != data.specials.pad).sum(axis=1))
+  n = int(np.searchsorted(tokens, config.token_budget) + 1)
+  n = max(n, config.batch_size)
+  if n > len(seqs):
+    raise UserError(f"token_budget {config.token_budget} exceeds the {int(tokens[-1])} training tokens of "
+                    f"{config.data.source}")
+  prefix = seqs[:n]
+  train = BatchIterator(prefix, config.batch_size, config.seed, process_index=jax.process_index(),
+                        process_count=jax.process_count())
+  return dataclasses.replace(data, train=train, train_sequences=prefix,
+                             num_train_tokens=int((prefix != data.specials.pad).sum()))
 
 
 def model_config_from(config, vocab_size: int, pad_id: int) -> ModelConfig:
@@ -178,8 +206,14 @@ class Setup:
     eval_step = mlm.make_eval_step(self.model, seed=config.seed, masker=self.masker)
     self.eval_step = jax.jit(eval_step, in_shardings=(self.param_shardings, batch_sh, None), out_shardings=repl)
 
-  def init(self) -> Any:
-    return jax.jit(self._init_state, out_shardings=self.state_shardings)(jax.random.key(self.config.seed))
+  def init(self, params: Any = None) -> Any:
+    """A fresh state: random params, or the given host-side params placed on the mesh."""
+    if params is None:
+      return jax.jit(self._init_state, out_shardings=self.state_shardings)(jax.random.key(self.config.seed))
+    params = jax.device_put(params, self.param_shardings)
+    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings["opt_state"])(params)
+    step = jax.device_put(jnp.zeros([], jnp.int32), self.state_shardings["step"])
+    return {"step": step, "params": params, "opt_state": opt_state}
 
   def abstract_with_shardings(self) -> Any:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -254,9 +288,13 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   ckpt = Checkpointer(ckpt_dir, keep=config.keep_checkpoints,
                       async_save=config.async_checkpoints) if has_checkpoint(ckpt_dir) else None
   _check_tokenizer_against_checkpoint(config, workdir, ckpt)
+  if config.init_from:
+    warm_start.adopt_model_shape(config)
 
   data = prepare_pretraining_data(config.data, workdir, seed=config.seed, global_batch_size=config.batch_size,
                                   process_index=jax.process_index(), process_count=jax.process_count())
+  if config.token_budget:
+    data = within_token_budget(data, config)
   specials = data.specials
   setup = Setup(config, mesh, specials)
   if ckpt is None:
@@ -270,6 +308,9 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   if start is not None:
     state, data_state = ckpt.restore(start, setup.abstract_with_shardings())
     data.train.set_state(data_state)
+  elif config.init_from:
+    abstract_params = setup.abstract_state["params"]
+    state, start = setup.init(warm_start.initial_params(config, abstract_params, pad_id=specials.pad)), 0
   else:
     state, start = setup.init(), 0
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main,
@@ -366,7 +407,6 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
 
 def write_model_info(workdir: str, model_config: ModelConfig, architecture: str) -> None:
   """`model.json`: the resolved model shape (vocab size included), which later stages and exporters read."""
-  import dataclasses
   with open(os.path.join(workdir, "model.json"), "w") as f:
     json.dump({"architecture": architecture, **dataclasses.asdict(model_config)}, f, indent=2)
 

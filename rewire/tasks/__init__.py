@@ -1,0 +1,1 @@
+"""Task adaptation and zero-shot evaluation: NLI and extractive-QA features, QA post-processing, metrics."""

@@ -1,0 +1,134 @@
+"""Language adaptation: a new tokenizer and new embeddings on a frozen pretrained body."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from rewire import optim
+from rewire.checkpoint import load_params
+from rewire.config import adapt_language_defaults
+from rewire.data.sources import load_documents
+from rewire.data.tokenizer import SpecialIds
+from rewire.errors import UserError
+from rewire.metrics import read_records
+from rewire.train import Setup, train_and_evaluate
+from rewire import sharding
+
+EMB = "roberta/embeddings/word_embeddings/embedding"
+
+
+def adapt_config(init_from, corpus, budget=6000):
+  c = adapt_language_defaults()
+  c.init_from = str(init_from)
+  c.token_budget = budget
+  c.data.update(source=f"files:{corpus}", seq_len=32, vocab_size=300, max_valid_sequences=32)
+  c.update(total_steps=8, batch_size=16, log_every=1, eval_every=8, checkpoint_every=8)
+  c.optim.update(lr=3e-3, warmup_steps=2)
+  return c
+
+
+@pytest.fixture(scope="module")
+def new_language(tmp_path_factory):
+  """A stand-in 'new language': upper-cased, reversed-word English chapters -> different pieces and ids."""
+  path = tmp_path_factory.mktemp("lang") / "corpus.txt"
+  docs = [" ".join(w[::-1].upper() for w in d.split()) for d in load_documents("bundled:en_web")[:120]]
+  path.write_text("\n\n".join(docs))
+  return path
+
+
+def flat(params):
+  return {optim.path_str(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+@pytest.fixture(scope="module")
+def adapted(tiny_runs, new_language, tmp_path_factory):
+  source, _ = tiny_runs("one_device")
+  workdir = tmp_path_factory.mktemp("adapted")
+  with open(os.devnull, "w") as sink:
+    summary = train_and_evaluate(adapt_config(source, new_language), str(workdir), devices=jax.devices()[:1],
+                                 log_stream=sink)
+  return source, workdir, summary
+
+
+def test_frozen_subtrees_are_bit_identical_and_embeddings_are_new(adapted):
+  source, workdir, summary = adapted
+  before, after = flat(load_params(str(source))[0]), flat(load_params(str(workdir))[0])
+  assert set(before) == set(after)
+  vocab = json.load(open(os.path.join(workdir, "model.json")))["vocab_size"]
+  for name, x in after.items():
+    if name == EMB:
+      assert x.shape == (vocab, before[name].shape[1]) and x.shape != before[name].shape
+      assert abs(float(x.std()) - 0.02) < 0.01  # drawn from N(0, 0.02), then trained for a few updates
+    elif name == "lm_head/bias":
+      assert x.shape == (vocab,) and not np.any(x)  # re-initialised for the new vocabulary, then frozen
+    else:
+      np.testing.assert_array_equal(x, before[name], err_msg=name)
+  opt = summary["state"]["opt_state"].inner_state[0].inner_states
+  assert sorted(opt) == ["frozen", "train"]
+  assert jax.tree.leaves(opt["frozen"]) == []
+  assert list(flat(opt["train"].inner_state[0].mu)) == [EMB]
+
+
+def test_adaptation_curve_is_recorded_and_falls(adapted):
+  _, workdir, summary = adapted
+  records = read_records(os.path.join(workdir, "metrics.jsonl"))
+  losses = [r["loss"] for r in records if "loss" in r and "event" not in r]
+  assert len(losses) == 8 and losses[-1] < losses[0]
+  assert not [r for r in records if r.get("event") == "forget"]
+  start = records[0]
+  assert start["event"] == "start" and start["train_tokens"] <= 6000 + 32
+
+
+def test_embedding_only_step_computes_no_body_weight_gradient(adapted, new_language):
+  source, _, _ = adapted
+  c = adapt_config(source, new_language)
+  from rewire.warm_start import adopt_model_shape
+  adopt_model_shape(c)
+  mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
+  specials = SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=299, vocab_size=300)
+  h, f = c.model.hidden_size, c.model.intermediate_size
+
+  def weight_grad_shapes(cfg):
+    setup = Setup(cfg, mesh, specials)
+    tokens = jax.ShapeDtypeStruct((cfg.batch_size, cfg.data.seq_len), np.int32)
+    jaxpr = jax.make_jaxpr(setup.train_step)(setup.abstract_state, tokens)
+    shapes = []
+
+    def visit(jx):
+      for eqn in jx.eqns:
+        if eqn.primitive.name == "dot_general":
+          shapes.append(tuple(eqn.outvars[0].aval.shape))
+        for sub in jax.core.subjaxprs(eqn) if hasattr(jax.core, "subjaxprs") else []:
+          visit(sub)
+        for p in eqn.params.values():
+          if hasattr(p, "jaxpr"):
+            visit(p.jaxpr if hasattr(p.jaxpr, "eqns") else p.jaxpr.jaxpr)
+    visit(jaxpr.jaxpr)
+    return shapes
+
+  body_weight_shapes = {(h, f), (f, h), (h, h)}
+  adapt_shapes = weight_grad_shapes(c)
+  assert not body_weight_shapes & set(adapt_shapes), adapt_shapes
+  full = adapt_config(source, new_language)
+  adopt_model_shape(full)
+  full.optim.rules = ((".*", "train"),)
+  assert body_weight_shapes <= set(weight_grad_shapes(full))  # the check can see weight gradients
+
+
+def test_adaptation_needs_a_pretrained_model_and_a_corpus(tmp_path, new_language):
+  c = adapt_config("", new_language)
+  with pytest.raises(UserError, match="needs init_from"):
+    train_and_evaluate(c, str(tmp_path / "a"))
+  c = adapt_config(tmp_path / "nowhere", new_language)
+  with pytest.raises(UserError, match="does not exist"):
+    train_and_evaluate(c, str(tmp_path / "b"))
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n")
+  (tmp_path / "src").mkdir()
+  c = adapt_config(tmp_path / "src", empty)
+  with pytest.raises(UserError):
+    train_and_evaluate(c, str(tmp_path / "c"))
+  assert not (tmp_path / "c").exists() or not os.listdir(tmp_path / "c")
