@@ -91,7 +91,38 @@ def adapt_language_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-DEFAULTS = {"pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults}
+def finetune_defaults() -> ml_collections.ConfigDict:
+  """Task adaptation (step 3): the body and a new task head train on an English task, embeddings frozen."""
+  base = pretrain_defaults()
+  c = ml_collections.ConfigDict()
+  c.stage = "finetune"
+  c.task = "nli"                 # "nli" (3-way, from <s>) or "qa" (SQuAD-style extractive)
+  c.seed = 0
+  c.init_from = ""               # the pretrained workdir (required); its tokenizer is used
+  c.init_step = 0
+  c.train_source = "hf:multi_nli:train"         # see rewire/tasks/data.py for the accepted forms
+  c.dev_source = "hf:xnli:en:validation"        # model selection
+  c.label_names = ("entailment", "neutral", "contradiction")
+  c.max_train_examples = 0       # >0: the first N training examples
+  c.max_len = 128
+  c.doc_stride = 128
+  c.max_query_len = 64
+  c.epochs = 10
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.log_every = 50
+  c.model = ml_collections.ConfigDict(dict(dropout=0.1, attention_dropout=0.1, dtype="float32", remat=False))
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=1e-5, warmup_steps=0, warmup_fraction=0.0, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01,
+      clip_norm=0.0,
+      # Token embeddings stay frozen (the LM head is not part of a task model); body and head train.
+      rules=((r"roberta/embeddings/word_embeddings/embedding", "frozen"), (".*", "train"))))
+  c.mesh = base.mesh
+  return c
+
+
+DEFAULTS = {"pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
+            "finetune": finetune_defaults}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -98,6 +98,9 @@ class Progress:
       parts.append(f"acc {record['accuracy']:.3f}")
     if "valid_loss" in record:
       parts.append(f"valid loss {record['valid_loss']:.3f} acc {record.get('valid_accuracy', float('nan')):.3f}")
+    for k in sorted(record):
+      if k.startswith("dev_"):
+        parts.append(f"{k.replace('_', ' ')} {record[k]:.2f}")
     lrs = [f"{k[3:]} {record[k]:.2e}" for k in sorted(record) if k.startswith("lr_")]
     if lrs:
       parts.append("lr " + ", ".join(lrs))

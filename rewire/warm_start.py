@@ -81,3 +81,35 @@ def initial_params(config, abstract_params: Any, *, pad_id: int) -> Any:
                     f"{'; '.join(wrong[:3])}" + (" ..." if len(wrong) > 3 else "")
                     + " -- re-initialise vocabulary-sized leaves with reinit.pattern")
   return jax.tree.unflatten(treedef, out)
+
+
+def overlay(fresh: Any, workdir: str, step: int | None = None, *, prefix: str = "roberta/") -> Any:
+  """`fresh` params with every leaf under `prefix` replaced by the source run's (same path and shape).
+
+  A task model keeps its freshly initialised head and takes the pretrained encoder.
+  """
+  loaded, _ = load_params(workdir, step or None)
+  source = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  missing, wrong = [], []
+
+  def pick(path, x):
+    name = path_str(path)
+    if not name.startswith(prefix):
+      return x
+    if name not in source:
+      missing.append(name)
+      return x
+    y = np.asarray(source[name])
+    if tuple(y.shape) != tuple(x.shape):
+      wrong.append(f"{name} {tuple(y.shape)} vs {tuple(x.shape)}")
+      return x
+    return y.astype(x.dtype)
+
+  out = jax.tree_util.tree_map_with_path(pick, fresh)
+  if missing:
+    raise UserError(f"{workdir} lacks {len(missing)} encoder parameter(s): {', '.join(missing[:3])}"
+                    + (" ..." if len(missing) > 3 else ""))
+  if wrong:
+    raise UserError(f"{workdir} has mismatched shapes (source vs model): {'; '.join(wrong[:3])}"
+                    + (" ..." if len(wrong) > 3 else ""))
+  return out

@@ -179,7 +179,7 @@ def test_postprocess_only_picks_valid_spans(en):
   feats = qa.prepare_features(ex, tok, max_len=32, doc_stride=8, max_query_len=4)
   ctx = np.flatnonzero(feats.offsets[0, :, 0] >= 0)
   first, last = ctx[0], ctx[-1]
-  start, end = np.zeros((1, 32)), np.zeros((1, 32))
+  start, end = np.full((1, 32), -100.0), np.full((1, 32), -100.0)
   start[0, 0] = end[0, 0] = 100  # <s> and padding are never chosen,
   start[0, 31] = end[0, 31] = 100
   start[0, last] = 50  # nor an end before the start,
@@ -188,10 +188,16 @@ def test_postprocess_only_picks_valid_spans(en):
   end[0, first + 2] = 10
   assert qa.postprocess(ex, feats, start, end) == {"a": context[feats.offsets[0, first + 1, 0]:
                                                                   feats.offsets[0, first + 2, 1]]}
-  end[0, last] = 30  # nor a span longer than max_answer_len.
-  assert qa.postprocess(ex, feats, start, end, max_answer_len=last - first)["a"] != context[
-      feats.offsets[0, first + 1, 0]:]
-  assert qa.postprocess(ex, feats, start, end, max_answer_len=30)["a"].endswith("ten")
+  # Nor a span longer than max_answer_len: "two" .. "ten" is last - first tokens.
+  start, end = np.full((1, 32), -100.0), np.full((1, 32), -100.0)
+  start[0, first + 1], end[0, last], end[0, first + 2] = 10, 10, 5
+  assert qa.postprocess(ex, feats, start, end, max_answer_len=last - first)["a"] == context[4:]
+  assert qa.postprocess(ex, feats, start, end, max_answer_len=last - first - 1)["a"] == "two three"
+  # No valid span at all (every end before every start) gives "".
+  start, end = np.full((1, 32), -100.0), np.full((1, 32), -100.0)
+  assert qa.postprocess(ex, feats, start, end, n_best=1)["a"] == "one"
+  start[0, last], end[0, first] = 5, 5
+  assert qa.postprocess(ex, feats, start, end, n_best=1)["a"] == ""
 
 
 def test_truncating_tokenizer_is_not_used_as_is(en):

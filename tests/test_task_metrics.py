@@ -73,6 +73,8 @@ def test_mlqa_arabic_article_and_punctuation():
   # "ال" goes (so "الكتاب" matches "كتاب"), and the Arabic comma and question mark are punctuation.
   assert m.mlqa_tokens("الكتاب، الجديد؟", "ar") == ["كتاب", "جديد"]
   assert m.mlqa_em("الكتاب", ["كتاب"], "ar") == 1.0
+  # Like the official script, every "ال" goes, also inside a word: "المال" (the money) -> "م".
+  assert m.mlqa_tokens("المال", "ar") == ["م"]
   # P = 1/2, R = 1 -> F1 = 2/3.
   assert m.mlqa_f1("الكتاب الجديد؟", ["كتاب"], "ar") == pytest.approx(2 / 3)
   # Other languages keep "ال" but still drop "؟" (Unicode punctuation); SQuAD's ASCII set keeps both.
