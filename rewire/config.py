@@ -121,8 +121,30 @@ def finetune_defaults() -> ml_collections.ConfigDict:
   return c
 
 
+def evaluate_defaults() -> ml_collections.ConfigDict:
+  """Zero-shot evaluation (step 4) of assembled task models, one per language."""
+  c = ml_collections.ConfigDict()
+  c.stage = "evaluate"
+  c.models = ml_collections.ConfigDict()   # {name: {language: workdir}}, e.g. {"forget": {"es": "runs/..."}}
+  c.test_source = "hf:xnli:{lang}:test"     # {lang} is replaced by each language
+  c.eval_batch_size = 64
+  c.max_examples = 0                        # >0: the first N test examples per language
+  c.mesh = pretrain_defaults().mesh
+  return c
+
+
+def assemble_defaults() -> ml_collections.ConfigDict:
+  """Assembly (step 4): a task model with the token embeddings and tokenizer of a language-adapted model."""
+  c = ml_collections.ConfigDict()
+  c.stage = "assemble"
+  c.task_from = ""               # a fine-tuned workdir (configs/finetune_*.py)
+  c.embeddings_from = ""         # a language-adapted workdir (configs/adapt_language.py)
+  return c
+
+
 DEFAULTS = {"pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
-            "finetune": finetune_defaults}
+            "finetune": finetune_defaults, "assemble": assemble_defaults, "evaluate": evaluate_defaults}
+FREE_FORM = ("models",)  # groups whose keys the user chooses
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -139,7 +161,7 @@ def _check_keys(cfg, ref, prefix: str) -> None:
       near = difflib.get_close_matches(key, list(ref.keys()), n=1)
       hint = f" (did you mean {prefix}.{near[0]}?)" if near else ""
       raise UserError(f"unknown config key {prefix}.{key}{hint}")
-    if isinstance(ref[key], ml_collections.ConfigDict):
+    if isinstance(ref[key], ml_collections.ConfigDict) and key not in FREE_FORM:
       if not isinstance(cfg[key], (ml_collections.ConfigDict, dict)):
         raise UserError(f"config key {prefix}.{key} must be a group of keys, got {cfg[key]!r}")
       _check_keys(cfg[key], ref[key], f"{prefix}.{key}")

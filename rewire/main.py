@@ -56,6 +56,18 @@ def run(config, workdir: str) -> dict:
   if config.stage in ("pretrain", "adapt_language"):
     from rewire.train import train_and_evaluate
     return train_and_evaluate(config, workdir)
+  if config.stage == "finetune":
+    from rewire.finetune import train_and_evaluate
+    return train_and_evaluate(config, workdir)
+  if config.stage == "assemble":
+    from rewire.assemble import assemble
+    return assemble(config.task_from, config.embeddings_from, workdir)
+  if config.stage == "evaluate":
+    from rewire.evaluate import run as evaluate
+    return evaluate(config, workdir)
+  if config.stage == "pipeline":
+    from rewire.pipeline import run as pipeline
+    return pipeline(config, workdir)
   raise UserError(f"stage {config.stage!r} is not implemented")
 
 

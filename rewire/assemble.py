@@ -1,0 +1,70 @@
+"""Assembly (Chen et al. 2023, step 4): a task model whose token embeddings come from another language.
+
+The task workdir (fine-tuned in English, embeddings frozen) supplies the body and the task head; the
+language-adapted workdir supplies the token embeddings and the tokenizer. The result is a workdir of
+its own -- `model.json`, `tokenizer.json`, `checkpoints/0` -- that evaluation, export and any stage can use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from rewire import heads
+from rewire.checkpoint import Checkpointer, has_checkpoint, load_params
+from rewire.data.tokenizer import load_tokenizer
+from rewire.errors import UserError
+from rewire.warm_start import source_model_info
+
+WORD_EMBEDDING = ("roberta", "embeddings", "word_embeddings", "embedding")
+
+
+def _get(tree, path):
+  for k in path:
+    tree = tree[k]
+  return tree
+
+
+def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> dict:
+  """Writes the assembled model to `out_workdir`; returns its `model.json` contents."""
+  task_info = source_model_info(task_workdir)
+  emb_info = source_model_info(embeddings_workdir)
+  if task_info.get("architecture") not in (heads.SEQUENCE_CLASSIFICATION, heads.QUESTION_ANSWERING):
+    raise UserError(f"{task_workdir} is a {task_info.get('architecture')}, not a task model")
+  if emb_info.get("architecture") != heads.MLM:
+    raise UserError(f"{embeddings_workdir} is a {emb_info.get('architecture')}, not a language-adapted "
+                    f"{heads.MLM}")
+  if task_info["hidden_size"] != emb_info["hidden_size"]:
+    raise UserError(f"hidden size mismatch: task model {task_workdir} has {task_info['hidden_size']}, "
+                    f"embeddings from {embeddings_workdir} have {emb_info['hidden_size']}")
+  tok_path = os.path.join(embeddings_workdir, "tokenizer.json")
+  vocab = load_tokenizer(tok_path).get_vocab_size()
+  task_params, _ = load_params(task_workdir)
+  emb_params, _ = load_params(embeddings_workdir)
+  embedding = np.asarray(_get(emb_params, WORD_EMBEDDING))
+  if embedding.shape[0] != vocab:
+    raise UserError(f"vocabulary mismatch: {tok_path} has {vocab} entries but the embedding in "
+                    f"{embeddings_workdir} has {embedding.shape[0]} rows")
+  if embedding.shape[1] != np.asarray(_get(task_params, WORD_EMBEDDING)).shape[1]:
+    raise UserError(f"hidden size mismatch: embedding width {embedding.shape[1]} vs the task model's "
+                    f"{np.asarray(_get(task_params, WORD_EMBEDDING)).shape[1]}")
+  if has_checkpoint(os.path.join(out_workdir, "checkpoints")):
+    raise UserError(f"{out_workdir} already holds a model; choose a new workdir")
+
+  params = jax.tree.map(np.asarray, task_params)
+  _get(params, WORD_EMBEDDING[:-1])[WORD_EMBEDDING[-1]] = embedding
+  info = dict(task_info, vocab_size=vocab, assembled_from={"task": os.path.abspath(task_workdir),
+                                                           "embeddings": os.path.abspath(embeddings_workdir)})
+  os.makedirs(out_workdir, exist_ok=True)
+  ckpt = Checkpointer(os.path.join(out_workdir, "checkpoints"), keep=1, async_save=False)
+  ckpt.save(0, {"step": np.zeros([], np.int32), "params": params}, {"assembled": True}, force=True)
+  ckpt.wait()
+  ckpt.close()
+  shutil.copyfile(tok_path, os.path.join(out_workdir, "tokenizer.json"))
+  with open(os.path.join(out_workdir, "model.json"), "w") as f:
+    json.dump(info, f, indent=2)
+  return info
