@@ -142,7 +142,25 @@ def assemble_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-DEFAULTS = {"pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
+def pipeline_defaults() -> ml_collections.ConfigDict:
+  """Every stage, for a standard and a forgetting model: see `rewire/pipeline.py`."""
+  c = ml_collections.ConfigDict()
+  c.stage = "pipeline"
+  c.seed = 0
+  c.variants = ("standard", "forget")
+  c.languages = ("es",)
+  c.forget_every = 1000          # K for the forgetting variant (the standard one uses 0)
+  c.forget_clip_norm = 0.5
+  c.include_english = True       # also score the English task model on the English test split
+  c.adapt_source = "hf:cc100:{lang}:train"   # {lang} is replaced by each language
+  c.pretrain = pretrain_defaults()
+  c.adapt = adapt_language_defaults()
+  c.finetune = finetune_defaults()
+  c.evaluate = evaluate_defaults()
+  return c
+
+
+DEFAULTS = {"pipeline": pipeline_defaults, "pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
             "finetune": finetune_defaults, "assemble": assemble_defaults, "evaluate": evaluate_defaults}
 FREE_FORM = ("models",)  # groups whose keys the user chooses
 
