@@ -2,12 +2,12 @@
 also reports the paper's headline statistic (mean over languages of the relative gain 100*(F-S)/S).
 
     python -m rewire.main --config=configs/evaluate.py --workdir=runs/eval \
-        --config.models.standard.es=runs/standard_nli_es --config.models.forget.es=runs/forget_nli_es
-  (with `:base`, test_source is XNLI: hf:xnli:{lang}:test; MLQA/XQuAD: --config.test_source=hf:xquad:xquad.{lang}:validation)
+        --config.models=standard=runs/standard_nli_{lang},forget=runs/forget_nli_{lang} \
+        --config.languages="('es',)"
+  `tiny` (default) reads the bundled verse-pair NLI test split; `base` reads XNLI (hf:xnli:{lang}:test);
+  for MLQA/XQuAD pass e.g. --config.test_source=hf:xquad:xquad.{lang}:validation.
   Seconds to minutes. Writes results.json and results.md.
 """
-
-import ml_collections
 
 from rewire.config import evaluate_defaults
 
@@ -16,7 +16,4 @@ def get_config(preset: str = "tiny"):
   c = evaluate_defaults()
   if preset != "base":
     c.test_source = "bundled:verse_nli:test"
-  # Declare the usual model slots so that --config.models.NAME.LANG=... overrides work.
-  c.models = ml_collections.ConfigDict({"standard": ml_collections.ConfigDict(),
-                                        "forget": ml_collections.ConfigDict()})
   return c

@@ -125,7 +125,10 @@ def evaluate_defaults() -> ml_collections.ConfigDict:
   """Zero-shot evaluation (step 4) of assembled task models, one per language."""
   c = ml_collections.ConfigDict()
   c.stage = "evaluate"
-  c.models = ml_collections.ConfigDict()   # {name: {language: workdir}}, e.g. {"forget": {"es": "runs/..."}}
+  # "name=workdir pattern" pairs, comma-separated; {lang} in a pattern becomes each language, e.g.
+  # "standard=runs/standard_nli_{lang},forget=runs/forget_nli_{lang}".
+  c.models = ""
+  c.languages = ("es",)
   c.test_source = "hf:xnli:{lang}:test"     # {lang} is replaced by each language
   c.eval_batch_size = 64
   c.max_examples = 0                        # >0: the first N test examples per language
@@ -162,7 +165,6 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
 
 DEFAULTS = {"pipeline": pipeline_defaults, "pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
             "finetune": finetune_defaults, "assemble": assemble_defaults, "evaluate": evaluate_defaults}
-FREE_FORM = ("models",)  # groups whose keys the user chooses
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -179,7 +181,7 @@ def _check_keys(cfg, ref, prefix: str) -> None:
       near = difflib.get_close_matches(key, list(ref.keys()), n=1)
       hint = f" (did you mean {prefix}.{near[0]}?)" if near else ""
       raise UserError(f"unknown config key {prefix}.{key}{hint}")
-    if isinstance(ref[key], ml_collections.ConfigDict) and key not in FREE_FORM:
+    if isinstance(ref[key], ml_collections.ConfigDict):
       if not isinstance(cfg[key], (ml_collections.ConfigDict, dict)):
         raise UserError(f"config key {prefix}.{key} must be a group of keys, got {cfg[key]!r}")
       _check_keys(cfg[key], ref[key], f"{prefix}.{key}")

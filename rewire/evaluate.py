@@ -1,7 +1,6 @@
 """Zero-shot evaluation (Chen et al. 2023, step 4): score task models on each language's test split.
 
-`config.models` maps a model name (e.g. "standard", "forget") to `{language: workdir}` of assembled
-models; `config.test_source` is a source string in which `{lang}`, if present, becomes each language
+`config.models` names the assembled models ("standard=runs/standard_nli_{lang},forget=..."); `config.test_source` is a source string in which `{lang}`, if present, becomes each language
 (the language is also passed to the loader, which bundled and local multilingual sources use). Writes `results.json` and
 `results.md` (one table per metric: models x languages, with the average) and, when both a "standard" and
 a "forget" model are scored, the paper's headline statistic: the mean over languages of 100*(F-S)/S.
@@ -87,14 +86,31 @@ def write_results(results: dict, out_dir: str) -> dict:
   return summary
 
 
+def parse_models(spec: str, languages: Sequence[str]) -> dict[str, dict[str, str]]:
+  """"standard=runs/s_{lang},forget=runs/f_{lang}" -> {"standard": {"es": "runs/s_es", ...}, ...}."""
+  out = {}
+  for part in [p.strip() for p in spec.split(",") if p.strip()]:
+    name, sep, pattern = part.partition("=")
+    if not sep or not name or not pattern:
+      raise UserError(f"models entry {part!r} is not name=workdir_pattern")
+    out[name.strip()] = {lang: pattern.strip().format(lang=lang) for lang in languages}
+  if not out:
+    raise UserError("evaluate needs config.models, e.g. 'standard=runs/standard_nli_{lang},"
+                    "forget=runs/forget_nli_{lang}'")
+  return out
+
+
 def run(config, workdir: str, *, devices: Sequence[jax.Device] | None = None) -> dict:
   rconfig.validate(config)
-  if not config.models:
-    raise UserError("evaluate needs config.models: {name: {language: assembled workdir}}")
+  models = parse_models(config.models, config.languages)
+  for name, per_lang in models.items():
+    for lang, model_dir in per_lang.items():
+      if not os.path.isdir(model_dir):
+        raise UserError(f"model {name!r} for {lang}: {model_dir} does not exist")
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.mesh.rules)
   results = {}
-  for name, per_lang in config.models.items():
+  for name, per_lang in models.items():
     results[name] = {}
     for lang, model_dir in per_lang.items():
       results[name][lang] = evaluate_model(model_dir, config.test_source, lang, mesh=mesh, rules=rules,
