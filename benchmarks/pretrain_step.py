@@ -5,11 +5,10 @@ on hidden states and attention probabilities) on the same batch shape (32 x 128)
 (AdamW b1=0.9, b2=0.98, eps=1e-6, wd=0.01 off biases and LayerNorm scales), on whatever JAX backend is
 active (the reference figures are for a 2-core CPU).
 
-(a) rewire: raw token ids go in; 15% masking (80/10/10) happens on device inside the jitted step, with
-    a fixed M = ceil(0.15 * (L - 2)) = 19 gathered positions per sequence (the most that fairseq-style
-    floor(0.15 * n + u) picks from the n = L - 2 maskable tokens, so none is dropped); the MLM head runs
-    only at those positions; loss, grad and AdamW update in one `jax.jit` with the state donated.
-    Built by `make_rewire_step`, which the real `rewire` train step can replace.
+(a) rewire: `rewire.train.Setup(...).train_step`, the real step of a forgetting run: raw token ids go
+    in; 15% masking (80/10/10) happens on device with a fixed number of gathered positions per sequence;
+    the MLM head runs only at those positions; clipping, the forgetting wrapper (whose reset is a
+    `lax.cond` in the step) and AdamW; one `jax.jit` with the state donated.
 (b) HF: `FlaxRobertaForMaskedLM` + optax as `examples/flax/language-modeling/run_mlm_flax.py` does it:
     host numpy masking (`FlaxDataCollatorForLanguageModeling.mask_tokens`), logits at every position,
     one-hot softmax cross-entropy weighted by `labels > 0`, `jax.jit` (the example pmaps over 1 device)
@@ -27,7 +26,6 @@ Run: `python benchmarks/pretrain_step.py [--steps N] [--rounds R]`.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -82,58 +80,26 @@ def make_tokens(rng: np.random.Generator) -> np.ndarray:
 # (a) rewire
 
 
-def mask_on_device(key: jax.Array, tokens: jax.Array, num_masked: int
-                   ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """fairseq-style masking on device: floor(0.15 * n + u) of the n maskable tokens per row, 80/10/10.
+def make_rewire_step(cfg: rewire_model.ModelConfig) -> tuple[Any, Callable]:
+  """rewire's real train step (`rewire.train.Setup`): the forgetting preset's optimizer (clip 0.5, K=1000,
+  the reset `lax.cond` inside the step), on-device masking, the head at the gathered masked positions.
 
-  Returns (input_ids [B, L], positions int32[B, M], labels [B, M], weights float32[B, M]).
+  Returns (initial state, step(state, tokens) -> (state, metrics)); the step is jitted with donation.
   """
-  k_order, k_count, k_mode, k_rand = jax.random.split(key, 4)
-  maskable = tokens >= NUM_SPECIAL
-  n = maskable.sum(axis=1)
-  count = jnp.floor(MLM_PROB * n + jax.random.uniform(k_count, n.shape)).astype(jnp.int32)
-  count = jnp.minimum(count, num_masked)
-  score = jnp.where(maskable, jax.random.uniform(k_order, tokens.shape), -1.0)
-  _, positions = jax.lax.top_k(score, num_masked)  # a random order over maskable tokens
-  positions = positions.astype(jnp.int32)
-  weights = (jnp.arange(num_masked)[None, :] < count[:, None]).astype(jnp.float32)
-  labels = jnp.take_along_axis(tokens, positions, axis=1)
-  mode = jax.random.uniform(k_mode, positions.shape)
-  random_tok = jax.random.randint(k_rand, positions.shape, NUM_SPECIAL, MASK_ID)
-  new = jnp.where(mode < 0.8, MASK_ID, jnp.where(mode < 0.9, random_tok, labels))
-  new = jnp.where(weights > 0, new, labels)
-  rows = jnp.arange(tokens.shape[0])[:, None]
-  input_ids = tokens.at[rows, positions].set(new)
-  return input_ids, positions, labels, weights
-
-
-def make_rewire_step(cfg: rewire_model.ModelConfig, tx: optax.GradientTransformation, num_masked: int
-                     ) -> tuple[Callable, Callable]:
-  """Returns (init_state(rng) -> state, step(state, tokens, rng) -> (state, metrics)), both jitted."""
-  model = rewire_model.RobertaForMaskedLM(cfg)
-
-  def init_state(rng):
-    params = nn.unbox(rewire_model.init_params(model, rng, SEQ))["params"]
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params)}
-
-  def step(state, tokens, rng):
-    key = jax.random.fold_in(rng, state["step"])
-    k_mask, k_drop = jax.random.split(key)
-    input_ids, positions, labels, weights = mask_on_device(k_mask, tokens, num_masked)
-    attention_mask = (tokens != PAD).astype(jnp.int32)
-
-    def loss_fn(params):
-      logits = model.apply({"params": params}, input_ids, attention_mask, positions, deterministic=False,
-                           rngs={"dropout": k_drop})
-      nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-      return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
-
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    return {"step": state["step"] + 1, "params": params, "opt": opt}, {"loss": loss}
-
-  return jax.jit(init_state), jax.jit(step, donate_argnums=0)
+  from rewire.config import pretrain_preset
+  from rewire.data.tokenizer import SpecialIds
+  from rewire.sharding import make_mesh
+  from rewire.train import Setup
+  c = pretrain_preset("base", forgetting=True)
+  c.update(total_steps=100_000, batch_size=BATCH)
+  c.model.update(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                 intermediate_size=cfg.intermediate_size, dropout=cfg.dropout,
+                 attention_dropout=cfg.attention_dropout)
+  c.data.update(seq_len=SEQ, vocab_size=VOCAB)
+  c.optim.update(lr=1e-4, warmup_steps=0)
+  mesh = make_mesh(c.mesh, jax.devices()[:1])
+  setup = Setup(c, mesh, SpecialIds(bos=BOS, pad=PAD, eos=EOS, unk=3, mask=MASK_ID, vocab_size=VOCAB))
+  return setup.init(), setup.train_step
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -199,22 +165,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
   args = parser.parse_args(argv)
 
   cfg = model_config()
-  num_masked = math.ceil(MLM_PROB * (SEQ - 2))  # the most that floor(0.15 n + u) can give
   host_rng = np.random.default_rng(0)
   np.random.seed(0)
   batches = [make_tokens(host_rng) for _ in range(args.steps)]
   hf_batches = [hf_collate(t) for t in batches]
 
-  init_state, rewire_step = make_rewire_step(cfg, make_optimizer(), num_masked)
-  rw_state = init_state(jax.random.key(0))
-  rw_rng = jax.random.key(1)
+  rw_state, rewire_step = make_rewire_step(cfg)
   hf_state, hf_step = make_hf_step(cfg, make_optimizer())
   hf_rng = jax.random.PRNGKey(1)
 
   def run_rewire():
     nonlocal rw_state
     for tokens in batches:
-      rw_state, metrics = rewire_step(rw_state, tokens, rw_rng)
+      rw_state, metrics = rewire_step(rw_state, tokens)
     return metrics["loss"].block_until_ready()
 
   def run_hf(host_masking: bool):

@@ -21,7 +21,8 @@ names; `flax_model.msgpack`; or `pytorch_model.bin` when torch is installed) and
 `UserError` naming them. A pooler (unused by these heads) and the tied decoder copy are dropped.
 
 `model.json` is `{"architecture": ..., **ModelConfig}`; task models add `"num_labels"` and optionally
-`"labels"` (names, by class id), which become HF's `id2label`.
+`"label_names"` (by class id), which become HF's `id2label`; other keys (task settings, provenance) are
+metadata that export ignores.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from flax import traverse_util
 
 from rewire import heads
 from rewire.checkpoint import Checkpointer, has_checkpoint, load_params
+from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.model import ModelConfig
 
@@ -73,23 +75,25 @@ class ModelInfo:
     if self.num_labels is not None:
       out["num_labels"] = self.num_labels
     if self.labels is not None:
-      out["labels"] = list(self.labels)
+      out["label_names"] = list(self.labels)
     return out
 
 
 def read_model_info(workdir: str) -> ModelInfo:
+  """Reads `model.json`; keys other than the architecture, ModelConfig fields and labels are metadata."""
   path = os.path.join(workdir, "model.json")
   if not os.path.isfile(path):
     raise UserError(f"{path} not found: is {workdir} a rewire workdir?")
   with open(path) as f:
     d = json.load(f)
-  arch = d.pop("architecture", heads.MLM)
-  num_labels = d.pop("num_labels", None)
-  labels = d.pop("labels", None)
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  num_labels = d.get("num_labels")
+  labels = d.get("label_names", d.get("labels"))
   if labels is not None:
     labels = tuple(str(x) for x in labels)
     num_labels = len(labels) if num_labels is None else num_labels
-  info = ModelInfo(arch, ModelConfig.from_dict(d), num_labels, labels)
+  config = ModelConfig.from_dict({k: v for k, v in d.items() if k in fields})
+  info = ModelInfo(d.get("architecture", heads.MLM), config, num_labels, labels)
   info.make()  # validates the architecture and num_labels
   return info
 
@@ -131,63 +135,48 @@ def _some(names: Sequence[str], n: int = 4) -> str:
   return ", ".join(names[:n]) + more
 
 
-def check_params(flat: dict[str, Any], expected: dict[str, Any], what: str) -> None:
-  """UserError naming unknown/missing paths and shape mismatches of `flat` against `expected`."""
-  unknown = set(flat) - set(expected)
-  missing = set(expected) - set(flat)
-  bad = [f"{k} {tuple(np.shape(flat[k]))} (expected {tuple(expected[k].shape)})"
-         for k in sorted(set(flat) & set(expected)) if tuple(np.shape(flat[k])) != tuple(expected[k].shape)]
-  problems = []
-  if unknown:
-    problems.append(f"{len(unknown)} unknown key(s): {_some(unknown)}")
-  if missing:
-    problems.append(f"{len(missing)} missing key(s): {_some(missing)}")
-  if bad:
-    problems.append(f"{len(bad)} shape mismatch(es): {_some(bad, 3)}")
+def check_params(flat: dict[str, Any], expected: dict[str, tuple[int, ...]], what: str) -> None:
+  """UserError naming the unknown and missing keys of `flat` and its leaves whose shape is not `expected`."""
+  unknown, missing = set(flat) - set(expected), set(expected) - set(flat)
+  bad = [f"{k} {tuple(np.shape(flat[k]))} (expected {tuple(expected[k])})"
+         for k in sorted(set(flat) & set(expected)) if tuple(np.shape(flat[k])) != tuple(expected[k])]
+  problems = [f"{len(v)} {kind}: {_some(v, n)}" for kind, v, n in (
+      ("unknown key(s)", unknown, 4), ("missing key(s)", missing, 4), ("shape mismatch(es)", bad, 3)) if v]
   if problems:
     raise UserError(f"{what}: " + "; ".join(problems))
 
 
+def expected_shapes(info: ModelInfo) -> dict[str, tuple[int, ...]]:
+  """Param path -> shape of the model `info` describes."""
+  return {k: tuple(v.shape) for k, v in flatten(heads.abstract_params(info.make())).items()}
+
+
 def from_pytorch(state: dict[str, np.ndarray], info: ModelInfo, what: str) -> dict[str, Any]:
   """A PyTorch-named state dict -> rewire params for `info`, checked key by key and shape by shape."""
-  expected = flatten(heads.abstract_params(info.make()))
   by_name = {}
-  for path in expected:
+  for path, shape in expected_shapes(info).items():
     name, transpose = pytorch_name(path)
-    by_name[name] = (path, transpose)
-  flat, unknown, bad = {}, [], []
-  for name, x in state.items():
-    if name in by_name:
-      path, transpose = by_name[name]
-      want = expected[path].shape[::-1] if transpose else expected[path].shape
-      if tuple(x.shape) != tuple(want):
-        bad.append(f"{name} {tuple(x.shape)} (expected {tuple(want)})")
-      flat[path] = x.T if transpose else x
-    elif not _IGNORED_PT.search(name):
-      unknown.append(name)
-  if info.architecture == heads.MLM:
-    _untie(state, flat, what)
-  missing = [n for n, (p, _) in by_name.items() if p not in flat]
-  problems = [f"{len(v)} {k}: {_some(v, 3 if k.startswith('shape') else 4)}"
-              for k, v in (("unknown key(s)", unknown), ("missing key(s)", missing),
-                           ("shape mismatch(es)", bad)) if v]
-  if problems:
-    raise UserError(f"{what} does not fit {info.architecture}: " + "; ".join(problems))
-  return unflatten(flat)
+    by_name[name] = (path, transpose, shape[::-1] if transpose else shape)
+  state = {k: v for k, v in state.items() if not _IGNORED_PT.search(k)} | _untied_bias(state, what)
+  check_params(state, {name: shape for name, (_, _, shape) in by_name.items()},
+               f"{what} does not fit {info.architecture}")
+  return unflatten({path: state[name].T if t else state[name] for name, (path, t, _) in by_name.items()})
 
 
-def _untie(state: dict[str, np.ndarray], flat: dict[str, Any], what: str) -> None:
-  """Checks that a torch decoder copy is tied to the embeddings; old checkpoints keep the bias only there."""
-  emb, dec = flat.get("roberta/embeddings/word_embeddings/embedding"), state.get("lm_head.decoder.weight")
+def _untied_bias(state: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+  """Checks that a torch decoder copy is tied; returns `lm_head.bias` if only the decoder has it (old files)."""
+  emb, dec = state.get("roberta.embeddings.word_embeddings.weight"), state.get("lm_head.decoder.weight")
   if emb is not None and dec is not None and (dec.shape != emb.shape or not np.array_equal(dec, emb)):
     raise UserError(f"{what}: lm_head.decoder.weight differs from roberta.embeddings.word_embeddings.weight; "
                     "rewire's decoder is tied to the embeddings")
-  dec_bias = state.get("lm_head.decoder.bias")
-  if dec_bias is not None:
-    if "lm_head/bias" not in flat:
-      flat["lm_head/bias"] = dec_bias
-    elif dec_bias.shape != flat["lm_head/bias"].shape or not np.array_equal(dec_bias, flat["lm_head/bias"]):
-      raise UserError(f"{what}: lm_head.decoder.bias differs from lm_head.bias")
+  bias, dec_bias = state.get("lm_head.bias"), state.get("lm_head.decoder.bias")
+  if dec_bias is None:
+    return {}
+  if bias is None:
+    return {"lm_head.bias": dec_bias}
+  if dec_bias.shape != bias.shape or not np.array_equal(dec_bias, bias):
+    raise UserError(f"{what}: lm_head.decoder.bias differs from lm_head.bias")
+  return {}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -207,8 +196,8 @@ def hf_config(info: ModelInfo, bos_id: int = 0, eos_id: int = 2):
 
 
 def _write_tokenizer_files(tokenizer_path: str, out: str, model_max_length: int) -> None:
-  import tokenizers
-  tok = tokenizers.Tokenizer.from_file(tokenizer_path)
+  """tokenizer.json (verbatim) + the configs that make AutoTokenizer a PreTrainedTokenizerFast over it."""
+  tok = load_tokenizer(tokenizer_path)
   special = {k: v for k, v in _SPECIAL_TOKENS.items() if tok.token_to_id(v) is not None}
   shutil.copyfile(tokenizer_path, os.path.join(out, "tokenizer.json"))
   config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "model_max_length": model_max_length,
@@ -229,17 +218,13 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[s
   info = read_model_info(workdir)
   params, step = load_params(workdir, step)
   params = jax.device_get(params)
-  check_params(flatten(params), flatten(heads.abstract_params(info.make())),
+  check_params(flatten(params), expected_shapes(info),
                f"checkpoint {step} of {workdir} does not fit its model.json ({info.architecture})")
   os.makedirs(out, exist_ok=True)
   tok_path = os.path.join(workdir, "tokenizer.json")
-  bos_id, eos_id = 0, 2
-  if os.path.isfile(tok_path):
-    import tokenizers
-    tok = tokenizers.Tokenizer.from_file(tok_path)
-    bos_id = tok.token_to_id("<s>") if tok.token_to_id("<s>") is not None else bos_id
-    eos_id = tok.token_to_id("</s>") if tok.token_to_id("</s>") is not None else eos_id
-  hf_config(info, bos_id, eos_id).save_pretrained(out)
+  tok = load_tokenizer(tok_path) if os.path.isfile(tok_path) else None
+  ids = [tok.token_to_id(t) if tok else None for t in ("<s>", "</s>")]
+  hf_config(info, *(i if i is not None else d for i, d in zip(ids, (0, 2)))).save_pretrained(out)
   np_params = jax.tree.map(np.asarray, params)
   with open(os.path.join(out, "flax_model.msgpack"), "wb") as f:
     f.write(flax.serialization.to_bytes(np_params))
@@ -346,19 +331,18 @@ def load_hf_params(hf_dir: str) -> tuple[ModelInfo, dict[str, Any]]:
   with open(cfg_path) as f:
     info = model_info_from_hf(json.load(f), cfg_path)
   state, naming, source = read_hf_weights(hf_dir)
-  state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) or v.dtype.name == "bfloat16" else v
+  state = {k: v.astype(np.float32) if v.dtype.kind == "f" or v.dtype.name == "bfloat16" else v
            for k, v in state.items()}
   if naming == "pt":
     return info, from_pytorch(state, info, source)
   flat = {k: v for k, v in state.items() if not _IGNORED_FLAX.search(k)}
-  check_params(flat, flatten(heads.abstract_params(info.make())), f"{source} does not fit {info.architecture}")
+  check_params(flat, expected_shapes(info), f"{source} does not fit {info.architecture}")
   return info, unflatten(flat)
 
 
 def write_workdir(workdir: str, info: ModelInfo, params: Any, tokenizer_json: str | None = None,
                   note: dict[str, Any] | None = None) -> None:
   """A params-only rewire workdir: model.json, tokenizer.json (if given), checkpoints/0 = {step: 0, params}."""
-  import jax.numpy as jnp
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if has_checkpoint(ckpt_dir):
     raise UserError(f"{workdir} already holds checkpoints; choose an empty --out")
@@ -370,7 +354,7 @@ def write_workdir(workdir: str, info: ModelInfo, params: Any, tokenizer_json: st
       f.write(tokenizer_json)
   ckpt = Checkpointer(ckpt_dir, keep=1, async_save=False)
   try:
-    ckpt.save(0, {"step": jnp.zeros([], jnp.int32), "params": params}, dict(note or {}), force=True)
+    ckpt.save(0, {"step": np.zeros([], np.int32), "params": params}, dict(note or {}), force=True)
     ckpt.wait()
   finally:
     ckpt.close()

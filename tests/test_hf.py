@@ -40,10 +40,7 @@ def _inputs(vocab, pad, seed=0, length=L):
 
 
 def _maxdiff(a, b):
-  import inspect
-  d = float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-  print("MAXDIFF", inspect.stack()[1].function, np.shape(a), d, "max|x|", float(np.max(np.abs(np.asarray(b)))))
-  return d
+  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 def _assert_trees_equal(a, b):
@@ -183,6 +180,12 @@ def test_heads_match_hf_and_export(arch, exported, tmp_path):
   workdir, out = str(tmp_path / "task"), str(tmp_path / "hf")
   with open(os.path.join(exported[0], "tokenizer.json")) as f:
     hf.write_workdir(workdir, info, params, f.read())
+  with open(os.path.join(workdir, "model.json")) as f:  # metadata as finetune/assemble add it
+    model_json = json.load(f)
+  model_json.update(task="nli", max_len=L, assembled_from={"task": "x", "embeddings": "y"})
+  with open(os.path.join(workdir, "model.json"), "w") as f:
+    json.dump(model_json, f)
+  assert hf.read_model_info(workdir) == info
   hf.export_checkpoint(workdir, out)
   loaded, loaded_params = getattr(transformers, f"Flax{arch}").from_pretrained(out, _do_init=False)
   _assert_trees_equal(loaded_params, params)  # so HF's head runs on exactly rewire's params
