@@ -76,7 +76,7 @@ def load_params(workdir: str, step: int | None = None, *, sharding: jax.sharding
   if not has_checkpoint(directory):
     raise UserError(f"no checkpoint in {directory}")
   mngr = ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
-                               options=ocp.CheckpointManagerOptions(read_only=True))
+                               options=ocp.CheckpointManagerOptions(create=False))
   try:
     steps = list(mngr.all_steps())
     step = mngr.latest_step() if step is None else step

@@ -308,6 +308,15 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   if start is not None:
     state, data_state = ckpt.restore(start, setup.abstract_with_shardings())
     data.train.set_state(data_state)
+    summary_path = os.path.join(workdir, "summary.json")
+    if start >= config.total_steps and os.path.exists(summary_path):
+      ckpt.close()
+      with open(summary_path) as f:
+        summary = json.load(f)
+      if is_main:
+        print(f"[{os.path.basename(os.path.abspath(workdir))}] already complete at step {start}",
+              file=log_stream, flush=True)
+      return {**summary, "state": state}
   elif config.init_from:
     abstract_params = setup.abstract_state["params"]
     state, start = setup.init(warm_start.initial_params(config, abstract_params, pad_id=specials.pad)), 0

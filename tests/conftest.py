@@ -65,22 +65,68 @@ def losses(workdir):
           if "loss" in r and "event" not in r]
 
 
+def new_language_corpus(directory) -> str:
+  """A stand-in 'new language': reversed, upper-cased words of English chapters -> other pieces and ids."""
+  from rewire.data.sources import load_documents
+  path = os.path.join(str(directory), "corpus.txt")
+  docs = [" ".join(w[::-1].upper() for w in d.split()) for d in load_documents("bundled:en_web")[:120]]
+  with open(path, "w") as f:
+    f.write("\n\n".join(docs))
+  return path
+
+
+def adapt_config(init_from, corpus, budget=6000):
+  from rewire.config import adapt_language_defaults
+  c = adapt_language_defaults()
+  c.init_from = str(init_from)
+  c.token_budget = budget
+  c.data.update(source=f"files:{corpus}", seq_len=32, vocab_size=300, max_valid_sequences=32)
+  c.update(total_steps=8, batch_size=16, log_every=1, eval_every=8, checkpoint_every=8)
+  c.optim.update(lr=3e-3, warmup_steps=2)
+  return c
+
+
+def finetune_config(init_from, task="nli"):
+  from rewire.config import tiny_stage_config
+  c = tiny_stage_config(f"finetune_{task}")
+  c.init_from = str(init_from)
+  c.update(epochs=2, batch_size=16, eval_batch_size=32, log_every=4, max_train_examples=96, max_len=32)
+  if task == "qa":
+    c.update(doc_stride=8, max_query_len=8)
+  c.dev_source = f"bundled:verse_{task}:dev"
+  return c
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory):
-  """Complete tiny forgetting runs shared by the tests: `tiny_runs("one_device")` -> (workdir, summary)."""
+  """Complete tiny runs shared by the tests, built on first use: `tiny_runs(name)` -> (workdir, summary).
+
+  "one_device", "mesh_2_2_2": 12-update forgetting pretraining runs; "adapted": "one_device" adapted to a
+  stand-in new language; "finetuned_nli": "one_device" fine-tuned on the bundled verse NLI task.
+  """
   import jax
-  specs = {
-      "one_device": dict(devices=lambda: jax.devices()[:1]),
-      "mesh_2_2_2": dict(mesh=(2, 2, 2)),
-  }
   done = {}
+
+  def build(name, workdir):
+    one = lambda: jax.devices()[:1]
+    if name == "one_device":
+      return run_tiny(tiny_config(), workdir, devices=one())
+    if name == "mesh_2_2_2":
+      return run_tiny(tiny_config(mesh=(2, 2, 2)), workdir)
+    if name == "adapted":
+      corpus = new_language_corpus(tmp_path_factory.mktemp("lang"))
+      return run_tiny(adapt_config(get("one_device")[0], corpus), workdir, devices=one())
+    if name == "finetuned_nli":
+      from rewire.finetune import train_and_evaluate
+      with open(os.devnull, "w") as sink:
+        return train_and_evaluate(finetune_config(get("one_device")[0]), str(workdir), devices=one(),
+                                  log_stream=sink)
+    raise KeyError(name)
 
   def get(name):
     if name not in done:
-      spec = specs[name]
       workdir = tmp_path_factory.mktemp(name)
-      kw = {"devices": spec["devices"]()} if "devices" in spec else {}
-      done[name] = (workdir, run_tiny(tiny_config(mesh=spec.get("mesh")), workdir, **kw))
+      done[name] = (workdir, build(name, workdir))
     return done[name]
 
   return get

@@ -9,34 +9,20 @@ import pytest
 
 from rewire import optim
 from rewire.checkpoint import load_params
-from rewire.config import adapt_language_defaults
-from rewire.data.sources import load_documents
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.metrics import read_records
 from rewire.train import Setup, train_and_evaluate
 from rewire import sharding
 
+from conftest import adapt_config, new_language_corpus
+
 EMB = "roberta/embeddings/word_embeddings/embedding"
-
-
-def adapt_config(init_from, corpus, budget=6000):
-  c = adapt_language_defaults()
-  c.init_from = str(init_from)
-  c.token_budget = budget
-  c.data.update(source=f"files:{corpus}", seq_len=32, vocab_size=300, max_valid_sequences=32)
-  c.update(total_steps=8, batch_size=16, log_every=1, eval_every=8, checkpoint_every=8)
-  c.optim.update(lr=3e-3, warmup_steps=2)
-  return c
 
 
 @pytest.fixture(scope="module")
 def new_language(tmp_path_factory):
-  """A stand-in 'new language': upper-cased, reversed-word English chapters -> different pieces and ids."""
-  path = tmp_path_factory.mktemp("lang") / "corpus.txt"
-  docs = [" ".join(w[::-1].upper() for w in d.split()) for d in load_documents("bundled:en_web")[:120]]
-  path.write_text("\n\n".join(docs))
-  return path
+  return new_language_corpus(tmp_path_factory.mktemp("lang"))
 
 
 def flat(params):
@@ -44,12 +30,9 @@ def flat(params):
 
 
 @pytest.fixture(scope="module")
-def adapted(tiny_runs, new_language, tmp_path_factory):
+def adapted(tiny_runs):
   source, _ = tiny_runs("one_device")
-  workdir = tmp_path_factory.mktemp("adapted")
-  with open(os.devnull, "w") as sink:
-    summary = train_and_evaluate(adapt_config(source, new_language), str(workdir), devices=jax.devices()[:1],
-                                 log_stream=sink)
+  workdir, summary = tiny_runs("adapted")
   return source, workdir, summary
 
 

@@ -4,6 +4,9 @@ A config names its corpus with a single string, so switching from the bundled de
 or to a hub dataset (CC-100, Wikipedia) is a one-line change:
 
   bundled:en_web                          the English demo corpus shipped in rewire/data/corpora/
+  bundled:bible_<lang>                    Old Testament chapters of a verse-aligned Bible (en, es, ja); the
+                                          New Testament is held out: it is the test text of the bundled
+                                          verse_nli / verse_qa tasks (rewire/data/tasks/)
   files:PATTERN[,PATTERN...]              local .txt / .jsonl files, each optionally .gz (glob patterns)
   hf:NAME[:CONFIG]:SPLIT                  datasets.load_dataset(NAME, CONFIG, split=SPLIT); NAME may be a
                                           hub name (cc100, wikitext) or a local folder load_dataset reads
@@ -120,7 +123,33 @@ def _jsonl_texts(lines: Iterable[str], path: str, text_field: str) -> Iterable[s
 
 
 def _bundled(name: str) -> list[str]:
+  if name.startswith("bible_"):
+    return bible_chapters(name)
   return read_file(bundled_path(name), "text")
+
+
+OT_BOOKS = 39  # Books 01-39 of the BBCCCVVV verse ids are the Old Testament, 40-66 the New.
+
+
+def bible_verses(name: str) -> list[dict[str, object]]:
+  """The verse records `{"id": "BBCCCVVV", "text", "aligned"}` of bundled Bible `name` (e.g. bible_es)."""
+  path = bundled_path(name)
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def bible_chapters(name: str, books: range = range(1, OT_BOOKS + 1)) -> list[str]:
+  """Chapter documents (verses joined by spaces, in id order) of the given books of a bundled Bible.
+
+  The default, the Old Testament only, keeps the New Testament (the bundled tasks' test text) out of
+  adaptation and pretraining corpora.
+  """
+  chapters: dict[str, list[str]] = {}
+  for verse in sorted(bible_verses(name), key=lambda v: str(v["id"])):
+    vid = str(verse["id"])
+    if int(vid[:2]) in books:
+      chapters.setdefault(vid[:5], []).append(str(verse["text"]))
+  return [" ".join(chapters[key]) for key in sorted(chapters)]
 
 
 def _files(spec: str, text_field: str) -> list[str]:
@@ -141,11 +170,22 @@ def _hf(source: str, text_field: str) -> list[str]:
   try:
     ds = datasets.load_dataset(name, config, split=split)
   except Exception as e:  # datasets raises many types (hub, offline, missing config or split).
-    raise UserError(f"cannot load {source!r} with datasets.load_dataset: "
-                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    raise UserError(hf_load_error(source, e)) from e
   if text_field not in ds.column_names:
     raise UserError(f"{source!r} has no field {text_field!r}; its fields: {', '.join(ds.column_names)}")
   return list(ds[text_field])
+
+
+def hf_load_error(source: str, e: Exception) -> str:
+  """One line for a failed `datasets.load_dataset`, with a way out for script-only hub datasets."""
+  first = str(e).splitlines()[0] if str(e) else ""
+  hint = ""
+  if "scripts are no longer supported" in first:
+    # cc100 (statmt/cc100) is one: its config is the language code (hf:cc100:de:train), but datasets>=4
+    # cannot run its loading script. Its raw files (data.statmt.org/cc-100/de.txt.xz) work as files:.
+    hint = ("; this hub dataset needs a loading script, which datasets>=4 cannot run: use a Parquet "
+            "copy of it or download its files and use files:PATTERN")
+  return f"cannot load {source!r} with datasets.load_dataset: {type(e).__name__}: {first}{hint}"
 
 
 def _clean(docs: Iterable[object]) -> list[str]:

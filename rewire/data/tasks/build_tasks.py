@@ -1,0 +1,200 @@
+"""Builds rewire's bundled demo tasks, `verse_nli` and `verse_qa`, from the verse-aligned Bibles.
+
+Why: the paper's recipe fine-tunes on an English task and evaluates zero-shot in other languages on
+translations of the same test set (XNLI, MLQA, XQuAD). No such labelled data ships in any package here, so
+these two synthetic tasks are built from Bible verses, which line up across translations. They are
+format-compatible stand-ins (XNLI/MultiNLI and SQuAD/MLQA schemas), not real entailment or reading
+comprehension: see README.md next to this file.
+
+- verse_nli: {"premise", "hypothesis", "label", "premise_id", "hypothesis_id"}. The premise is a verse;
+  the hypothesis is the next verse ("entailment"), another verse of the same chapter at least two verses
+  away ("neutral"), or a verse of a different book of the same split ("contradiction").
+- verse_qa: {"id", "question", "context", "answers": {"text": [..], "answer_start": [..]}, "question_id",
+  "answer_id"}. Take k+1 consecutive verses of a chapter (k = 4, 5 or 6); one of them, not the last, is
+  the question and is cut out; the context is the other k joined by single spaces; the answer is the
+  verse that followed the question, a whole verse of the context. The question is never in the context,
+  and the answer's position in it varies, so it must be found by content (what follows the question).
+
+Splits: train and dev in English from disjoint Old Testament chapters (dev: a seeded 10% of the chapters);
+test from the New Testament, the same examples (same verse ids) in every language of LANGS, using only
+verses whose alignment with English was checked (`"aligned": true` in every Bible). Labels are balanced
+exactly; everything is drawn from random.Random(SEED). The New Testament is what `bundled:bible_<lang>`
+leaves out, so adapting to a language on that corpus never sees the test text.
+
+Reproduce (from the repository root, after the Bibles exist): python3 rewire/data/tasks/build_tasks.py
+Outputs: verse_{nli,qa}.{train,dev}.en.jsonl.gz and verse_{nli,qa}.test.<lang>.jsonl.gz, gzip mtime 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Callable
+
+from rewire.data.sources import OT_BOOKS, bible_verses
+
+LANGS = ("en", "es", "ja")
+SIZES = {"nli": {"train": 6000, "dev": 600, "test": 600},
+         "qa": {"train": 4000, "dev": 600, "test": 600}}  # QA contexts are long: 4000 keeps it < 1.3 MB.
+LABELS = ("entailment", "neutral", "contradiction")
+SEED = 2307  # arXiv 2307.01163.
+DEV_FRACTION = 0.1
+
+Chapter = list[int]  # Verse numbers present (non-empty) in a chapter, ascending.
+
+
+class Bibles:
+  """Verse texts per language and the chapters of the English numbering."""
+
+  def __init__(self, langs: tuple[str, ...] = LANGS):
+    self.text: dict[str, dict[str, str]] = {}
+    self.aligned: set[str] | None = None
+    for lang in langs:
+      records = bible_verses(f"bible_{lang}")
+      self.text[lang] = {str(r["id"]): str(r["text"]) for r in records}
+      ok = {str(r["id"]) for r in records if r.get("aligned")}
+      self.aligned = ok if self.aligned is None else self.aligned & ok
+    self.chapters: dict[str, Chapter] = {}
+    for vid in sorted(self.text["en"]):
+      self.chapters.setdefault(vid[:5], []).append(int(vid[5:]))
+
+
+def vid(chapter: str, verse: int) -> str:
+  return f"{chapter}{verse:03d}"
+
+
+def split_chapters(bibles: Bibles, rng: random.Random) -> dict[str, list[str]]:
+  """OT chapters into train/dev (disjoint, seeded); NT chapters are the test pool."""
+  ot = [c for c in bibles.chapters if int(c[:2]) <= OT_BOOKS]
+  dev = set(rng.sample(ot, round(DEV_FRACTION * len(ot))))
+  return {"train": [c for c in ot if c not in dev], "dev": sorted(dev),
+          "test": [c for c in bibles.chapters if int(c[:2]) > OT_BOOKS]}
+
+
+def build_nli(bibles: Bibles, chapters: list[str], ok: Callable[[str], bool], n: int,
+              rng: random.Random) -> list[dict[str, str]]:
+  """`n` premise/hypothesis id pairs, n/3 per label, each premise used once."""
+  usable = {c: [v for v in bibles.chapters[c] if ok(vid(c, v))] for c in chapters}
+  pool = [(c, v) for c in chapters for v in usable[c]]
+  premises = rng.sample(pool, len(pool))
+  en = bibles.text["en"]
+  pairs: list[dict[str, str]] = []
+  for c, v in premises:
+    if len(pairs) == n:
+      break
+    label = LABELS[len(pairs) % 3]
+    if label == "entailment":
+      hyp = (c, v + 1) if v + 1 in usable[c] else None
+    elif label == "neutral":
+      far = [w for w in usable[c] if abs(w - v) >= 2]
+      hyp = (c, rng.choice(far)) if far else None
+    else:
+      while (other := rng.choice(pool))[0][:2] == c[:2]:
+        pass
+      hyp = other
+    if hyp is None or en[vid(*hyp)] == en[vid(c, v)]:
+      continue
+    pairs.append({"premise_id": vid(c, v), "hypothesis_id": vid(*hyp), "label": label})
+  if len(pairs) < n:
+    raise RuntimeError(f"only {len(pairs)} NLI pairs of {n} could be built")
+  rng.shuffle(pairs)
+  return pairs
+
+
+def build_qa(bibles: Bibles, chapters: list[str], ok: Callable[[str], bool], n: int,
+             rng: random.Random, langs: tuple[str, ...]) -> list[dict[str, object]]:
+  """`n` (question id, context ids, answer id) triples; each question verse used once."""
+  usable = {c: set(v for v in bibles.chapters[c] if ok(vid(c, v))) for c in chapters}
+  pool = [(c, v) for c in chapters for v in sorted(usable[c])]
+  items: list[dict[str, object]] = []
+  for c, q in rng.sample(pool, len(pool)):
+    if len(items) == n:
+      break
+    a = rng.randrange(6)  # Position of the answer among the k context verses, uniform over 0-5.
+    k = rng.choice([size for size in (4, 5, 6) if size > a])
+    run = list(range(q - a, q + k - a + 1))
+    if not all(v in usable[c] for v in run):
+      continue
+    context_ids = [vid(c, v) for v in run if v != q]
+    question_id, answer_id = vid(c, q), vid(c, q + 1)
+    texts = {lang: [bibles.text[lang][i] for i in context_ids] for lang in langs}
+    if any(_ambiguous(bibles.text[lang][question_id], bibles.text[lang][answer_id], texts[lang])
+           for lang in langs):
+      continue
+    items.append({"question_id": question_id, "answer_id": answer_id, "context_ids": context_ids})
+  if len(items) < n:
+    raise RuntimeError(f"only {len(items)} QA examples of {n} could be built")
+  return items
+
+
+def _ambiguous(question: str, answer: str, context: list[str]) -> bool:
+  """True if the answer is not unique in the context, or the question text appears in it."""
+  joined = " ".join(context)
+  return joined.count(answer) != 1 or question in joined or question == answer
+
+
+def nli_records(pairs: list[dict[str, str]], text: dict[str, str]) -> list[dict[str, str]]:
+  return [{"premise": text[p["premise_id"]], "hypothesis": text[p["hypothesis_id"]], "label": p["label"],
+           "premise_id": p["premise_id"], "hypothesis_id": p["hypothesis_id"]} for p in pairs]
+
+
+def qa_records(items: list[dict[str, object]], text: dict[str, str], split: str) -> list[dict[str, object]]:
+  records = []
+  for i, item in enumerate(items):
+    verses = [text[v] for v in item["context_ids"]]  # type: ignore[union-attr]
+    answer_id = str(item["answer_id"])
+    start = sum(len(v) + 1 for v in verses[:list(item["context_ids"]).index(answer_id)])  # type: ignore
+    context, answer = " ".join(verses), text[answer_id]
+    assert context[start:start + len(answer)] == answer, (split, i)
+    records.append({"id": f"verse_qa-{split}-{i:05d}", "question": text[str(item["question_id"])],
+                    "context": context, "answers": {"text": [answer], "answer_start": [start]},
+                    "question_id": item["question_id"], "answer_id": answer_id})
+  return records
+
+
+def write_jsonl_gz(records: list[dict[str, object]], path: str) -> str:
+  """Writes gzip'd JSON Lines (level 9, mtime 0, no name); returns the sha256 of the file."""
+  payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+  with open(path, "wb") as raw:
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as f:
+      f.write(payload)
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def build(out_dir: str, langs: tuple[str, ...] = LANGS) -> None:
+  bibles = Bibles(langs)
+  rng = random.Random(SEED)
+  pools = split_chapters(bibles, rng)
+  english = lambda v: True  # noqa: E731  Every English verse present is usable for train/dev.
+  aligned = lambda v: v in bibles.aligned  # noqa: E731
+  for split in ("train", "dev", "test"):
+    ok = aligned if split == "test" else english
+    split_langs = langs if split == "test" else ("en",)
+    pairs = build_nli(bibles, pools[split], ok, SIZES["nli"][split], rng)
+    items = build_qa(bibles, pools[split], ok, SIZES["qa"][split], rng, split_langs)
+    for lang in split_langs:
+      for task, records in (("nli", nli_records(pairs, bibles.text[lang])),
+                            ("qa", qa_records(items, bibles.text[lang], split))):
+        path = os.path.join(out_dir, f"verse_{task}.{split}.{lang}.jsonl.gz")
+        digest = write_jsonl_gz(records, path)
+        print(f"{os.path.basename(path)}: {len(records)} examples, {os.path.getsize(path)} bytes, "
+              f"sha256 {digest}")
+    positions = Counter(list(i["context_ids"]).index(i["answer_id"]) for i in items)  # type: ignore
+    print(f"  {split}: labels {dict(Counter(p['label'] for p in pairs))}; "
+          f"QA answer positions {dict(sorted(positions.items()))}")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out-dir", default=os.path.dirname(os.path.abspath(__file__)))
+  build(parser.parse_args().out_dir)
+
+
+if __name__ == "__main__":
+  main()
