@@ -200,6 +200,10 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
         state, m = step_fn(state, batch)
         step += 1
         pending.append(m)
+        if step == 1:
+          jax.block_until_ready(m)  # compiled; the ETA counts from here
+          progress.mark_compiled(step)
+          t_last = time.perf_counter()
         if step % config.log_every == 0 or step == total:
           fetched = jax.device_get(pending)
           now = time.perf_counter()
