@@ -62,9 +62,9 @@ def results_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], metr
   if "standard" in results and "forget" in results:
     f = {l: results["forget"][l][metric] for l in langs}
     s = {l: results["standard"][l][metric] for l in langs}
-    gains = [100.0 * (f[l] - s[l]) / s[l] if s[l] else float("nan") for l in langs]
-    lines.append("| relative gain (%) | " + " | ".join(f"{g:+.1f}" for g in gains)
-                 + f" | {relative_gain(f, s):+.1f} |")
+    gains = [f"{100.0 * (f[l] - s[l]) / s[l]:+.1f}" if s[l] else "n/a" for l in langs]
+    mean = f"{relative_gain(f, s):+.1f}" if all(s.values()) else "n/a (a standard score is 0)"
+    lines.append("| relative gain (%) | " + " | ".join(gains) + f" | {mean} |")
   return "\n".join(lines)
 
 

@@ -1,0 +1,65 @@
+"""The whole method on micro settings: every stage runs for both variants and the report is written."""
+
+import json
+import os
+
+import pytest
+
+from rewire.config import pipeline_preset
+from rewire.pipeline import run
+
+from conftest import finetune_config, shared_tokenizer, tiny_config
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("pipeline")
+  c = pipeline_preset("tiny")
+  c.pretrain = tiny_config()
+  c.pretrain.data.tokenizer = shared_tokenizer()
+  c.forget_every = 4
+  c.adapt.update(total_steps=6, batch_size=16, log_every=1, eval_every=6, checkpoint_every=6, token_budget=4000)
+  c.adapt.data.update(seq_len=32, vocab_size=300, max_valid_sequences=32)
+  c.finetune = finetune_config("", task="qa")
+  c.finetune.update(epochs=1, max_train_examples=48)
+  c.evaluate.max_examples = 16
+  summary = run(c, str(root))
+  return root, summary
+
+
+def test_pipeline_writes_a_report_from_real_runs(pipeline_run):
+  root, summary = pipeline_run
+  for variant in ("standard", "forget"):
+    for step in ("pretrain", "adapt_es", "finetune_qa", "assembled_qa_es"):
+      assert os.path.exists(os.path.join(root, variant, step, "model.json")), (variant, step)
+  resets = json.load(open(os.path.join(root, "forget", "pretrain", "summary.json")))["resets"]
+  assert resets == [4, 8]
+  assert json.load(open(os.path.join(root, "standard", "pretrain", "summary.json")))["resets"] == []
+  results = json.load(open(os.path.join(root, "results.json")))
+  assert set(results["results"]) == {"standard", "forget"}
+  for variant in ("standard", "forget"):
+    scores = results["results"][variant]["es"]
+    assert set(scores) == {"f1", "exact_match"} and 0 <= scores["f1"] <= 100
+  report = open(os.path.join(root, "report.md")).read()
+  assert "| f1 | es | avg |" in report and "adaptation.png" in report
+  assert os.path.getsize(os.path.join(root, "adaptation.png")) > 1000
+  assert summary["english"]["forget"] is not None
+
+
+def test_pipeline_resumes_without_redoing_finished_steps(pipeline_run):
+  root, first = pipeline_run
+  from rewire.metrics import read_records
+  before = {v: len(read_records(os.path.join(root, v, "finetune_qa", "metrics.jsonl"))) for v in ("standard", "forget")}
+  c = pipeline_preset("tiny")
+  c.pretrain = tiny_config()
+  c.pretrain.data.tokenizer = shared_tokenizer()
+  c.forget_every = 4
+  c.adapt.update(total_steps=6, batch_size=16, log_every=1, eval_every=6, checkpoint_every=6, token_budget=4000)
+  c.adapt.data.update(seq_len=32, vocab_size=300, max_valid_sequences=32)
+  c.finetune = finetune_config("", task="qa")
+  c.finetune.update(epochs=1, max_train_examples=48)
+  c.evaluate.max_examples = 16
+  again = run(c, str(root))
+  assert again["results"] == first["results"]
+  after = {v: len(read_records(os.path.join(root, v, "finetune_qa", "metrics.jsonl"))) for v in ("standard", "forget")}
+  assert after == before
