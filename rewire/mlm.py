@@ -48,25 +48,34 @@ def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> tuple[
 
 def make_train_step(model, tx: optax.GradientTransformation, trainable: Any, *, seed: int,
                     masker: MaskingSpec, schedules: optim.Schedules, forget_every: int,
-                    total_steps: int) -> Callable:
-  """Builds `train_step(state, tokens) -> (state, metrics)`."""
+                    total_steps: int, full_gradient: bool = False) -> Callable:
+  """Builds `train_step(state, tokens) -> (state, metrics)`.
+
+  `full_gradient=True` differentiates every parameter and leaves freezing to the masked optimizer alone;
+  it exists for the adaptation benchmark, which measures what differentiating only the trainable
+  subtree saves.
+  """
+  if full_gradient:
+    trainable_for_grad = jax.tree.map(lambda _: True, trainable)
+  else:
+    trainable_for_grad = trainable
 
   def train_step(state, tokens):
     step = state["step"] + 1  # the number of this update, 1-based
     mask_rng, dropout_rng = jax.random.split(jax.random.fold_in(jax.random.key(seed), step))
     batch = masker(mask_rng, tokens)
     attention_mask = (tokens != masker.pad_id).astype(jnp.int32)
-    train_params, frozen_params = optim.split_trainable(state["params"], trainable)
+    train_params, frozen_params = optim.split_trainable(state["params"], trainable_for_grad)
 
     def loss_fn(tp):
-      params = optim.merge(tp, frozen_params, trainable)
+      params = optim.merge(tp, frozen_params, trainable_for_grad)
       logits = model.apply({"params": params}, batch["input_ids"], attention_mask,
                            batch["masked_positions"], deterministic=False, rngs={"dropout": dropout_rng})
       loss, acc, n = mlm_loss(logits, batch["masked_labels"], batch["masked_weights"])
       return loss, (acc, n)
 
     (loss, (acc, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_params)
-    full_grads = optim.zeros_for_frozen(grads, state["params"], trainable)
+    full_grads = optim.zeros_for_frozen(grads, state["params"], trainable_for_grad)
     updates, opt_state = tx.update(full_grads, state["opt_state"], state["params"])
     params = optim.apply_trainable(state["params"], updates, trainable)
     metrics = {

@@ -151,7 +151,7 @@ def unigram_loss(train: np.ndarray, valid: np.ndarray, vocab_size: int, num_spec
 class Setup:
   """Everything static about a run: mesh, model, optimizer, shardings and the jitted steps."""
 
-  def __init__(self, config, mesh, specials):
+  def __init__(self, config, mesh, specials, *, full_gradient: bool = False):
     self.config = config
     self.mesh = mesh
     self.rules = sharding.rules_from_config(config.mesh.rules)
@@ -200,7 +200,7 @@ class Setup:
 
     train_step = mlm.make_train_step(self.model, self.tx, self.trainable, seed=config.seed, masker=self.masker,
                                      schedules=self.schedules, forget_every=forget_every,
-                                     total_steps=config.total_steps)
+                                     total_steps=config.total_steps, full_gradient=full_gradient)
     self.train_step = jax.jit(train_step, in_shardings=(self.state_shardings, batch_sh),
                               out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
     eval_step = mlm.make_eval_step(self.model, seed=config.seed, masker=self.masker)
