@@ -11,9 +11,8 @@ from rewire.pipeline import run
 from conftest import finetune_config, shared_tokenizer, tiny_config
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-  root = tmp_path_factory.mktemp("pipeline")
+def micro_config():
+  """The tiny pipeline preset cut down to seconds per stage."""
   c = pipeline_preset("tiny")
   c.pretrain = tiny_config()
   c.pretrain.data.tokenizer = shared_tokenizer()
@@ -23,7 +22,13 @@ def pipeline_run(tmp_path_factory):
   c.finetune = finetune_config("", task="qa")
   c.finetune.update(epochs=1, max_train_examples=48)
   c.evaluate.max_examples = 16
-  summary = run(c, str(root))
+  return c
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("pipeline")
+  summary = run(micro_config(), str(root))
   return root, summary
 
 
@@ -50,16 +55,7 @@ def test_pipeline_resumes_without_redoing_finished_steps(pipeline_run):
   root, first = pipeline_run
   from rewire.metrics import read_records
   before = {v: len(read_records(os.path.join(root, v, "finetune_qa", "metrics.jsonl"))) for v in ("standard", "forget")}
-  c = pipeline_preset("tiny")
-  c.pretrain = tiny_config()
-  c.pretrain.data.tokenizer = shared_tokenizer()
-  c.forget_every = 4
-  c.adapt.update(total_steps=6, batch_size=16, log_every=1, eval_every=6, checkpoint_every=6, token_budget=4000)
-  c.adapt.data.update(seq_len=32, vocab_size=300, max_valid_sequences=32)
-  c.finetune = finetune_config("", task="qa")
-  c.finetune.update(epochs=1, max_train_examples=48)
-  c.evaluate.max_examples = 16
-  again = run(c, str(root))
+  again = run(micro_config(), str(root))
   assert again["results"] == first["results"]
   after = {v: len(read_records(os.path.join(root, v, "finetune_qa", "metrics.jsonl"))) for v in ("standard", "forget")}
   assert after == before
