@@ -152,3 +152,14 @@ def test_bad_inputs_fail_with_a_clear_error_and_leave_the_workdir_alone(full_run
 
   assert _snapshot(workdir) == before
 
+
+
+def test_sigterm_requests_a_save_and_exit_instead_of_killing():
+  import signal
+  from rewire.train import _Preemption
+  before = signal.getsignal(signal.SIGTERM)
+  with _Preemption() as p:
+    assert not p.requested
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert p.requested  # the loop saves a checkpoint at the next step and returns
+  assert signal.getsignal(signal.SIGTERM) == before
