@@ -4,9 +4,10 @@ Presets (`--config=configs/pretrain_standard.py:PRESET`):
 
 * `tiny` (default):
     python -m rewire.main --config=configs/pretrain_standard.py --workdir=runs/standard
-  Hardware: 2 CPU cores, about 3-4 minutes. Expected: no `forget` events in `metrics.jsonl`; a smoothly
-  falling loss that ends below both the unigram baseline and the forgetting run's final loss (forgetting
-  trades some pretraining loss for plasticity).
+  Hardware: 2 CPU cores, about 2.5 minutes (149 s measured). Expected: no `forget` events in
+  `metrics.jsonl`; a smoothly falling loss that ends below both the unigram baseline (5.81) and the
+  forgetting run's final loss (5.39 vs 5.45 measured: forgetting trades some pretraining loss for
+  plasticity).
 
 * `base` -- RoBERTa-base, 125k updates, batch 2048x512, lr 7e-4, 10k warm-up (Chen et al. 2023's baseline).
     python -m rewire.main --config=configs/pretrain_standard.py:base --workdir=runs/standard_base \
