@@ -323,8 +323,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
     state, start = setup.init(), 0
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main,
                          resume_step=start if start else None)
-  baseline = unigram_loss(data.train_sequences, data.valid, specials.vocab_size, 4, specials.mask) \
-      if hasattr(data, "train_sequences") else None
+  baseline = unigram_loss(data.train_sequences, data.valid, specials.vocab_size, 4, specials.mask)
   if start == 0:
     writer.write({"step": 0, "event": "start", "unigram_loss": baseline,
                   "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state["params"])),

@@ -39,7 +39,7 @@ class PretrainData:
   train: BatchIterator
   valid: np.ndarray  # (Nv, L) int32 held-out sequences.
   num_train_tokens: int  # Non-pad tokens in the train sequences.
-  train_sequences: np.ndarray | None = None  # (N, L) int32, what `train` iterates over (for statistics).
+  train_sequences: np.ndarray  # (N, L) int32, what `train` iterates over (token budgets, statistics).
 
 
 @dataclasses.dataclass(frozen=True)
