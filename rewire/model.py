@@ -225,13 +225,24 @@ def qkv_projection(x: Array, weights: list[tuple[Array, Array]], num_heads: int,
                for (w, b), s in zip(weights, scales))
 
 
+@jax.custom_jvp
 def gelu(x: Array) -> Array:
   """Exact GELU, x * Phi(x), as HF's "gelu".
 
   Written with `erf` rather than `jax.nn.gelu(approximate=False)`'s `erfc`: XLA's f32 erf is a short
   rational polynomial while erfc needs an exp, so the forward is ~2.7x cheaper on CPU (<1e-6 apart).
+  The derivative Phi(x) + x * phi(x) is given explicitly: autodiff of the product materialises a
+  broadcast constant of the activation's full shape on XLA:CPU.
   """
   return x * (0.5 + 0.5 * jax.lax.erf(x * np.asarray(1.0 / math.sqrt(2.0), x.dtype)))
+
+
+@gelu.defjvp
+def _gelu_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  cdf = 0.5 + 0.5 * jax.lax.erf(x * np.asarray(1.0 / math.sqrt(2.0), x.dtype))
+  pdf = jnp.exp(-0.5 * x * x) * np.asarray(1.0 / math.sqrt(2.0 * math.pi), x.dtype)
+  return x * cdf, t * (cdf + x * pdf)
 
 
 def attention(q: Array, k: Array, v: Array, bias: Array, dropout_rate: float,

@@ -257,3 +257,14 @@ def test_config_from_dict():
     rm.ModelConfig.from_dict(dict(vocab_size=50, hidden_size=10, num_heads=4))
   hf_cfg = RobertaConfig(**CFG.to_hf_dict())
   assert (hf_cfg.num_hidden_layers, hf_cfg.hidden_act, hf_cfg.type_vocab_size) == (2, "gelu", 1)
+
+
+def test_gelu_custom_derivative_matches_autodiff():
+  import math
+  from rewire.model import gelu
+  x = jnp.linspace(-6.0, 6.0, 2001, dtype=jnp.float32)
+  plain = lambda v: v * (0.5 + 0.5 * jax.lax.erf(v / math.sqrt(2.0)))
+  np.testing.assert_allclose(gelu(x), plain(x), atol=0, rtol=0)
+  g_custom = jax.vmap(jax.grad(gelu))(x)
+  g_auto = jax.vmap(jax.grad(plain))(x)
+  np.testing.assert_allclose(g_custom, g_auto, atol=2e-6)
