@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from rewire.optim import path_str
+
 
 def _handlers() -> dict:
   # Named explicitly so that a fresh process can read metadata before it has saved anything.
@@ -48,9 +50,9 @@ class Checkpointer:
     out = {}
 
     def visit(path, leaf):
-      keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-      if keys and keys[0] == "params" and hasattr(leaf, "shape"):
-        out["/".join(keys[1:])] = tuple(leaf.shape)
+      name = path_str(path)
+      if name.startswith("params/") and hasattr(leaf, "shape"):
+        out[name[len("params/"):]] = tuple(leaf.shape)
 
     jax.tree_util.tree_map_with_path(visit, tree)
     return out
