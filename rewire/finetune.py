@@ -100,7 +100,7 @@ def write_task_model_info(workdir: str, model_config: ModelConfig, spec: TaskSpe
 
 
 def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | None = None,
-                       log_stream=None) -> dict:
+                       log_stream=None, run_name: str | None = None) -> dict:
   """Fine-tunes `config.init_from` on `config.train_source`; returns (and writes) the summary."""
   rconfig.validate(config)
   mesh = sharding.make_mesh(config.mesh, devices)
@@ -184,7 +184,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   writer.write({"step": 0, "event": "start", "task": spec.name, "train_examples": len(train_examples),
                 "train_features": len(train_feats), "dev_examples": len(dev_examples), "steps": total})
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1, async_save=False)
-  progress = Progress(total, 0, name=os.path.basename(os.path.abspath(workdir)), enabled=is_main,
+  progress = Progress(total, 0, name=run_name or os.path.basename(os.path.abspath(workdir)), enabled=is_main,
                       stream=log_stream)
   arrays = train_feats.arrays()
   best, best_step, curve = -math.inf, 0, []

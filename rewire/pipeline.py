@@ -83,7 +83,7 @@ def run(config, workdir: str) -> dict:
     pre = os.path.join(base, "pretrain")
     t = time.perf_counter()
     if not _done(pre):
-      pretrain_or_adapt(_variant_pretrain_config(config, variant), pre)
+      pretrain_or_adapt(_variant_pretrain_config(config, variant), pre, run_name=f"{variant}/pretrain")
     timings[f"{variant}/pretrain"] = time.perf_counter() - t
     for lang in config.languages:
       ad = os.path.join(base, f"adapt_{lang}")
@@ -93,7 +93,7 @@ def run(config, workdir: str) -> dict:
         c.seed = config.seed
         c.init_from = pre
         c.data.source = config.adapt_source.format(lang=lang)
-        pretrain_or_adapt(c, ad)
+        pretrain_or_adapt(c, ad, run_name=f"{variant}/adapt_{lang}")
       timings[f"{variant}/adapt_{lang}"] = time.perf_counter() - t
     ft = os.path.join(base, f"finetune_{task}")
     t = time.perf_counter()
@@ -101,7 +101,7 @@ def run(config, workdir: str) -> dict:
       c = copy.deepcopy(config.finetune)
       c.seed = config.seed
       c.init_from = pre
-      finetune(c, ft)
+      finetune(c, ft, run_name=f"{variant}/finetune_{task}")
     timings[f"{variant}/finetune_{task}"] = time.perf_counter() - t
     dirs[variant] = {"en": ft}
     for lang in config.languages:

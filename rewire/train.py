@@ -268,7 +268,7 @@ def evaluate(setup: Setup, params, valid: np.ndarray, batch_size: int, pad_id: i
 
 
 def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | None = None,
-                       stop_after: int | None = None, log_stream=None) -> dict:
+                       stop_after: int | None = None, log_stream=None, run_name: str | None = None) -> dict:
   """Runs (or resumes) a pretraining run in `workdir`; returns the summary that it also writes to disk.
 
   Args:
@@ -277,6 +277,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
     devices: the devices to build the mesh over (default: all).
     stop_after: stop (with a checkpoint) once this many updates are done, as a preemption would.
     log_stream: where the progress line goes (default stdout).
+    run_name: the progress line's label (default: the workdir's name).
   """
   rconfig.validate(config)
   mesh = sharding.make_mesh(config.mesh, devices)
@@ -313,7 +314,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
       with open(summary_path) as f:
         summary = json.load(f)
       if is_main:
-        print(f"[{os.path.basename(os.path.abspath(workdir))}] already complete at step {start}",
+        print(f"[{run_name or os.path.basename(os.path.abspath(workdir))}] already complete at step {start}",
               file=log_stream, flush=True)
       return {**summary, "state": state}
   elif config.init_from:
@@ -331,7 +332,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
                   "mesh": dict(mesh.shape)})
 
   total = config.total_steps
-  name = os.path.basename(os.path.abspath(workdir))
+  name = run_name or os.path.basename(os.path.abspath(workdir))
   progress = Progress(total, start, name=name, enabled=is_main, stream=log_stream)
   tokens_per_step = config.batch_size * config.data.seq_len
   step_flops = step_flops_of(setup)
