@@ -114,7 +114,9 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   if config.epochs <= 0:
     raise UserError(f"epochs must be positive, got {config.epochs}")
   if has_checkpoint(os.path.join(workdir, "checkpoints")):
-    raise UserError(f"{workdir} already holds a fine-tuned model; choose a new workdir")
+    done = os.path.exists(os.path.join(workdir, "summary.json"))
+    raise UserError(f"{workdir} already holds a {'finished' if done else 'partly'} fine-tuned model "
+                    f"(fine-tuning restarts rather than resumes); choose a new workdir or delete it")
   spec = spec_from(config)
   info = warm_start.source_model_info(config.init_from)
   tok_path = os.path.join(config.init_from, "tokenizer.json")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import time
 
 from rewire import config as rconfig
@@ -98,6 +99,8 @@ def run(config, workdir: str) -> dict:
     ft = os.path.join(base, f"finetune_{task}")
     t = time.perf_counter()
     if not os.path.exists(os.path.join(ft, "summary.json")):
+      if os.path.isdir(ft):
+        shutil.rmtree(ft)  # an interrupted fine-tuning run (it restarts rather than resumes)
       c = copy.deepcopy(config.finetune)
       c.seed = config.seed
       c.init_from = pre
@@ -106,7 +109,9 @@ def run(config, workdir: str) -> dict:
     dirs[variant] = {"en": ft}
     for lang in config.languages:
       out = os.path.join(base, f"assembled_{task}_{lang}")
-      if not os.path.exists(os.path.join(out, "model.json")):
+      if not os.path.exists(os.path.join(out, "model.json")):  # written last: its presence means complete
+        if os.path.isdir(out):
+          shutil.rmtree(out)
         assemble(ft, os.path.join(base, f"adapt_{lang}"), out)
       dirs[variant][lang] = out
 

@@ -59,3 +59,12 @@ def test_pipeline_resumes_without_redoing_finished_steps(pipeline_run):
   assert again["results"] == first["results"]
   after = {v: len(read_records(os.path.join(root, v, "finetune_qa", "metrics.jsonl"))) for v in ("standard", "forget")}
   assert after == before
+
+
+def test_pipeline_redoes_an_interrupted_fine_tuning(pipeline_run):
+  root, first = pipeline_run
+  ft = os.path.join(root, "forget", "finetune_qa")
+  os.remove(os.path.join(ft, "summary.json"))  # as if preempted before the end
+  again = run(micro_config(), str(root))
+  assert os.path.exists(os.path.join(ft, "summary.json"))
+  assert again["results"] == first["results"]  # fine-tuning is deterministic, so the redo matches
