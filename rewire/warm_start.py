@@ -46,41 +46,26 @@ def adopt_model_shape(config) -> None:
 
 def initial_params(config, abstract_params: Any, *, pad_id: int) -> Any:
   """Host-side initial params: the source's leaves, with `config.reinit.pattern` leaves freshly drawn."""
-  loaded, _ = load_params(config.init_from, config.init_step or None)
-  source = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(loaded)[0]}
   regex = re.compile(config.reinit.pattern) if config.reinit.pattern else None
   key = jax.random.fold_in(jax.random.key(config.seed), _REINIT_SALT)
-  missing, wrong = [], []
-  out = []
-  flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
-  reinit_index = 0
-  for path, a in flat:
-    name = path_str(path)
-    if regex is not None and regex.fullmatch(name):
-      if len(a.shape) == 2:
-        x = config.reinit.init_std * jax.random.normal(jax.random.fold_in(key, reinit_index), a.shape, a.dtype)
-        x = np.array(x)
-        x[pad_id] = 0.0
-      else:
-        x = np.zeros(a.shape, a.dtype)
-      reinit_index += 1
-    elif name not in source:
-      missing.append(name)
-      continue
+  reinit = lambda name: regex is not None and regex.fullmatch(name) is not None
+  index = 0
+
+  def fresh(path, a):
+    nonlocal index
+    if not reinit(path_str(path)):
+      return a  # a placeholder, taken from the source below
+    if len(a.shape) == 2:
+      x = np.array(config.reinit.init_std * jax.random.normal(jax.random.fold_in(key, index), a.shape, a.dtype))
+      x[pad_id] = 0.0
     else:
-      x = np.asarray(source[name])
-      if tuple(x.shape) != tuple(a.shape):
-        wrong.append(f"{name} {tuple(x.shape)} vs {tuple(a.shape)}")
-        continue
-    out.append(x.astype(a.dtype))
-  if missing:
-    raise UserError(f"init_from {config.init_from} lacks {len(missing)} parameter(s): {', '.join(missing[:3])}"
-                    + (" ..." if len(missing) > 3 else ""))
-  if wrong:
-    raise UserError(f"init_from {config.init_from} has mismatched shapes (source vs model): "
-                    f"{'; '.join(wrong[:3])}" + (" ..." if len(wrong) > 3 else "")
-                    + " -- re-initialise vocabulary-sized leaves with reinit.pattern")
-  return jax.tree.unflatten(treedef, out)
+      x = np.zeros(a.shape, a.dtype)
+    index += 1
+    return x
+
+  base = jax.tree_util.tree_map_with_path(fresh, abstract_params)
+  return _take_from_source(base, config.init_from, config.init_step, lambda name: not reinit(name),
+                           hint=" -- re-initialise vocabulary-sized leaves with reinit.pattern")
 
 
 def overlay(fresh: Any, workdir: str, step: int | None = None, *, prefix: str = "roberta/") -> Any:
@@ -88,13 +73,19 @@ def overlay(fresh: Any, workdir: str, step: int | None = None, *, prefix: str = 
 
   A task model keeps its freshly initialised head and takes the pretrained encoder.
   """
+  return _take_from_source(fresh, workdir, step, lambda name: name.startswith(prefix))
+
+
+def _take_from_source(base: Any, workdir: str, step: int | None, take, *, hint: str = "") -> Any:
+  """`base` with each leaf whose path satisfies `take` replaced by the leaf of the same path in the
+  checkpoint of `workdir`; a missing path or a different shape is a UserError listing the first few."""
   loaded, _ = load_params(workdir, step or None)
   source = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(loaded)[0]}
   missing, wrong = [], []
 
   def pick(path, x):
     name = path_str(path)
-    if not name.startswith(prefix):
+    if not take(name):
       return x
     if name not in source:
       missing.append(name)
@@ -105,11 +96,12 @@ def overlay(fresh: Any, workdir: str, step: int | None = None, *, prefix: str = 
       return x
     return y.astype(x.dtype)
 
-  out = jax.tree_util.tree_map_with_path(pick, fresh)
+  out = jax.tree_util.tree_map_with_path(pick, base)
+  more = lambda xs: " ..." if len(xs) > 3 else ""
   if missing:
-    raise UserError(f"{workdir} lacks {len(missing)} encoder parameter(s): {', '.join(missing[:3])}"
-                    + (" ..." if len(missing) > 3 else ""))
+    raise UserError(f"{workdir} lacks {len(missing)} parameter(s) the model needs: {', '.join(missing[:3])}"
+                    + more(missing))
   if wrong:
     raise UserError(f"{workdir} has mismatched shapes (source vs model): {'; '.join(wrong[:3])}"
-                    + (" ..." if len(wrong) > 3 else ""))
+                    + more(wrong) + hint)
   return out

@@ -115,3 +115,21 @@ def test_adaptation_needs_a_pretrained_model_and_a_corpus(tmp_path, new_language
   with pytest.raises(UserError):
     train_and_evaluate(c, str(tmp_path / "c"))
   assert not (tmp_path / "c").exists() or not os.listdir(tmp_path / "c")
+
+
+def test_warm_start_names_missing_and_mismatched_parameters(tiny_runs, new_language, tmp_path):
+  source, _ = tiny_runs("one_device")
+  c = adapt_config(source, new_language)
+  c.reinit.pattern = ""  # keep the 400-row source embedding for a 300-entry tokenizer
+  with pytest.raises(UserError, match=r"mismatched shapes .*word_embeddings/embedding \(400, 32\) vs \(\d+, 32\)"
+                                      r".*reinit\.pattern"):
+    train_and_evaluate(c, str(tmp_path / "a"), devices=jax.devices()[:1])
+  c = adapt_config(source, new_language)
+  c.model.num_layers = 2  # the source has one layer: layer 1 is missing
+  from rewire.warm_start import adopt_model_shape, initial_params
+  adopt_model_shape(c)
+  c.model.num_layers = 2
+  mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
+  setup = Setup(c, mesh, SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=299, vocab_size=300))
+  with pytest.raises(UserError, match=r"lacks \d+ parameter\(s\) the model needs: roberta/encoder/layer/1/"):
+    initial_params(c, setup.abstract_state["params"], pad_id=1)
