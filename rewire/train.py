@@ -389,6 +389,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
       if step % config.log_every == 0 or step == total or stopping:
         flush_logs()
       if step % config.eval_every == 0 or step == total:
+        flush_logs()  # so the throughput of the steps before the evaluation is measured without it
         last_valid = evaluate(setup, state["params"], data.valid, config.batch_size, specials.pad)
         writer.write({"step": step, **last_valid})
         progress.log(step, last_valid)
