@@ -14,6 +14,39 @@ import ml_collections
 from rewire.errors import UserError
 
 
+def data_defaults() -> ml_collections.ConfigDict:
+  """The `data` group: what a corpus is prepared from (`rewire.data.prepare`) and how a run reads it."""
+  return ml_collections.ConfigDict(dict(
+      # prepared:DIR (from configs/prepare.py) | bundled:NAME | files:GLOB[,GLOB] | hf:NAME[:CONFIG]:SPLIT
+      # | tfds:NAME[:CONFIG]:SPLIT; a raw source is prepared into <workdir>/data first
+      source="bundled:en_web",
+      text_field="text",         # the text field of .jsonl/.parquet files and dataset rows
+      valid_source="",           # "": hold out valid_fraction of the source's documents (by a seeded hash)
+      valid_fraction=0.02,
+      split_seed=0,              # seeds the train/validation split and the tokenizer sample (not `seed`)
+      max_valid_sequences=256,   # the validation sequences a run evaluates on (0: all)
+      seq_len=512,
+      tokenizer="",              # "": train a unigram tokenizer on a seeded sample of the training text
+      vocab_size=50_000,
+      tokenizer_sample_docs=100_000,  # documents the tokenizer is trained on
+      parts_per_file=1,          # read each file in this many interleaved parts (parallelism for big files)
+      max_documents=0,           # >0: prepare only about this many documents of each source
+      tfds_data_dir="",          # TFDS data directory for tfds: sources ("": TFDS's default)
+      runner="DirectRunner",     # Apache Beam runner of the preparation (DataflowRunner, FlinkRunner, ...)
+      workers=0,                 # DirectRunner worker processes (0: one per core)
+      beam_options="",           # extra Beam pipeline flags, e.g. "--project=P --region=R --temp_location=gs://B/t"
+      verify_shards=True,        # re-hash a prepared:DIR's shards against its manifest when a run starts
+      mask_prob=0.15))
+
+
+def prepare_defaults() -> ml_collections.ConfigDict:
+  """Corpus preparation (`configs/prepare.py`): the workdir is the prepared directory itself."""
+  c = ml_collections.ConfigDict()
+  c.stage = "prepare"
+  c.data = data_defaults()
+  return c
+
+
 def pretrain_defaults() -> ml_collections.ConfigDict:
   """Every key a pretraining run reads, with the paper's recipe (RoBERTa-base) as the default values."""
   c = ml_collections.ConfigDict()
@@ -45,17 +78,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
       type_vocab_size=1, layer_norm_eps=1e-5, dropout=0.1, attention_dropout=0.1, init_std=0.02,
       dtype="float32", remat=False))
 
-  c.data = ml_collections.ConfigDict(dict(
-      source="bundled:en_web",   # bundled:NAME | files:GLOB[,GLOB] | hf:NAME[:CONFIG]:SPLIT
-      text_field="text",
-      valid_source="",           # "": hold out valid_fraction of the source's documents
-      valid_fraction=0.02,
-      max_valid_sequences=256,
-      seq_len=512,
-      tokenizer="",              # "": train a unigram tokenizer on the training text
-      vocab_size=50_000,
-      mask_prob=0.15,
-      split_seed=0))             # seeds the train/validation document split (independent of `seed`)
+  c.data = data_defaults()
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=7e-4, warmup_steps=10_000, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01,
@@ -155,7 +178,7 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
   c.forget_every = 1000          # K for the forgetting variant (the standard one uses 0)
   c.forget_clip_norm = 0.5
   c.include_english = True       # also score the English task model on the English test split
-  c.adapt_source = "hf:cc100:{lang}:train"   # {lang} is replaced by each language
+  c.adapt_source = "prepared:data/cc100_{lang}"  # {lang} is replaced by each language
   c.pretrain = pretrain_defaults()
   c.adapt = adapt_language_defaults()
   c.finetune = finetune_defaults()
@@ -163,7 +186,7 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-DEFAULTS = {"pipeline": pipeline_defaults, "pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
+DEFAULTS = {"prepare": prepare_defaults, "pipeline": pipeline_defaults, "pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
             "finetune": finetune_defaults, "assemble": assemble_defaults, "evaluate": evaluate_defaults}
 
 
@@ -206,6 +229,8 @@ def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDi
     c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512)
     c.data.update(seq_len=64, vocab_size=2048, max_valid_sequences=256)
     c.optim.update(lr=2e-3, warmup_steps=100)
+  if preset == "base":
+    c.data.source = "prepared:data/cc100_en"  # python -m rewire.main --config=configs/prepare.py:cc100 ...
   if not forgetting:
     c.forget_every = 0
     c.optim.clip_norm = 0.0  # the reference clips only its forgetting runs
@@ -255,7 +280,7 @@ def pipeline_preset(preset: str) -> ml_collections.ConfigDict:
     c.evaluate.test_source = "bundled:verse_qa:test"
   else:
     c.languages = ("ar", "de", "es", "hi", "ru", "th", "tr", "vi", "zh")
-    c.adapt_source = "hf:cc100:{lang}:train"
+    c.adapt_source = "prepared:data/cc100_{lang}"  # configs/prepare.py:cc100.LANG for each language
     c.finetune.update(task="nli", train_source="hf:multi_nli:train", dev_source="hf:xnli:en:validation",
                       epochs=10, batch_size=32)
     c.evaluate.test_source = "hf:xnli:{lang}:test"

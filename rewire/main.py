@@ -53,6 +53,13 @@ def default_workdir(config_path: str) -> str:
 def run(config, workdir: str) -> dict:
   from rewire import config as rconfig
   rconfig.validate(config)
+  if config.stage == "prepare":
+    from rewire.data.prepare import Engine, Settings, prepare_into
+    corpus = prepare_into(Settings.from_config(config.data), workdir, engine=Engine.from_config(config.data))
+    splits = corpus.manifest["splits"]
+    print(f"done: {corpus.directory}  " + ", ".join(
+        f"{k} {v['sequences']:,} sequences ({v['tokens']:,} tokens)" for k, v in splits.items()))
+    return {}
   if config.stage in ("pretrain", "adapt_language"):
     from rewire.train import train_and_evaluate
     return train_and_evaluate(config, workdir)

@@ -63,7 +63,7 @@ class MetricsWriter:
       self.write(r)
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
   return str(datetime.timedelta(seconds=int(max(0, seconds))))
 
 
@@ -107,8 +107,8 @@ class Progress:
     if "tokens_per_s" in record:
       parts.append(f"{record['tokens_per_s'] / 1e3:.1f}k tok/s")
     eta = self.eta_seconds(step)
-    parts.append(f"elapsed {_hms(time.perf_counter() - self.t0)}")
-    parts.append("ETA " + (_hms(eta) if eta is not None else "--"))
+    parts.append(f"elapsed {hms(time.perf_counter() - self.t0)}")
+    parts.append("ETA " + (hms(eta) if eta is not None else "--"))
     return " | ".join(parts)
 
   def log(self, step: int, record: dict) -> None:

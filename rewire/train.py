@@ -26,7 +26,8 @@ from rewire import config as rconfig
 from rewire import flops, forgetting, mlm, optim, sharding, warm_start
 from rewire.checkpoint import Checkpointer, has_checkpoint
 from rewire.data import masking
-from rewire.data.pretrain import prepare_pretraining_data
+from rewire.data.batches import eval_batches
+from rewire.data.pretrain import pretraining_data
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.metrics import MetricsWriter, Progress
@@ -101,24 +102,6 @@ def _check_tokenizer_against_checkpoint(config, workdir: str, ckpt: Checkpointer
       raise UserError(f"{saved_tok} has {size} entries but the checkpoint has a {rows}-row embedding")
 
 
-def within_token_budget(data, config):
-  """Keeps the shortest prefix of the training sequences holding `config.token_budget` tokens; the loader
-  then repeats it epoch after epoch (the paper's low-data regime)."""
-  from rewire.data.loader import BatchIterator
-  seqs = data.train_sequences
-  tokens = np.cumsum((seqs != data.specials.pad).sum(axis=1))
-  n = int(np.searchsorted(tokens, config.token_budget) + 1)
-  n = max(n, config.batch_size)
-  if n > len(seqs):
-    raise UserError(f"token_budget {config.token_budget} exceeds the {int(tokens[-1])} training tokens of "
-                    f"{config.data.source}")
-  prefix = seqs[:n]
-  train = BatchIterator(prefix, config.batch_size, config.seed, process_index=jax.process_index(),
-                        process_count=jax.process_count())
-  return dataclasses.replace(data, train=train, train_sequences=prefix,
-                             num_train_tokens=int((prefix != data.specials.pad).sum()))
-
-
 def model_config_from(config, vocab_size: int, pad_id: int) -> ModelConfig:
   d = dict(config.model)
   if d["vocab_size"] and d["vocab_size"] != vocab_size:
@@ -132,13 +115,15 @@ def model_config_from(config, vocab_size: int, pad_id: int) -> ModelConfig:
   return ModelConfig.from_dict(d)
 
 
-def unigram_loss(train: np.ndarray, valid: np.ndarray, vocab_size: int, num_special: int, mask_id: int) -> float:
+def unigram_loss(counts: np.ndarray, valid: np.ndarray, num_special: int, mask_id: int) -> float:
   """Cross-entropy of validation tokens under the training unigram distribution (add-one smoothed).
 
   Masked positions are a uniform sample of the eligible tokens, so this is the loss of a model that
   predicts every masked token from token frequencies alone: the floor a trained MLM must beat.
+  `counts` are the training tokens' counts (`vocab_size` long).
   """
-  counts = np.bincount(train.ravel(), minlength=vocab_size).astype(np.float64)
+  counts = counts.astype(np.float64).copy()
+  vocab_size = counts.size
   counts[:num_special] = 0
   counts[mask_id] = 0
   probs = (counts + 1.0) / (counts.sum() + vocab_size - num_special - 1)
@@ -255,7 +240,6 @@ def plan(config, devices: Sequence[jax.Device] | None = None) -> dict:
 
 def evaluate(setup: Setup, params, valid: np.ndarray, batch_size: int, pad_id: int) -> dict[str, float]:
   """Validation MLM loss and accuracy with a fixed masking per batch (comparable across steps and runs)."""
-  from rewire.data.loader import eval_batches
   loss_sum = correct = count = 0.0
   nproc, pid = jax.process_count(), jax.process_index()
   for i, batch in enumerate(eval_batches(valid, batch_size, pad_id)):
@@ -291,10 +275,9 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   if config.init_from:
     warm_start.adopt_model_shape(config)
 
-  data = prepare_pretraining_data(config.data, workdir, seed=config.seed, global_batch_size=config.batch_size,
-                                  process_index=jax.process_index(), process_count=jax.process_count())
-  if config.token_budget:
-    data = within_token_budget(data, config)
+  data = pretraining_data(config.data, workdir, seed=config.seed, global_batch_size=config.batch_size,
+                          token_budget=config.token_budget, process_index=jax.process_index(),
+                          process_count=jax.process_count(), log_stream=log_stream)
   specials = data.specials
   setup = Setup(config, mesh, specials)
   if ckpt is None:
@@ -324,7 +307,7 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
     state, start = setup.init(), 0
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main,
                          resume_step=start if start else None)
-  baseline = unigram_loss(data.train_sequences, data.valid, specials.vocab_size, 4, specials.mask)
+  baseline = unigram_loss(data.unigram_counts, data.valid, 4, specials.mask)
   if start == 0:
     writer.write({"step": 0, "event": "start", "unigram_loss": baseline,
                   "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state["params"])),

@@ -34,6 +34,21 @@ def shared_tokenizer() -> str:
   return _SHARED["tokenizer"]
 
 
+def shared_corpus() -> str:
+  """The bundled English corpus prepared once (seq_len 32, the shared tokenizer) for every tiny run."""
+  if "corpus" not in _SHARED:
+    import tempfile
+    from rewire.config import data_defaults
+    from rewire.data.prepare import Settings, prepare_into
+    d = data_defaults()
+    d.update(seq_len=32, tokenizer=shared_tokenizer(), workers=1)
+    out = os.path.join(tempfile.mkdtemp(prefix="rewire-corpus-"), "en")
+    with open(os.devnull, "w") as sink:
+      prepare_into(Settings.from_config(d), out, log_stream=sink)
+    _SHARED["corpus"] = out
+  return _SHARED["corpus"]
+
+
 def tiny_config(forgetting=True, mesh=None):
   """A seconds-long pretraining config: 1 layer, hidden 32, 12 updates, a reset every 4."""
   from rewire.config import pretrain_preset
@@ -46,7 +61,8 @@ def tiny_config(forgetting=True, mesh=None):
   c.eval_every = 6
   c.checkpoint_every = 6
   c.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-  c.data.update(seq_len=32, vocab_size=400, max_valid_sequences=32, tokenizer=shared_tokenizer())
+  c.data.update(source=f"prepared:{shared_corpus()}", seq_len=32, vocab_size=400, max_valid_sequences=32,
+                tokenizer=shared_tokenizer())
   c.optim.update(lr=3e-3, warmup_steps=4)
   if mesh is not None:
     c.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])

@@ -91,7 +91,7 @@ def test_hf_script_dataset_hint_and_cc100_config(monkeypatch):
   datasets = pytest.importorskip("datasets")
   calls = []
 
-  def fake_load(name, config=None, split=None):
+  def fake_load(name, config=None, split=None, streaming=False):
     calls.append((name, config, split))
     raise RuntimeError("Dataset scripts are no longer supported, but found cc100.py")
 

@@ -1,64 +1,196 @@
-"""Text sources named by one source string: bundled corpora, local files, or Hugging Face `datasets`.
+"""Text sources named by one source string, read as streams of documents split into independent units.
 
 A config names its corpus with a single string, so switching from the bundled demo corpus to local files
-or to a hub dataset (CC-100, Wikipedia) is a one-line change:
+or to a hub dataset is a one-line change:
 
   bundled:en_web                          the English demo corpus shipped in rewire/data/corpora/
   bundled:bible_<lang>                    Old Testament chapters of a verse-aligned Bible (en, es, ja); the
                                           New Testament is held out: it is the test text of the bundled
                                           verse_nli / verse_qa tasks (rewire/data/tasks/)
-  files:PATTERN[,PATTERN...]              local .txt / .jsonl files, each optionally .gz (glob patterns)
-  hf:NAME[:CONFIG]:SPLIT                  datasets.load_dataset(NAME, CONFIG, split=SPLIT); NAME may be a
-                                          hub name (cc100, wikitext) or a local folder load_dataset reads
+  files:PATTERN[,PATTERN...]              local files (glob patterns): .txt (blank-line-separated
+                                          documents, as CC-100 ships them), .jsonl, .parquet; .txt and .jsonl
+                                          optionally compressed as .gz, .xz or .zst
+  hf:NAME[:CONFIG]:SPLIT                  datasets.load_dataset(NAME, CONFIG, split=SPLIT, streaming=True);
+                                          NAME is a hub name (a Parquet-converted dataset works too) or a
+                                          local folder
+  tfds:NAME[:CONFIG]:SPLIT                tfds.data_source(NAME[/CONFIG], split=SPLIT): array_record,
+                                          random access, no TensorFlow
 
-Every loader returns a list of non-empty documents (stripped strings) in a deterministic order. Problems
-the user can fix (bad string, missing file, missing field, empty corpus) raise `UserError`.
+Nothing here holds a corpus in memory. `plan_units` cuts a source into *units* -- a file, an interleaved
+part of a big file, a hub dataset's shard, a range of a TFDS split -- and `read_unit` streams one unit's
+documents, so the units can be read in parallel by different workers (see `rewire.data.prepare`). The
+units of a source, in order, give its documents in a deterministic order. `load_documents` reads a whole
+(small) source into a list, for tests and task fixtures.
+
+Problems the user can fix (bad string, missing file, missing field, undecodable or empty input) raise
+`UserError` naming the file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import gzip
 import importlib.resources
+import io
 import json
+import lzma
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from rewire.errors import UserError
 
-FORMS = "bundled:NAME, files:PATTERN[,PATTERN...] or hf:NAME[:CONFIG]:SPLIT"
-_EXTENSIONS = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+FORMS = ("bundled:NAME, files:PATTERN[,PATTERN...], hf:NAME[:CONFIG]:SPLIT or "
+         "tfds:NAME[:CONFIG]:SPLIT")
+_COMPRESSIONS = ("", ".gz", ".xz", ".zst")
+_EXTENSIONS = tuple(f"{base}{c}" for base in (".txt", ".jsonl") for c in _COMPRESSIONS) + (".parquet",)
 _HF = re.compile(r"^hf:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
-_BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
+_TFDS = re.compile(r"^tfds:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
+_BLANK = " \t\r\f\v\n"  # A line of only these characters separates two documents of a .txt file.
+BLOCK = 1000  # Documents (or TFDS records) per block when a file is read in interleaved parts.
 
 
-def load_documents(source: str, *, text_field: str = "text") -> list[str]:
-  """Returns the non-empty documents of `source` in a deterministic order.
+@dataclasses.dataclass(frozen=True)
+class Unit:
+  """One independently readable piece of a source: `read_unit` streams its documents.
 
-  Args:
-    source: a source string (see the module docstring).
-    text_field: the field holding the text in JSONL files and `datasets` rows. Bundled corpora always
-      use "text".
-
-  Raises:
-    UserError: a malformed source string, missing files, a missing field, or no non-empty document.
+  kind: "bundled" | "file" | "hf" | "tfds". locator: the bundled name, the file path, or the source string.
+  A file or TFDS split read in `parts` parts is cut into blocks of BLOCK documents (parquet: row groups,
+  hf: shards) and part `p` reads the blocks `b` with `b % parts == p`.
   """
+  kind: str
+  locator: str
+  part: int = 0
+  parts: int = 1
+  size: int = 0  # Bytes on disk, for progress (0: unknown).
+  limit: int = 0  # >0: read only this many (non-empty) documents of the unit.
+
+  @property
+  def name(self) -> str:
+    return self.locator if self.parts == 1 else f"{self.locator} (part {self.part + 1}/{self.parts})"
+
+
+def check_source(source: str) -> str:
+  """The stripped source string; UserError for a malformed one."""
   if not isinstance(source, str) or not source.strip():
     raise UserError(f"empty data source {source!r}; expected {FORMS}")
   source = source.strip()
+  for prefix in ("bundled:", "files:"):
+    if source.startswith(prefix):
+      return source
+  if source.startswith("hf:"):
+    if not _HF.match(source):
+      raise UserError(f"bad data source {source!r}; expected hf:NAME[:CONFIG]:SPLIT, "
+                      "e.g. hf:wikitext:wikitext-103-raw-v1:train or hf:/path/to/folder:train")
+    return source
+  if source.startswith("tfds:"):
+    if not _TFDS.match(source):
+      raise UserError(f"bad data source {source!r}; expected tfds:NAME[:CONFIG]:SPLIT, e.g. tfds:c4:en:train")
+    return source
+  raise UserError(f"unknown data source {source!r}; expected {FORMS}")
+
+
+def plan_units(source: str, *, parts_per_file: int = 1, tfds_data_dir: str = "", max_documents: int = 0) -> list[Unit]:
+  """The units of `source`, in document order. Checks that files exist (not that they decode).
+
+  `max_documents` > 0 caps the source at about that many documents: each of its n units reads at most
+  ceil(max_documents / n) (exactly max_documents for a single unit).
+  """
+  units = _plan_units(source, parts_per_file, tfds_data_dir)
+  if max_documents > 0:
+    limit = -(-int(max_documents) // len(units))
+    units = [dataclasses.replace(u, limit=limit) for u in units]
+  return units
+
+
+def _plan_units(source: str, parts_per_file: int, tfds_data_dir: str) -> list[Unit]:
+  source = check_source(source)
+  parts = max(1, int(parts_per_file))
   if source.startswith("bundled:"):
-    docs = _bundled(source[len("bundled:"):])
-  elif source.startswith("files:"):
-    docs = _files(source[len("files:"):], text_field)
-  elif source.startswith("hf:"):
-    docs = _hf(source, text_field)
+    name = source[len("bundled:"):]
+    path = bundled_path(name)
+    return [Unit("bundled", name, size=os.path.getsize(path))]
+  if source.startswith("files:"):
+    units = []
+    for path in expand_patterns(source[len("files:"):]):
+      if not path.endswith(_EXTENSIONS):
+        raise UserError(f"{path}: unsupported file type; expected one of {', '.join(_EXTENSIONS)}")
+      size = os.path.getsize(path)
+      if size == 0:
+        raise UserError(f"{path}: the file is empty")
+      units.extend(Unit("file", path, p, parts, size) for p in range(parts))
+    return units
+  if source.startswith("hf:"):
+    ds = _hf_stream(source)
+    shards = int(getattr(ds, "n_shards", 1) or 1)
+    if _HF.match(source)["split"].endswith("]"):
+      shards = 1  # A sliced split is read as one stream.
+    return [Unit("hf", source, i, shards) for i in range(shards)]
+  return [Unit("tfds", source, p, parts) for p in range(parts)]
+
+
+def read_unit(unit: Unit, *, text_field: str = "text", tfds_data_dir: str = "",
+              progress: list[int] | None = None) -> Iterator[str]:
+  """The non-empty documents (stripped) of one unit, streamed.
+
+  `progress`, if given, is a one-element list that receives the bytes read so far from disk.
+  """
+  if unit.kind == "bundled":
+    docs: Iterable[str] = _bundled(unit.locator, progress)
+  elif unit.kind == "file":
+    docs = _read_file(unit, text_field, progress)
+  elif unit.kind == "hf":
+    docs = _read_hf(unit, text_field)
+  elif unit.kind == "tfds":
+    docs = _read_tfds(unit, text_field, tfds_data_dir)
   else:
-    raise UserError(f"unknown data source {source!r}; expected {FORMS}")
-  docs = _clean(docs)
+    raise ValueError(f"unknown unit kind {unit.kind!r}")
+  count = 0
+  for doc in docs:
+    if isinstance(doc, str):
+      doc = doc.strip()
+      if doc:
+        yield doc
+        count += 1
+        if count == unit.limit:
+          return
+
+
+def iter_documents(source: str, *, text_field: str = "text", tfds_data_dir: str = "") -> Iterator[str]:
+  """Every document of `source`, in order (the units read one after another)."""
+  for unit in plan_units(source, tfds_data_dir=tfds_data_dir):
+    yield from read_unit(unit, text_field=text_field, tfds_data_dir=tfds_data_dir)
+
+
+def load_documents(source: str, *, text_field: str = "text") -> list[str]:
+  """All documents of a small `source` as a list; UserError if it holds none."""
+  docs = list(iter_documents(source, text_field=text_field))
   if not docs:
-    raise UserError(f"corpus {source!r} is empty: it holds no non-empty document")
+    raise UserError(f"corpus {source.strip()!r} is empty: it holds no non-empty document")
   return docs
+
+
+def fingerprint(source: str, *, parts_per_file: int = 1) -> list:
+  """What identifies the inputs of `source`: file paths with sizes and mtimes, or the dataset names.
+
+  A hub or TFDS dataset is identified by its name only (plus the TFDS version prepared on disk), so a
+  changed upstream dataset is not noticed: prepare into a new directory for a new revision.
+  """
+  source = check_source(source)
+  if source.startswith("files:"):
+    out = []
+    for path in expand_patterns(source[len("files:"):]):
+      st = os.stat(path)
+      out.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+    return out
+  if source.startswith("bundled:"):
+    path = bundled_path(source[len("bundled:"):])
+    return [source, os.path.getsize(path)]
+  return [source]
+
+
+# --- bundled corpora -------------------------------------------------------------------------------
 
 
 def bundled_corpora() -> list[str]:
@@ -76,56 +208,12 @@ def bundled_path(name: str) -> str:
   return str(importlib.resources.files("rewire") / "data" / "corpora" / f"{name}.jsonl.gz")
 
 
-def expand_patterns(spec: str) -> list[str]:
-  """Files matched by comma-separated glob patterns, deduplicated and sorted; UserError if none."""
-  patterns = [p.strip() for p in spec.split(",") if p.strip()]
-  if not patterns:
-    raise UserError(f"data source 'files:{spec}' names no file pattern")
-  paths: set[str] = set()
-  for pattern in patterns:
-    matches = [m for m in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(m)]
-    if not matches:
-      raise UserError(f"no file matches {pattern!r}")
-    paths.update(os.path.normpath(m) for m in matches)
-  return sorted(paths)
-
-
-def read_file(path: str, text_field: str = "text") -> list[str]:
-  """Documents of one file: .txt splits at blank lines, .jsonl takes `text_field` of each line."""
-  if not path.endswith(_EXTENSIONS):
-    raise UserError(f"{path}: unsupported file type; expected one of {', '.join(_EXTENSIONS)}")
-  try:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-      if path.endswith((".txt", ".txt.gz")):
-        return _BLANK_LINES.split(f.read().replace("\r\n", "\n"))
-      return list(_jsonl_texts(f, path, text_field))
-  except FileNotFoundError as e:
-    raise UserError(f"file not found: {path}") from e
-  except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as e:
-    raise UserError(f"{path}: cannot read as UTF-8 text ({type(e).__name__}: {e})") from e
-
-
-def _jsonl_texts(lines: Iterable[str], path: str, text_field: str) -> Iterable[str]:
-  for lineno, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-    if not isinstance(record, dict) or text_field not in record:
-      raise UserError(f"{path}:{lineno}: no field {text_field!r} in this JSON line")
-    text = record[text_field]
-    if not isinstance(text, str):
-      raise UserError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
-    yield text
-
-
-def _bundled(name: str) -> list[str]:
+def _bundled(name: str, progress: list[int] | None) -> Iterable[str]:
   if name.startswith("bible_"):
+    if progress is not None:
+      progress[0] += os.path.getsize(bundled_path(name))
     return bible_chapters(name)
-  return read_file(bundled_path(name), "text")
+  return _read_file(Unit("file", bundled_path(name)), "text", progress)
 
 
 OT_BOOKS = 39  # Books 01-39 of the BBCCCVVV verse ids are the Old Testament, 40-66 the New.
@@ -152,28 +240,177 @@ def bible_chapters(name: str, books: range = range(1, OT_BOOKS + 1)) -> list[str
   return [" ".join(chapters[key]) for key in sorted(chapters)]
 
 
-def _files(spec: str, text_field: str) -> list[str]:
-  docs: list[str] = []
-  for path in expand_patterns(spec):
-    docs.extend(read_file(path, text_field))
-  return docs
+# --- local files -----------------------------------------------------------------------------------
 
 
-def _hf(source: str, text_field: str) -> list[str]:
-  m = _HF.match(source)
-  if not m:
-    raise UserError(f"bad data source {source!r}; expected hf:NAME[:CONFIG]:SPLIT, "
-                    "e.g. hf:cc100:en:train or hf:wikitext:wikitext-103-raw-v1:train")
+def expand_patterns(spec: str) -> list[str]:
+  """Files matched by comma-separated glob patterns, deduplicated and sorted; UserError if none."""
+  patterns = [p.strip() for p in spec.split(",") if p.strip()]
+  if not patterns:
+    raise UserError(f"data source 'files:{spec}' names no file pattern")
+  paths: set[str] = set()
+  for pattern in patterns:
+    matches = [m for m in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(m)]
+    if not matches:
+      raise UserError(f"no file matches {pattern!r}")
+    paths.update(os.path.normpath(m) for m in matches)
+  return sorted(paths)
+
+
+class _Counting(io.RawIOBase):
+  """A raw file that counts the bytes read from it (the progress of a compressed stream)."""
+
+  def __init__(self, f, counter: list[int] | None):
+    self._f, self._counter = f, counter
+
+  def readable(self) -> bool:
+    return True
+
+  def readinto(self, b) -> int:
+    n = self._f.readinto(b)
+    if self._counter is not None and n:
+      self._counter[0] += n
+    return n
+
+  def close(self) -> None:
+    self._f.close()
+    super().close()
+
+
+def _open_binary(path: str, counter: list[int] | None):
+  raw = io.BufferedReader(_Counting(open(path, "rb", buffering=0), counter), 1 << 20)
+  if path.endswith(".gz"):
+    return gzip.GzipFile(fileobj=raw)
+  if path.endswith(".xz"):
+    return lzma.LZMAFile(raw)
+  if path.endswith(".zst"):
+    import zstandard
+    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+  return raw
+
+
+def _interleave(records: Iterable, part: int, parts: int) -> Iterator:
+  """The records of blocks `b % parts == part` (blocks of BLOCK records)."""
+  for i, record in enumerate(records):
+    if (i // BLOCK) % parts == part:
+      yield record
+
+
+def _read_file(unit: Unit, text_field: str, progress: list[int] | None) -> Iterator[str]:
+  path = unit.locator
+  try:
+    if path.endswith(".parquet"):
+      yield from _parquet(path, text_field, unit.part, unit.parts, progress)
+      return
+    with _open_binary(path, progress) as raw:
+      lines = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None)
+      if ".txt" in os.path.basename(path):
+        yield from _interleave(_txt_documents(lines), unit.part, unit.parts)
+      else:
+        for lineno, line in _interleave(((n, l) for n, l in enumerate(lines, 1) if l.strip()),
+                                        unit.part, unit.parts):
+          yield _jsonl_text(line, path, lineno, text_field)
+  except FileNotFoundError as e:
+    raise UserError(f"file not found: {path}") from e
+  except UnicodeDecodeError as e:
+    raise UserError(f"{path}: not UTF-8 text ({e.reason}); convert it to UTF-8") from e
+  except UserError:
+    raise
+  except (EOFError, OSError, lzma.LZMAError, ValueError) as e:
+    raise UserError(f"{path}: cannot read it ({type(e).__name__}: {e})") from e
+  except Exception as e:  # zstandard.ZstdError and pyarrow errors have no common base.
+    raise UserError(f"{path}: cannot read it ({type(e).__name__}: {e})") from e
+
+
+def _txt_documents(lines: Iterable[str]) -> Iterator[str]:
+  """Documents of a text stream: runs of lines separated by blank (whitespace-only) lines."""
+  doc: list[str] = []
+  for line in lines:
+    if line.strip(_BLANK):
+      doc.append(line)
+    elif doc:
+      yield "".join(doc)
+      doc = []
+  if doc:
+    yield "".join(doc)
+
+
+def _jsonl_text(line: str, path: str, lineno: int, text_field: str) -> str:
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+  if not isinstance(record, dict) or text_field not in record:
+    raise UserError(f"{path}:{lineno}: no field {text_field!r} in this JSON line")
+  text = record[text_field]
+  if not isinstance(text, str):
+    raise UserError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
+  return text
+
+
+def _parquet(path: str, text_field: str, part: int, parts: int, progress) -> Iterator[str]:
+  import pyarrow.parquet as pq
+  f = pq.ParquetFile(path)
+  if text_field not in f.schema_arrow.names:
+    raise UserError(f"{path}: no column {text_field!r}; its columns: {', '.join(f.schema_arrow.names)}")
+  for group in range(part, f.num_row_groups, parts):
+    column = f.read_row_group(group, columns=[text_field]).column(0)
+    if progress is not None:
+      progress[0] += f.metadata.row_group(group).total_byte_size
+    for text in column.to_pylist():
+      if text is not None and not isinstance(text, str):
+        raise UserError(f"{path}: column {text_field!r} holds {type(text).__name__}, not strings")
+      yield text
+
+
+# --- Hugging Face datasets and TFDS ---------------------------------------------------------------
+
+
+def _hf_stream(source: str):
+  """`datasets.load_dataset(..., streaming=True)` for an hf: source (a `[:N]` slice becomes take(N))."""
   import datasets  # Imported lazily: it is slow to import and only this source needs it.
 
-  name, config, split = m["name"], m["config"], m["split"]
+  m = _HF.match(source)
+  split, take = m["split"], None
+  if split.endswith("]"):
+    split, _, rest = split.partition("[")
+    sl = re.fullmatch(r":(\d+)\]", rest)
+    if not sl:
+      raise UserError(f"{source!r}: a streamed split takes only a [:N] slice")
+    take = int(sl[1])
   try:
-    ds = datasets.load_dataset(name, config, split=split)
+    ds = datasets.load_dataset(m["name"], m["config"], split=split, streaming=True)
   except Exception as e:  # datasets raises many types (hub, offline, missing config or split).
     raise UserError(hf_load_error(source, e)) from e
-  if text_field not in ds.column_names:
-    raise UserError(f"{source!r} has no field {text_field!r}; its fields: {', '.join(ds.column_names)}")
-  return list(ds[text_field])
+  return ds.take(take) if take is not None else ds
+
+
+def _read_hf(unit: Unit, text_field: str) -> Iterator[str]:
+  ds = _hf_stream(unit.locator)
+  if unit.parts > 1:
+    ds = ds.shard(num_shards=unit.parts, index=unit.part)
+  for row in ds:
+    if text_field not in row:
+      raise UserError(f"{unit.locator!r} has no field {text_field!r}; its fields: {', '.join(row)}")
+    yield row[text_field]
+
+
+def _read_tfds(unit: Unit, text_field: str, data_dir: str) -> Iterator[str]:
+  m = _TFDS.match(unit.locator)
+  import tensorflow_datasets as tfds  # Imports without TensorFlow; data_source reads array_record.
+
+  name = m["name"] + (f"/{m['config']}" if m["config"] else "")
+  try:
+    ds = tfds.data_source(name, split=m["split"], data_dir=data_dir or None)
+  except Exception as e:  # tfds raises many types (unknown name, not prepared, bad split).
+    first = str(e).splitlines()[0] if str(e) else ""
+    raise UserError(f"cannot load {unit.locator!r} with tfds.data_source: {type(e).__name__}: {first}") from e
+  for start in range(unit.part * BLOCK, len(ds), unit.parts * BLOCK):
+    for row in ds[list(range(start, min(start + BLOCK, len(ds))))]:
+      if text_field not in row:
+        raise UserError(f"{unit.locator!r} has no field {text_field!r}; its fields: {', '.join(row)}")
+      text = row[text_field]
+      yield text.decode("utf-8") if isinstance(text, bytes) else text
 
 
 def hf_load_error(source: str, e: Exception) -> str:
@@ -181,12 +418,8 @@ def hf_load_error(source: str, e: Exception) -> str:
   first = str(e).splitlines()[0] if str(e) else ""
   hint = ""
   if "scripts are no longer supported" in first:
-    # cc100 (statmt/cc100) is one: its config is the language code (hf:cc100:de:train), but datasets>=4
-    # cannot run its loading script. Its raw files (data.statmt.org/cc-100/de.txt.xz) work as files:.
+    # cc100 (statmt/cc100) is one: datasets>=4 cannot run its loading script. Its raw files
+    # (data.statmt.org/cc-100/de.txt.xz) work as files: -- see configs/prepare.py:cc100.
     hint = ("; this hub dataset needs a loading script, which datasets>=4 cannot run: use a Parquet "
-            "copy of it or download its files and use files:PATTERN")
+            "copy of it or download its files and use files:PATTERN (configs/prepare.py:cc100)")
   return f"cannot load {source!r} with datasets.load_dataset: {type(e).__name__}: {first}{hint}"
-
-
-def _clean(docs: Iterable[object]) -> list[str]:
-  return [d.strip() for d in docs if isinstance(d, str) and d.strip()]

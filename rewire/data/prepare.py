@@ -1,0 +1,338 @@
+"""`prepare`: text sources -> a tokenizer and ArrayRecord shards of packed sequences, on Apache Beam.
+
+    python -m rewire.main --config=configs/prepare.py --workdir=data/en --config.data.source=files:en/*.txt.xz
+
+The driver checks everything it can before writing, then runs up to two Beam jobs (`rewire.data.beam_jobs`):
+a seeded sample of documents for the tokenizer (skipped when `data.tokenizer` names one), and the
+tokenization and packing of every unit into shards. Both write under `<out>/.staging/`; only when every
+unit has succeeded does the driver move the shards into place and write `manifest.json` last (see
+`rewire.data.prepared`). So an interrupted run leaves nothing a reader accepts, and a rerun starts clean.
+
+The manifest records a fingerprint of the inputs and of every setting that changes the sequences. Running
+again with the same fingerprint is a no-op; a different one is refused, so nothing prepared earlier is
+ever overwritten. Training stages given a raw source call `prepare_into` on `<workdir>/data` themselves:
+there is one data path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import heapq
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from rewire.data import beam_jobs, prepared, sources
+from rewire.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
+from rewire.errors import UserError
+from rewire.metrics import hms
+
+STAGING = ".staging"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The data settings that determine a prepared corpus (read from `config.data`)."""
+  source: str
+  text_field: str
+  valid_source: str
+  valid_fraction: float
+  split_seed: int
+  seq_len: int
+  tokenizer: str
+  vocab_size: int
+  tokenizer_sample_docs: int
+  parts_per_file: int
+  max_documents: int
+  tfds_data_dir: str
+
+  @classmethod
+  def from_config(cls, data_cfg) -> "Settings":
+    s = cls(source=str(data_cfg.source), text_field=str(data_cfg.text_field),
+            valid_source=str(data_cfg.valid_source), valid_fraction=float(data_cfg.valid_fraction),
+            split_seed=int(data_cfg.split_seed), seq_len=int(data_cfg.seq_len),
+            tokenizer=str(data_cfg.tokenizer), vocab_size=int(data_cfg.vocab_size),
+            tokenizer_sample_docs=int(data_cfg.tokenizer_sample_docs),
+            parts_per_file=int(data_cfg.parts_per_file), max_documents=int(data_cfg.max_documents),
+            tfds_data_dir=str(data_cfg.tfds_data_dir))
+    if s.seq_len < 3:
+      raise UserError(f"data.seq_len must be >= 3, got {s.seq_len}")
+    if not s.valid_source and not 0.0 < s.valid_fraction < 1.0:
+      raise UserError(f"data.valid_fraction must be in (0, 1) when data.valid_source is empty, "
+                      f"got {s.valid_fraction}")
+    if s.split_seed < 0:
+      raise UserError(f"data.split_seed must be >= 0, got {s.split_seed}")
+    if s.tokenizer_sample_docs < 1 or s.parts_per_file < 1:
+      raise UserError("data.tokenizer_sample_docs and data.parts_per_file must be positive")
+    return s
+
+  def fingerprint(self, tokenizer_sha: str) -> dict:
+    """Everything that determines the prepared sequences (not how the job runs)."""
+    key: dict[str, Any] = {
+        "format": prepared.FORMAT, "source": self.source, "inputs": sources.fingerprint(self.source),
+        "text_field": self.text_field, "seq_len": self.seq_len, "split_seed": self.split_seed,
+        "parts_per_file": self.parts_per_file, "block": sources.BLOCK, "max_documents": self.max_documents,
+        "tokenizer": tokenizer_sha or {"vocab_size": self.vocab_size, "sample_docs": self.tokenizer_sample_docs}}
+    if self.valid_source:
+      key.update(valid_source=self.valid_source, valid_inputs=sources.fingerprint(self.valid_source))
+    else:
+      key["valid_fraction"] = self.valid_fraction
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+  """How the Beam jobs run: `data.runner`, `data.workers` (0: one per core), `data.beam_options`."""
+  runner: str = "DirectRunner"
+  workers: int = 0
+  beam_args: tuple[str, ...] = ()
+
+  @classmethod
+  def from_config(cls, data_cfg) -> "Engine":
+    return cls(str(data_cfg.runner), int(data_cfg.workers), tuple(str(data_cfg.beam_options).split()))
+
+
+def _fingerprint_hash(key: dict) -> str:
+  return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@contextlib.contextmanager
+def _lock(out: str):
+  path = os.path.join(out, ".prepare.lock")
+  with open(path, "w") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      raise UserError(f"another process is preparing {out}; wait for it or use another directory") from e
+    yield
+
+
+def _check_out_dir(out: str) -> None:
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise UserError(f"output directory {out} is a file")
+  parent = out
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent) or "."
+  if not os.access(parent, os.W_OK):
+    raise UserError(f"cannot write to {parent} (for {out})")
+
+
+def prepare_into(settings: Settings, out: str, *, engine: Engine = Engine(), name: str | None = None,
+                 log_stream=None) -> prepared.Prepared:
+  """Prepares `settings` into directory `out` (a no-op when it already holds exactly this)."""
+  out = os.path.abspath(out)
+  s = settings
+  plan = functools.partial(sources.plan_units, parts_per_file=s.parts_per_file, tfds_data_dir=s.tfds_data_dir,
+                           max_documents=s.max_documents)
+  units = [(u, "train" if s.valid_source else "split") for u in plan(s.source)]
+  if s.valid_source:
+    units += [(u, "valid") for u in plan(s.valid_source)]
+  given_sha = ""
+  if s.tokenizer:
+    special_ids(load_tokenizer(s.tokenizer))  # the layout, checked before anything is written
+    given_sha = prepared.sha256_file(s.tokenizer)
+  key = s.fingerprint(given_sha)
+  fp = _fingerprint_hash(key)
+  _check_out_dir(out)
+  existing = prepared.read_manifest(out) if os.path.isdir(out) else None
+  if existing is not None:
+    if existing["fingerprint"] == fp:
+      return prepared.open_prepared(out, verify=False)
+    changed = sorted(k for k in set(key) | set(existing["key"]) if key.get(k) != existing["key"].get(k))
+    raise UserError(f"{out} already holds a corpus prepared from other inputs or settings (changed: "
+                    f"{', '.join(changed)}); prepare into a new directory")
+  os.makedirs(out, exist_ok=True)
+  with _lock(out):
+    return _prepare(s, out, units, key, fp, given_sha, engine, name or os.path.basename(out), log_stream)
+
+
+def _prepare(s: Settings, out: str, units, key: dict, fp: str, given_sha: str, engine: Engine, name: str,
+             log_stream) -> prepared.Prepared:
+  t0 = time.time()
+  staging = os.path.join(out, STAGING)
+  shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left: never read
+  for sub in ("progress", "sample", "counts", "train", "valid"):
+    os.makedirs(os.path.join(staging, sub))
+  vocab_limit = s.vocab_size if not s.tokenizer else load_tokenizer(s.tokenizer).get_vocab_size()
+  work = beam_jobs.Work(staging=staging, text_field=s.text_field,
+                        valid_fraction=0.0 if s.valid_source else s.valid_fraction, split_seed=s.split_seed,
+                        seq_len=s.seq_len, dtype="uint16" if vocab_limit <= 1 << 16 else "int32",
+                        sample_docs=s.tokenizer_sample_docs, tfds_data_dir=s.tfds_data_dir)
+  items = [(i, u, role) for i, (u, role) in enumerate(units)]
+  workers = min(len(items), engine.workers or os.cpu_count() or 1)
+  total_bytes = sum(u.size for u, _ in units)
+
+  def job(phase: str, fn):
+    with _ProgressLine(staging, phase, name, total_bytes, log_stream), _tokenizer_threads(workers):
+      summaries = beam_jobs.run_job(items, functools.partial(fn, w=work), os.path.join(staging, f"{phase}.json"),
+                                    runner=engine.runner, workers=workers, beam_args=engine.beam_args)
+    errors = [x["error"] for x in summaries if "error" in x]
+    if errors:
+      raise UserError(errors[0])
+    if len(summaries) != len(items):
+      raise UserError(f"the {phase} job returned {len(summaries)} of {len(items)} unit summaries")
+    return summaries
+
+  tok_path = os.path.join(staging, prepared.TOKENIZER)
+  sample_size = 0
+  if s.tokenizer:
+    shutil.copyfile(s.tokenizer, tok_path)
+  else:
+    samples = job("sample", beam_jobs.sample_unit)
+    docs = _merge_samples([x["file"] for x in samples], s.tokenizer_sample_docs)
+    if not docs:
+      raise UserError(f"{s.source}: no training document to train a tokenizer on")
+    sample_size = len(docs)
+    print(f"[{name}] training a {s.vocab_size}-piece unigram tokenizer on {len(docs)} sampled documents",
+          file=log_stream or sys.stdout, flush=True)
+    save_tokenizer(train_tokenizer(docs, s.vocab_size), tok_path)
+    del docs
+  summaries = job("encode", beam_jobs.encode_unit)
+  manifest = _manifest(s, units, summaries, key, fp, staging, work.dtype, sample_size, engine, time.time() - t0)
+  _commit(out, staging, manifest)
+  return prepared.open_prepared(out, verify=False)
+
+
+def _merge_samples(files: list[str], k: int) -> list[str]:
+  """The k documents of smallest hash over all units' sorted samples (a k-way merge, O(units) memory)."""
+  handles = [open(f, encoding="utf-8") for f in files]
+  try:
+    streams = [(json.loads(line) for line in h) for h in handles]
+    merged = heapq.merge(*streams)
+    return [doc for _, (_, doc) in zip(range(k), merged)]
+  finally:
+    for h in handles:
+      h.close()
+
+
+def _manifest(s: Settings, units, summaries: list[dict], key: dict, fp: str, staging: str, dtype: str,
+              sample_size: int, engine: Engine, seconds: float) -> dict:
+  per_file: dict[str, int] = {}
+  for (unit, _), summary in zip(units, summaries):
+    per_file[unit.locator] = per_file.get(unit.locator, 0) + sum(summary["docs"].values())
+  for locator, n in per_file.items():
+    if n == 0:
+      raise UserError(f"{locator}: holds no non-empty document")
+  tok = load_tokenizer(os.path.join(staging, prepared.TOKENIZER))
+  counts = np.zeros(special_ids(tok).vocab_size, np.int64)
+  for summary in summaries:
+    counts += np.load(summary["counts"])
+  np.save(os.path.join(staging, prepared.COUNTS), counts)
+  splits = {}
+  for split in prepared.SPLITS:
+    shards = [shard for x in summaries for shard in x["shards"][split]]
+    splits[split] = {"documents": sum(x["docs"][split] for x in summaries), "shards": shards,
+                     "sequences": sum(sh["records"] for sh in shards), "tokens": sum(sh["tokens"] for sh in shards)}
+  source_of_split = s.valid_source or s.source
+  if splits["valid"]["sequences"] == 0:
+    raise UserError(f"data.valid_fraction={s.valid_fraction} of {s.source!r} holds out no document; raise it "
+                    "or set data.valid_source" if not s.valid_source else f"{source_of_split!r} gives no sequence")
+  if splits["train"]["sequences"] == 0:
+    raise UserError(f"{s.source!r} leaves no training document (data.valid_fraction={s.valid_fraction})")
+  return {
+      "format": prepared.FORMAT, "fingerprint": fp, "key": key,
+      "sources": {"train": s.source, "valid": s.valid_source or f"{s.source} (held out)"},
+      "units": [{"name": u.name, "role": role, "bytes": u.size} for u, role in units],
+      "seq_len": s.seq_len, "dtype": dtype,
+      "tokenizer": {"file": prepared.TOKENIZER, "sha256": prepared.sha256_file(os.path.join(staging, prepared.TOKENIZER)),
+                    "vocab_size": int(counts.size), "given": s.tokenizer or None,
+                    "trained_on_documents": sample_size or None},
+      "unigram_counts_sha256": prepared.sha256_file(os.path.join(staging, prepared.COUNTS)),
+      "splits": splits,
+      "run": {"runner": engine.runner, "workers": engine.workers, "seconds": round(seconds, 1),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+  }
+
+
+def _commit(out: str, staging: str, manifest: dict) -> None:
+  """Moves the staged files into place, then writes the manifest (the commit point), then cleans up."""
+  for split in prepared.SPLITS:
+    shutil.rmtree(os.path.join(out, split), ignore_errors=True)  # leftovers of an unfinished commit
+    os.makedirs(os.path.join(out, split))
+    for shard in manifest["splits"][split]["shards"]:
+      os.replace(os.path.join(staging, shard["file"]), os.path.join(out, shard["file"]))
+  for name in (prepared.TOKENIZER, prepared.COUNTS):
+    os.replace(os.path.join(staging, name), os.path.join(out, name))
+  prepared.write_json_atomic(os.path.join(out, prepared.MANIFEST), manifest)
+  shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _tokenizer_threads(workers: int):
+  """One tokenizer thread per worker process when several run (else the Rust pool oversubscribes)."""
+  old = os.environ.get("TOKENIZERS_PARALLELISM")
+  if workers > 1:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+  try:
+    yield
+  finally:
+    if workers > 1:
+      if old is None:
+        os.environ.pop("TOKENIZERS_PARALLELISM", None)
+      else:
+        os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+class _ProgressLine:
+  """A background thread that sums the workers' progress files into one line every few seconds."""
+
+  def __init__(self, staging: str, phase: str, name: str, total_bytes: int, stream, every: float = 10.0):
+    self.dir = os.path.join(staging, "progress")
+    self.phase, self.name, self.total, self.every = phase, name, total_bytes, every
+    self.stream = stream or sys.stdout
+    self._stop = threading.Event()
+    self._t0 = time.time()
+
+  def __enter__(self):
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    if exc[0] is None:
+      self.print()
+
+  def _run(self) -> None:
+    while not self._stop.wait(self.every):
+      self.print()
+
+  def read(self) -> dict:
+    total = {"bytes": 0, "docs": 0, "tokens": 0}
+    for f in os.listdir(self.dir):
+      if f.startswith(self.phase) and f.endswith(".json"):
+        try:
+          with open(os.path.join(self.dir, f)) as fh:
+            rec = json.load(fh)
+        except (OSError, json.JSONDecodeError):
+          continue
+        for k in total:
+          total[k] += rec[k]
+    return total
+
+  def print(self) -> None:
+    p = self.read()
+    elapsed = time.time() - self._t0
+    parts = [f"[{self.name}] {self.phase}"]
+    eta = None
+    if self.total:
+      frac = min(1.0, p["bytes"] / self.total)
+      parts.append(f"{100 * frac:.0f}% of {self.total / 1e6:.1f} MB")
+      eta = elapsed * (1 - frac) / frac if frac > 0 else None
+    parts.append(f"{p['docs']:,} docs")
+    if p["tokens"]:
+      parts.append(f"{p['tokens'] / 1e6:.1f}M tokens | {p['tokens'] / max(elapsed, 1e-9) / 1e6:.2f}M tok/s")
+    parts.append(f"elapsed {hms(elapsed)}")
+    parts.append("ETA " + (hms(eta) if eta is not None else "--"))
+    print(" | ".join(parts), file=self.stream, flush=True)
