@@ -15,7 +15,7 @@ vocabulary-sized LM-head bias) are re-initialised at the new tokenizer's size, N
 * `base`: the paper's low-data regime: 5M tokens of CC-100, repeated, with the pretraining recipe minus
   clipping (125k updates, batch 2048x512, lr 7e-4).
     python -m rewire.main --config=configs/adapt_language.py:base --workdir=runs/forget_base_de \
-        --config.init_from=runs/forget_base --config.data.source=hf:cc100:de:train
+        --config.init_from=runs/forget_base --config.data.source=prepared:data/cc100_de
   Hardware: as for pretraining (the body is frozen, so about a third of the FLOPs).
 """
 

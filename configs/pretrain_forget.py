@@ -13,8 +13,8 @@ Presets (`--config=configs/pretrain_forget.py:PRESET`):
 * `base` -- the paper's recipe (Chen et al. 2023): RoBERTa-base, K=1000, 125k updates, batch 2048x512,
   Adam(0.9, 0.98, 1e-6), lr 7e-4 with 10k warm-up and linear decay (the embeddings replay it inside each
   1000-update episode: 80 warm-up updates), weight decay 0.01, dropout 0.1, clip 0.5, 50k unigram vocab.
-    python -m rewire.main --config=configs/pretrain_forget.py:base --workdir=runs/forget_base \
-        --config.data.source=hf:cc100:en:train
+    python -m rewire.main --config=configs/prepare.py:cc100 --workdir=data/cc100_en   # once
+    python -m rewire.main --config=configs/pretrain_forget.py:base --workdir=runs/forget_base
   Hardware: the paper used 32 V100s for 24-36 h; a TPU v4-64 pod slice or 4 nodes of 8 H100 is the
   equivalent. Expected: MLM validation loss saw-tooths with K; adapted to a new language with little data,
   it beats the standard model (XNLI +21.2%, MLQA +33.8% relative in the paper).

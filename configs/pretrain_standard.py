@@ -10,8 +10,8 @@ Presets (`--config=configs/pretrain_standard.py:PRESET`):
   plasticity).
 
 * `base` -- RoBERTa-base, 125k updates, batch 2048x512, lr 7e-4, 10k warm-up (Chen et al. 2023's baseline).
-    python -m rewire.main --config=configs/pretrain_standard.py:base --workdir=runs/standard_base \
-        --config.data.source=hf:cc100:en:train
+    python -m rewire.main --config=configs/pretrain_standard.py:base --workdir=runs/standard_base
+  (reads `prepared:data/cc100_en`, from `configs/prepare.py:cc100`)
   Hardware: as for the forgetting run (32 V100s for 24-36 h in the paper).
 """
 

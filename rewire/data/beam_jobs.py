@@ -23,11 +23,13 @@ runner traceback, so the driver can print one line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import heapq
 import json
 import os
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -233,8 +235,9 @@ def run_job(items: Sequence[tuple[int, sources.Unit, str]], work: Callable[[Any]
   if runner == "DirectRunner":
     options.update(direct_num_workers=workers,
                    direct_running_mode="multi_processing" if workers > 1 else "in_memory")
-  args = list(beam_args) + ["--default_sdk_harness_log_level=WARNING"]
-  with beam.Pipeline(options=PipelineOptions(args, **options)) as p:
+  args = list(beam_args) + ["--default_sdk_harness_log_level=ERROR"]
+  log = os.path.join(os.path.dirname(summary_path), "beam-workers.log")
+  with _stderr_to(log), beam.Pipeline(options=PipelineOptions(args, **options)) as p:
     _ = (p | "Units" >> beam.Create(list(items))
          | "Spread" >> beam.Reshuffle()
          | "Work" >> beam.Map(work)
@@ -242,3 +245,18 @@ def run_job(items: Sequence[tuple[int, sources.Unit, str]], work: Callable[[Any]
          | "Summarise" >> beam.Map(write_summaries, summary_path))
   with open(summary_path) as f:
     return json.load(f)
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str):
+  """Sends file descriptor 2 (so the worker processes' start-up chatter) to `path` while a job runs."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with open(path, "ab") as f:
+    os.dup2(f.fileno(), 2)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)

@@ -151,9 +151,16 @@ def prepare_into(settings: Settings, out: str, *, engine: Engine = Engine(), nam
     changed = sorted(k for k in set(key) | set(existing["key"]) if key.get(k) != existing["key"].get(k))
     raise UserError(f"{out} already holds a corpus prepared from other inputs or settings (changed: "
                     f"{', '.join(changed)}); prepare into a new directory")
+  created = not os.path.exists(out)
   os.makedirs(out, exist_ok=True)
-  with _lock(out):
-    return _prepare(s, out, units, key, fp, given_sha, engine, name or os.path.basename(out), log_stream)
+  try:
+    with _lock(out):
+      return _prepare(s, out, units, key, fp, given_sha, engine, name or os.path.basename(out), log_stream)
+  except UserError:  # bad input found by a job: leave no trace (an interrupt leaves staging, never read)
+    shutil.rmtree(os.path.join(out, STAGING), ignore_errors=True)
+    if created:
+      shutil.rmtree(out, ignore_errors=True)
+    raise
 
 
 def _prepare(s: Settings, out: str, units, key: dict, fp: str, given_sha: str, engine: Engine, name: str,

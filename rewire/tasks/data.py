@@ -29,7 +29,7 @@ are dropped. Multilingual rows (XNLI's all_languages config, TFDS xnli) give the
 
 CC-100 for pretraining text goes through `rewire.data.sources` instead; its hub configs are language
 codes (hf:cc100:de:train), but it needs a loading script, which datasets>=4 refuses: see
-`sources.hf_load_error`.
+`sources.hf_load_error` and `configs/prepare.py:cc100`.
 """
 
 from __future__ import annotations
