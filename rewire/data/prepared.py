@@ -39,7 +39,7 @@ SPLITS = ("train", "valid")
 def sha256_file(path: str) -> str:
   h = hashlib.sha256()
   with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
+    for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()
 
