@@ -1,7 +1,7 @@
 """Task adaptation for NLI: fine-tune the body and a 3-way classification head (on `<s>`) in English, with the
 token embeddings frozen; keep the epoch with the best dev accuracy.
 
-* `tiny` (default): the bundled verse-pair task (XNLI schema; see rewire/data/tasks/README.md) on
+* `tiny` (default): the bundled verse-pair task (XNLI schema; see rewire/data/bundled_tasks/README.md) on
   `runs/forget`:
     python -m rewire.main --config=configs/finetune_nli.py --workdir=runs/forget_nli
   Hardware: 2 CPU cores, about 1-2 minutes. Expected: dev accuracy well above the 33% of chance.

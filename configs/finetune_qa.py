@@ -1,7 +1,7 @@
 """Task adaptation for extractive QA: fine-tune the body and a span head in English, token embeddings
 frozen; keep the epoch with the best dev F1 (SQuAD normalisation).
 
-* `tiny` (default): the bundled verse QA task (SQuAD schema; see rewire/data/tasks/README.md):
+* `tiny` (default): the bundled verse QA task (SQuAD schema; see rewire/data/bundled_tasks/README.md):
     python -m rewire.main --config=configs/finetune_qa.py --workdir=runs/forget_qa
   Hardware: 2 CPU cores, a few minutes.
 

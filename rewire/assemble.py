@@ -18,9 +18,10 @@ from rewire import heads
 from rewire.checkpoint import Checkpointer, has_checkpoint, load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
+from rewire.model import WORD_EMBEDDING as WORD_EMBEDDING_PATH
 from rewire.warm_start import source_model_info
 
-WORD_EMBEDDING = ("roberta", "embeddings", "word_embeddings", "embedding")
+WORD_EMBEDDING = tuple(WORD_EMBEDDING_PATH.split("/"))
 
 
 def _get(tree, path):

@@ -31,9 +31,6 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self._mngr.all_steps())
-
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> None:
     self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                   data=ocp.args.JsonSave(data_state)), force=force)

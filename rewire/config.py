@@ -12,6 +12,8 @@ import difflib
 import ml_collections
 
 from rewire.errors import UserError
+from rewire.model import WORD_EMBEDDING
+from rewire.tasks.names import NLI_LABELS
 
 
 def data_defaults() -> ml_collections.ConfigDict:
@@ -87,7 +89,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   ))
 
   c.forget = ml_collections.ConfigDict(dict(
-      pattern=r"roberta/embeddings/word_embeddings/embedding",  # the leaves that are reset
+      pattern=WORD_EMBEDDING,    # the leaves that are reset (regex over param paths)
       init_std=0.02))
 
   c.mesh = ml_collections.ConfigDict(dict(
@@ -109,8 +111,8 @@ def adapt_language_defaults() -> ml_collections.ConfigDict:
   c.data.source = ""             # the new language's corpus (required)
   c.optim.clip_norm = 0.0
   # Only the token embeddings (and so the tied decoder) train; body, positions and LM head stay frozen.
-  c.optim.rules = ((r"roberta/embeddings/word_embeddings/embedding", "train"), (".*", "frozen"))
-  c.reinit.pattern = r"roberta/embeddings/word_embeddings/embedding|lm_head/bias"
+  c.optim.rules = ((WORD_EMBEDDING, "train"), (".*", "frozen"))
+  c.reinit.pattern = f"{WORD_EMBEDDING}|lm_head/bias"
   return c
 
 
@@ -125,7 +127,7 @@ def finetune_defaults() -> ml_collections.ConfigDict:
   c.init_step = 0
   c.train_source = "hf:multi_nli:train"         # see rewire/tasks/data.py for the accepted forms
   c.dev_source = "hf:xnli:en:validation"        # model selection
-  c.label_names = ("entailment", "neutral", "contradiction")
+  c.label_names = NLI_LABELS
   c.max_train_examples = 0       # >0: the first N training examples
   c.max_len = 128
   c.doc_stride = 128
@@ -139,7 +141,7 @@ def finetune_defaults() -> ml_collections.ConfigDict:
       lr=1e-5, warmup_steps=0, warmup_fraction=0.0, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01,
       clip_norm=0.0,
       # Token embeddings stay frozen (the LM head is not part of a task model); body and head train.
-      rules=((r"roberta/embeddings/word_embeddings/embedding", "frozen"), (".*", "train"))))
+      rules=((WORD_EMBEDDING, "frozen"), (".*", "train"))))
   c.mesh = base.mesh
   return c
 

@@ -22,7 +22,7 @@ from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.finetune import TaskModel, task_model_config
 from rewire.tasks.data import load_task_split
-from rewire.tasks.metrics import relative_gain
+from rewire.tasks.scoring import relative_gain
 from rewire.tasks.spec import make_spec
 from rewire.warm_start import source_model_info
 

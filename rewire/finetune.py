@@ -27,7 +27,7 @@ from rewire import heads, optim, sharding, warm_start
 from rewire.checkpoint import Checkpointer, has_checkpoint
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.metrics import MetricsWriter, Progress
+from rewire.telemetry import MetricsWriter, Progress
 from rewire.model import ModelConfig
 from rewire.tasks.data import load_task_split
 from rewire.tasks.spec import TaskSpec, make_spec

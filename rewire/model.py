@@ -41,6 +41,8 @@ from jax.extend.random import threefry2x32_p
 
 from rewire.errors import UserError
 
+WORD_EMBEDDING = "roberta/embeddings/word_embeddings/embedding"  # the token embeddings, tied to the LM decoder
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 

@@ -20,7 +20,7 @@ import shutil
 import time
 
 from rewire import config as rconfig
-from rewire.metrics import read_records
+from rewire.telemetry import read_records
 
 
 def _done(workdir: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rewire.metrics import read_records
+from rewire.telemetry import read_records
 
 
 def plot_losses(metrics_path: str, out_path: str, *, title: str = "") -> str | None:

@@ -20,19 +20,6 @@ from rewire.errors import UserError
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
-# Logical name -> mesh axes. FSDP shards the hidden ("embed") dimension of weights and optimizer state;
-# tensor parallelism covers attention heads, the MLP and the vocabulary; the batch splits over data x fsdp.
-DEFAULT_RULES = (
-    ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("embed", "fsdp"),
-    ("vocab", "tensor"),
-    ("heads", "tensor"),
-    ("mlp", "tensor"),
-    ("embed_out", None),
-)
-
-
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   """Resolves `config.mesh.{data,fsdp,tensor}` (one of them may be -1, "the rest") against the devices."""
   sizes = [int(mesh_cfg[a]) for a in MESH_AXES]

@@ -30,11 +30,10 @@ from rewire.data.batches import eval_batches
 from rewire.data.pretrain import pretraining_data
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.metrics import MetricsWriter, Progress
-from rewire.model import ModelConfig, RobertaForMaskedLM
+from rewire.telemetry import MetricsWriter, Progress
+from rewire.model import WORD_EMBEDDING, ModelConfig, RobertaForMaskedLM
 from rewire.plot import plot_losses
 
-WORD_EMBEDDING = "roberta/embeddings/word_embeddings/embedding"
 
 
 class _Preemption:
@@ -404,5 +403,5 @@ def write_model_info(workdir: str, model_config: ModelConfig, architecture: str)
 
 
 def _events(path: str) -> list[dict]:
-  from rewire.metrics import read_records
+  from rewire.telemetry import read_records
   return [r for r in read_records(path) if r.get("event") == "forget"]

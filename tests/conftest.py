@@ -76,7 +76,7 @@ def run_tiny(config, workdir, **kw):
 
 
 def losses(workdir):
-  from rewire.metrics import read_records
+  from rewire.telemetry import read_records
   return [(r["step"], r["loss"]) for r in read_records(os.path.join(str(workdir), "metrics.jsonl"))
           if "loss" in r and "event" not in r]
 

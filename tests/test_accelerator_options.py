@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rewire import flops
-from rewire.metrics import read_records
+from rewire.telemetry import read_records
 
 from conftest import losses, run_tiny, tiny_config
 

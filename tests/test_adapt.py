@@ -11,7 +11,7 @@ from rewire import optim
 from rewire.checkpoint import load_params
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
-from rewire.metrics import read_records
+from rewire.telemetry import read_records
 from rewire.train import Setup, train_and_evaluate
 from rewire import sharding
 

@@ -29,7 +29,7 @@ def bible(lang):
 
 @functools.cache
 def task(name, split, lang):
-  with gzip.open(os.path.join(ROOT, "tasks", f"{name}.{split}.{lang}.jsonl.gz"), "rt", encoding="utf-8") as f:
+  with gzip.open(os.path.join(ROOT, "bundled_tasks", f"{name}.{split}.{lang}.jsonl.gz"), "rt", encoding="utf-8") as f:
     return [json.loads(line) for line in f]
 
 
@@ -75,7 +75,7 @@ def test_bundled_bible_sources_hold_only_the_old_testament():
 
 
 def test_gale_church_flags_shifts_and_merges():
-  build = _module("corpora/build_bibles.py", "build_bibles")
+  build = _module("../../tools/build_bibles.py", "build_bibles")
   lengths = [20 + (37 * v) % 181 for v in range(1, 41)]  # 40 verses of varied length.
   english = {f"01001{v:03d}": "x" * n for v, n in enumerate(lengths, 1)}
   ids = sorted(english)
@@ -145,8 +145,8 @@ def test_qa_task_answers_are_whole_verses_at_exact_offsets():
 
 
 def test_build_tasks_reproduces_the_shipped_files(tmp_path):
-  _module("tasks/build_tasks.py", "build_tasks").build(str(tmp_path))
+  _module("../../tools/build_tasks.py", "build_tasks").build(str(tmp_path))
   for name in sorted(os.listdir(tmp_path)):
-    with open(tmp_path / name, "rb") as a, open(os.path.join(ROOT, "tasks", name), "rb") as b:
+    with open(tmp_path / name, "rb") as a, open(os.path.join(ROOT, "bundled_tasks", name), "rb") as b:
       assert a.read() == b.read(), name
   assert len(os.listdir(tmp_path)) == 10

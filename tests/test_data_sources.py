@@ -112,7 +112,7 @@ def test_hf_unloadable_names_source(tmp_path, hf_cache):
 
 
 def test_build_script_strips_notes_without_gluing_words():
-  path = os.path.join(os.path.dirname(sources.__file__), "corpora", "build_en_web.py")
+  path = os.path.join(os.path.dirname(__file__), "..", "tools", "build_en_web.py")
   spec = importlib.util.spec_from_file_location("build_en_web", path)
   build = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(build)

@@ -53,7 +53,7 @@ def test_pipeline_writes_a_report_from_real_runs(pipeline_run):
 
 def test_pipeline_resumes_without_redoing_finished_steps(pipeline_run):
   root, first = pipeline_run
-  from rewire.metrics import read_records
+  from rewire.telemetry import read_records
   before = {v: len(read_records(os.path.join(root, v, "finetune_qa", "metrics.jsonl"))) for v in ("standard", "forget")}
   again = run(micro_config(), str(root))
   assert again["results"] == first["results"]

@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 from rewire import sharding
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
-from rewire.metrics import read_records
+from rewire.telemetry import read_records
 from rewire.train import Setup
 
 from conftest import TOTAL, losses, run_tiny, tiny_config

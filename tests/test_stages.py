@@ -13,7 +13,7 @@ from rewire.assemble import assemble
 from rewire.checkpoint import load_params
 from rewire.errors import UserError
 from rewire.evaluate import evaluate_model, results_table, write_results
-from rewire.metrics import read_records
+from rewire.telemetry import read_records
 from rewire import sharding
 from rewire.config import pretrain_defaults
 

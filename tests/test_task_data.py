@@ -254,3 +254,11 @@ def test_label_name_mapping():
   for bad in (True, None, 1.5, [0]):
     with pytest.raises(UserError, match="^w: label"):
       data.label_name(bad, names, "w")
+
+
+def test_tfds_split_as_a_text_source(tfds_dir):
+  from rewire.data import sources
+  docs = sources.load_documents("tfds:squad:v1.1:validation", text_field="context", tfds_data_dir=tfds_dir)
+  assert docs == ["Alpha beta gamma."]
+  units = sources.plan_units("tfds:squad:v1.1:validation", parts_per_file=2, tfds_data_dir=tfds_dir)
+  assert [u.name for u in units] == [f"tfds:squad:v1.1:validation (part {i}/2)" for i in (1, 2)]

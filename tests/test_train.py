@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rewire.errors import UserError
-from rewire.metrics import read_records
+from rewire.telemetry import read_records
 
 from conftest import K, TOTAL, losses, run_tiny, tiny_config
 

@@ -35,7 +35,7 @@ import numpy as np
 from rewire.data import beam_jobs, prepared, sources
 from rewire.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
 from rewire.errors import UserError
-from rewire.metrics import hms
+from rewire.telemetry import hms
 
 STAGING = ".staging"
 

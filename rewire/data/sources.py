@@ -6,7 +6,7 @@ or to a hub dataset is a one-line change:
   bundled:en_web                          the English demo corpus shipped in rewire/data/corpora/
   bundled:bible_<lang>                    Old Testament chapters of a verse-aligned Bible (en, es, ja); the
                                           New Testament is held out: it is the test text of the bundled
-                                          verse_nli / verse_qa tasks (rewire/data/tasks/)
+                                          verse_nli / verse_qa tasks (rewire/data/bundled_tasks/)
   files:PATTERN[,PATTERN...]              local files (glob patterns): .txt (blank-line-separated
                                           documents, as CC-100 ships them), .jsonl, .parquet; .txt and .jsonl
                                           optionally compressed as .gz, .xz or .zst
@@ -32,23 +32,18 @@ import dataclasses
 import glob
 import gzip
 import importlib.resources
-import io
 import json
-import lzma
 import os
 import re
 from collections.abc import Iterable, Iterator
 
+from rewire.data.file_formats import BLOCK, EXTENSIONS, read_file
 from rewire.errors import UserError
 
 FORMS = ("bundled:NAME, files:PATTERN[,PATTERN...], hf:NAME[:CONFIG]:SPLIT or "
          "tfds:NAME[:CONFIG]:SPLIT")
-_COMPRESSIONS = ("", ".gz", ".xz", ".zst")
-_EXTENSIONS = tuple(f"{base}{c}" for base in (".txt", ".jsonl") for c in _COMPRESSIONS) + (".parquet",)
 _HF = re.compile(r"^hf:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
 _TFDS = re.compile(r"^tfds:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
-_BLANK = " \t\r\f\v\n"  # A line of only these characters separates two documents of a .txt file.
-BLOCK = 1000  # Documents (or TFDS records) per block when a file is read in interleaved parts.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +109,8 @@ def _plan_units(source: str, parts_per_file: int, tfds_data_dir: str) -> list[Un
   if source.startswith("files:"):
     units = []
     for path in expand_patterns(source[len("files:"):]):
-      if not path.endswith(_EXTENSIONS):
-        raise UserError(f"{path}: unsupported file type; expected one of {', '.join(_EXTENSIONS)}")
+      if not path.endswith(EXTENSIONS):
+        raise UserError(f"{path}: unsupported file type; expected one of {', '.join(EXTENSIONS)}")
       size = os.path.getsize(path)
       if size == 0:
         raise UserError(f"{path}: the file is empty")
@@ -139,7 +134,7 @@ def read_unit(unit: Unit, *, text_field: str = "text", tfds_data_dir: str = "",
   if unit.kind == "bundled":
     docs: Iterable[str] = _bundled(unit.locator, progress)
   elif unit.kind == "file":
-    docs = _read_file(unit, text_field, progress)
+    docs = read_file(unit.locator, text_field, unit.part, unit.parts, progress)
   elif unit.kind == "hf":
     docs = _read_hf(unit, text_field)
   elif unit.kind == "tfds":
@@ -163,9 +158,9 @@ def iter_documents(source: str, *, text_field: str = "text", tfds_data_dir: str 
     yield from read_unit(unit, text_field=text_field, tfds_data_dir=tfds_data_dir)
 
 
-def load_documents(source: str, *, text_field: str = "text") -> list[str]:
+def load_documents(source: str, *, text_field: str = "text", tfds_data_dir: str = "") -> list[str]:
   """All documents of a small `source` as a list; UserError if it holds none."""
-  docs = list(iter_documents(source, text_field=text_field))
+  docs = list(iter_documents(source, text_field=text_field, tfds_data_dir=tfds_data_dir))
   if not docs:
     raise UserError(f"corpus {source.strip()!r} is empty: it holds no non-empty document")
   return docs
@@ -213,7 +208,7 @@ def _bundled(name: str, progress: list[int] | None) -> Iterable[str]:
     if progress is not None:
       progress[0] += os.path.getsize(bundled_path(name))
     return bible_chapters(name)
-  return _read_file(Unit("file", bundled_path(name)), "text", progress)
+  return read_file(bundled_path(name), "text", 0, 1, progress)
 
 
 OT_BOOKS = 39  # Books 01-39 of the BBCCCVVV verse ids are the Old Testament, 40-66 the New.
@@ -255,112 +250,6 @@ def expand_patterns(spec: str) -> list[str]:
       raise UserError(f"no file matches {pattern!r}")
     paths.update(os.path.normpath(m) for m in matches)
   return sorted(paths)
-
-
-class _Counting(io.RawIOBase):
-  """A raw file that counts the bytes read from it (the progress of a compressed stream)."""
-
-  def __init__(self, f, counter: list[int] | None):
-    self._f, self._counter = f, counter
-
-  def readable(self) -> bool:
-    return True
-
-  def readinto(self, b) -> int:
-    n = self._f.readinto(b)
-    if self._counter is not None and n:
-      self._counter[0] += n
-    return n
-
-  def close(self) -> None:
-    self._f.close()
-    super().close()
-
-
-def _open_binary(path: str, counter: list[int] | None):
-  raw = io.BufferedReader(_Counting(open(path, "rb", buffering=0), counter), 1 << 20)
-  if path.endswith(".gz"):
-    return gzip.GzipFile(fileobj=raw)
-  if path.endswith(".xz"):
-    return lzma.LZMAFile(raw)
-  if path.endswith(".zst"):
-    import zstandard
-    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-  return raw
-
-
-def _interleave(records: Iterable, part: int, parts: int) -> Iterator:
-  """The records of blocks `b % parts == part` (blocks of BLOCK records)."""
-  for i, record in enumerate(records):
-    if (i // BLOCK) % parts == part:
-      yield record
-
-
-def _read_file(unit: Unit, text_field: str, progress: list[int] | None) -> Iterator[str]:
-  path = unit.locator
-  try:
-    if path.endswith(".parquet"):
-      yield from _parquet(path, text_field, unit.part, unit.parts, progress)
-      return
-    with _open_binary(path, progress) as raw:
-      lines = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None)
-      if ".txt" in os.path.basename(path):
-        yield from _interleave(_txt_documents(lines), unit.part, unit.parts)
-      else:
-        for lineno, line in _interleave(((n, l) for n, l in enumerate(lines, 1) if l.strip()),
-                                        unit.part, unit.parts):
-          yield _jsonl_text(line, path, lineno, text_field)
-  except FileNotFoundError as e:
-    raise UserError(f"file not found: {path}") from e
-  except UnicodeDecodeError as e:
-    raise UserError(f"{path}: not UTF-8 text ({e.reason}); convert it to UTF-8") from e
-  except UserError:
-    raise
-  except (EOFError, OSError, lzma.LZMAError, ValueError) as e:
-    raise UserError(f"{path}: cannot read it ({type(e).__name__}: {e})") from e
-  except Exception as e:  # zstandard.ZstdError and pyarrow errors have no common base.
-    raise UserError(f"{path}: cannot read it ({type(e).__name__}: {e})") from e
-
-
-def _txt_documents(lines: Iterable[str]) -> Iterator[str]:
-  """Documents of a text stream: runs of lines separated by blank (whitespace-only) lines."""
-  doc: list[str] = []
-  for line in lines:
-    if line.strip(_BLANK):
-      doc.append(line)
-    elif doc:
-      yield "".join(doc)
-      doc = []
-  if doc:
-    yield "".join(doc)
-
-
-def _jsonl_text(line: str, path: str, lineno: int, text_field: str) -> str:
-  try:
-    record = json.loads(line)
-  except json.JSONDecodeError as e:
-    raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-  if not isinstance(record, dict) or text_field not in record:
-    raise UserError(f"{path}:{lineno}: no field {text_field!r} in this JSON line")
-  text = record[text_field]
-  if not isinstance(text, str):
-    raise UserError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
-  return text
-
-
-def _parquet(path: str, text_field: str, part: int, parts: int, progress) -> Iterator[str]:
-  import pyarrow.parquet as pq
-  f = pq.ParquetFile(path)
-  if text_field not in f.schema_arrow.names:
-    raise UserError(f"{path}: no column {text_field!r}; its columns: {', '.join(f.schema_arrow.names)}")
-  for group in range(part, f.num_row_groups, parts):
-    column = f.read_row_group(group, columns=[text_field]).column(0)
-    if progress is not None:
-      progress[0] += f.metadata.row_group(group).total_byte_size
-    for text in column.to_pylist():
-      if text is not None and not isinstance(text, str):
-        raise UserError(f"{path}: column {text_field!r} holds {type(text).__name__}, not strings")
-      yield text
 
 
 # --- Hugging Face datasets and TFDS ---------------------------------------------------------------

@@ -12,7 +12,7 @@ bundled demo tasks and the paper's benchmarks by changing one source string:
                                 tfds:squad:v1.1:validation, tfds:xquad:de:test, tfds:mlqa:de:test
   files:PATTERN[,PATTERN...]    local .jsonl(.gz), .json (SQuAD/MLQA nesting or a list of records), .tsv(.gz)
                                 with a header row, .parquet
-  bundled:verse_nli:SPLIT       the bundled synthetic tasks (rewire/data/tasks/README.md): train and dev in
+  bundled:verse_nli:SPLIT       the bundled synthetic tasks (rewire/data/bundled_tasks/README.md): train and dev in
   bundled:verse_qa:SPLIT        English, test in every shipped language (`lang`, default en)
 
 Canonical examples: nli -> {"premise", "hypothesis", "label"} with the label as a name string;
@@ -46,8 +46,7 @@ from typing import Any
 from rewire.data import sources
 from rewire.errors import UserError
 
-TASKS = ("nli", "qa")
-NLI_LABELS = ("entailment", "neutral", "contradiction")
+from rewire.tasks.names import NLI_LABELS, TASKS
 FORMS = "hf:NAME[:CONFIG]:SPLIT, tfds:NAME[:CONFIG]:SPLIT, files:PATTERN[,PATTERN...] or bundled:TASK:SPLIT"
 _TFDS = re.compile(r"^tfds:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
 _BUNDLED = re.compile(r"^bundled:(?P<name>[^:]+):(?P<split>[^:]+)$")
@@ -287,7 +286,7 @@ def _bundled(source: str, task: str, lang: str | None) -> Rows:
   if m["name"] != f"verse_{task}":
     raise UserError(f"{source!r} is not a {task} task; bundled {task} data: verse_{task}")
   lang = lang or "en"
-  path = importlib.resources.files("rewire") / "data" / "tasks" / f"{m['name']}.{m['split']}.{lang}.jsonl.gz"
+  path = importlib.resources.files("rewire") / "data" / "bundled_tasks" / f"{m['name']}.{m['split']}.{lang}.jsonl.gz"
   if not path.is_file():
     raise UserError(f"no bundled {m['name']} split {m['split']!r} in language {lang!r}; available: "
                     f"{', '.join(available)}")
@@ -296,7 +295,7 @@ def _bundled(source: str, task: str, lang: str | None) -> Rows:
 
 def bundled_tasks() -> list[str]:
   """The bundled splits as `NAME:SPLIT (languages)`, e.g. `verse_nli:test (en, es, ja)`."""
-  root = importlib.resources.files("rewire") / "data" / "tasks"
+  root = importlib.resources.files("rewire") / "data" / "bundled_tasks"
   splits: dict[str, list[str]] = {}
   for entry in root.iterdir() if root.is_dir() else []:
     parts = entry.name.split(".")

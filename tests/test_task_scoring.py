@@ -3,7 +3,7 @@
 import pytest
 
 from rewire.errors import UserError
-from rewire.tasks import metrics as m
+from rewire.tasks import scoring as m
 
 
 def test_accuracy_is_a_fraction():

@@ -21,7 +21,7 @@ verses whose alignment with English was checked (`"aligned": true` in every Bibl
 exactly; everything is drawn from random.Random(SEED). The New Testament is what `bundled:bible_<lang>`
 leaves out, so adapting to a language on that corpus never sees the test text.
 
-Reproduce (from the repository root, after the Bibles exist): python3 rewire/data/tasks/build_tasks.py
+Reproduce (from the repository root, after the Bibles exist): python3 tools/build_tasks.py
 Outputs: verse_{nli,qa}.{train,dev}.en.jsonl.gz and verse_{nli,qa}.test.<lang>.jsonl.gz, gzip mtime 0.
 """
 
@@ -41,7 +41,7 @@ from rewire.data.sources import OT_BOOKS, bible_verses
 LANGS = ("en", "es", "ja")
 SIZES = {"nli": {"train": 6000, "dev": 600, "test": 600},
          "qa": {"train": 4000, "dev": 600, "test": 600}}  # QA contexts are long: 4000 keeps it < 1.3 MB.
-LABELS = ("entailment", "neutral", "contradiction")
+from rewire.tasks.names import NLI_LABELS as LABELS  # noqa: E402
 SEED = 2307  # arXiv 2307.01163.
 DEV_FRACTION = 0.1
 
@@ -192,7 +192,7 @@ def build(out_dir: str, langs: tuple[str, ...] = LANGS) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out-dir", default=os.path.dirname(os.path.abspath(__file__)))
+  parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewire", "data", "bundled_tasks"))
   build(parser.parse_args().out_dir)
 
 

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -57,10 +57,6 @@ class MetricsWriter:
       return
     with open(self.path, "a") as f:
       f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
-
-  def write_all(self, records: Iterable[dict]) -> None:
-    for r in records:
-      self.write(r)
 
 
 def hms(seconds: float) -> str:
