@@ -295,7 +295,7 @@ def _read_tfds(unit: Unit, text_field: str, data_dir: str) -> Iterator[str]:
     first = str(e).splitlines()[0] if str(e) else ""
     raise UserError(f"cannot load {unit.locator!r} with tfds.data_source: {type(e).__name__}: {first}") from e
   for start in range(unit.part * BLOCK, len(ds), unit.parts * BLOCK):
-    for row in ds[list(range(start, min(start + BLOCK, len(ds))))]:
+    for row in ds.__getitems__(list(range(start, min(start + BLOCK, len(ds))))):
       if text_field not in row:
         raise UserError(f"{unit.locator!r} has no field {text_field!r}; its fields: {', '.join(row)}")
       text = row[text_field]
