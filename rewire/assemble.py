@@ -7,19 +7,17 @@ its own -- `model.json`, `tokenizer.json`, `checkpoints/0` -- that evaluation, e
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import jax
 import numpy as np
 
 from rewire import heads
-from rewire.checkpoint import Checkpointer, has_checkpoint, load_params
+from rewire import workdir
+from rewire.checkpoint import has_checkpoint, load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.model import WORD_EMBEDDING as WORD_EMBEDDING_PATH
-from rewire.warm_start import source_model_info
 
 WORD_EMBEDDING = tuple(WORD_EMBEDDING_PATH.split("/"))
 
@@ -32,8 +30,8 @@ def _get(tree, path):
 
 def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> dict:
   """Writes the assembled model to `out_workdir`; returns its `model.json` contents."""
-  task_info = source_model_info(task_workdir)
-  emb_info = source_model_info(embeddings_workdir)
+  task_info = workdir.read_model_info(task_workdir)
+  emb_info = workdir.read_model_info(embeddings_workdir)
   if task_info.get("architecture") not in (heads.SEQUENCE_CLASSIFICATION, heads.QUESTION_ANSWERING):
     raise UserError(f"{task_workdir} is a {task_info.get('architecture')}, not a task model")
   if emb_info.get("architecture") != heads.MLM:
@@ -42,7 +40,7 @@ def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> di
   if task_info["hidden_size"] != emb_info["hidden_size"]:
     raise UserError(f"hidden size mismatch: task model {task_workdir} has {task_info['hidden_size']}, "
                     f"embeddings from {embeddings_workdir} have {emb_info['hidden_size']}")
-  tok_path = os.path.join(embeddings_workdir, "tokenizer.json")
+  tok_path = workdir.tokenizer_path(embeddings_workdir)
   vocab = load_tokenizer(tok_path).get_vocab_size()
   task_params, _ = load_params(task_workdir)
   emb_params, _ = load_params(embeddings_workdir)
@@ -53,19 +51,15 @@ def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> di
   if embedding.shape[1] != np.asarray(_get(task_params, WORD_EMBEDDING)).shape[1]:
     raise UserError(f"hidden size mismatch: embedding width {embedding.shape[1]} vs the task model's "
                     f"{np.asarray(_get(task_params, WORD_EMBEDDING)).shape[1]}")
-  if has_checkpoint(os.path.join(out_workdir, "checkpoints")):
+  if has_checkpoint(workdir.checkpoint_dir(out_workdir)):
     raise UserError(f"{out_workdir} already holds a model; choose a new workdir")
 
   params = jax.tree.map(np.asarray, task_params)
   _get(params, WORD_EMBEDDING[:-1])[WORD_EMBEDDING[-1]] = embedding
   info = dict(task_info, vocab_size=vocab, assembled_from={"task": os.path.abspath(task_workdir),
                                                            "embeddings": os.path.abspath(embeddings_workdir)})
-  os.makedirs(out_workdir, exist_ok=True)
-  ckpt = Checkpointer(os.path.join(out_workdir, "checkpoints"), keep=1, async_save=False)
-  ckpt.save(0, {"step": np.zeros([], np.int32), "params": params}, {"assembled": True}, force=True)
-  ckpt.wait()
-  ckpt.close()
-  shutil.copyfile(tok_path, os.path.join(out_workdir, "tokenizer.json"))
-  with open(os.path.join(out_workdir, "model.json"), "w") as f:
-    json.dump(info, f, indent=2)
+  workdir.write_params(out_workdir, params, {"assembled": True})
+  workdir.copy_tokenizer(tok_path, out_workdir)
+  workdir.write_model_info(out_workdir, info)
+  workdir.write_summary(out_workdir, {"finished": True, **info["assembled_from"]})
   return info

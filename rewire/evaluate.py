@@ -17,6 +17,7 @@ import numpy as np
 
 from rewire import config as rconfig
 from rewire import sharding
+from rewire import workdir as rworkdir
 from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
@@ -24,18 +25,17 @@ from rewire.finetune import TaskModel, task_model_config
 from rewire.tasks.data import load_task_split
 from rewire.tasks.scoring import relative_gain
 from rewire.tasks.spec import make_spec
-from rewire.warm_start import source_model_info
 
 
 def evaluate_model(workdir: str, test_source: str, lang: str, *, mesh, rules, batch_size: int = 64,
                    max_examples: int = 0) -> dict[str, float]:
   """Scores (percent) of the task model in `workdir` on `test_source` formatted with `lang`."""
-  info = source_model_info(workdir)
+  info = rworkdir.read_model_info(workdir)
   if "task" not in info:
     raise UserError(f"{workdir} holds a {info.get('architecture')}, not a task model")
   spec = make_spec(info["task"], label_names=info.get("label_names") or (), max_len=info["max_len"],
                    doc_stride=info["doc_stride"], max_query_len=info["max_query_len"])
-  tok = load_tokenizer(os.path.join(workdir, "tokenizer.json"))
+  tok = load_tokenizer(rworkdir.tokenizer_path(workdir))
   examples = load_task_split(test_source.format(lang=lang), task=spec.name, lang=lang)
   if max_examples:
     examples = examples[:max_examples]

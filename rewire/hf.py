@@ -43,7 +43,8 @@ import numpy as np
 from flax import traverse_util
 
 from rewire import heads
-from rewire.checkpoint import Checkpointer, has_checkpoint, load_params
+from rewire import workdir as rworkdir
+from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.model import ModelConfig
@@ -81,11 +82,7 @@ class ModelInfo:
 
 def read_model_info(workdir: str) -> ModelInfo:
   """Reads `model.json`; keys other than the architecture, ModelConfig fields and labels are metadata."""
-  path = os.path.join(workdir, "model.json")
-  if not os.path.isfile(path):
-    raise UserError(f"{path} not found: is {workdir} a rewire workdir?")
-  with open(path) as f:
-    d = json.load(f)
+  d = rworkdir.read_model_info(workdir)
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
   num_labels = d.get("num_labels")
   labels = d.get("label_names", d.get("labels"))
@@ -221,7 +218,7 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[s
   check_params(flatten(params), expected_shapes(info),
                f"checkpoint {step} of {workdir} does not fit its model.json ({info.architecture})")
   os.makedirs(out, exist_ok=True)
-  tok_path = os.path.join(workdir, "tokenizer.json")
+  tok_path = rworkdir.tokenizer_path(workdir)
   tok = load_tokenizer(tok_path) if os.path.isfile(tok_path) else None
   ids = [tok.token_to_id(t) if tok else None for t in ("<s>", "</s>")]
   hf_config(info, *(i if i is not None else d for i, d in zip(ids, (0, 2)))).save_pretrained(out)
@@ -343,21 +340,12 @@ def load_hf_params(hf_dir: str) -> tuple[ModelInfo, dict[str, Any]]:
 def write_workdir(workdir: str, info: ModelInfo, params: Any, tokenizer_json: str | None = None,
                   note: dict[str, Any] | None = None) -> None:
   """A params-only rewire workdir: model.json, tokenizer.json (if given), checkpoints/0 = {step: 0, params}."""
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if has_checkpoint(ckpt_dir):
-    raise UserError(f"{workdir} already holds checkpoints; choose an empty --out")
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "model.json"), "w") as f:
-    json.dump(info.to_json(), f, indent=2)
+  rworkdir.write_params(workdir, params, note)
+  rworkdir.write_model_info(workdir, info.to_json())
   if tokenizer_json is not None:
-    with open(os.path.join(workdir, "tokenizer.json"), "w", encoding="utf-8") as f:
+    with open(rworkdir.tokenizer_path(workdir), "w", encoding="utf-8") as f:
       f.write(tokenizer_json)
-  ckpt = Checkpointer(ckpt_dir, keep=1, async_save=False)
-  try:
-    ckpt.save(0, {"step": np.zeros([], np.int32), "params": params}, dict(note or {}), force=True)
-    ckpt.wait()
-  finally:
-    ckpt.close()
+  rworkdir.write_summary(workdir, {"finished": True, **(note or {})})
 
 
 def _hf_tokenizer_json(hf_dir: str) -> str | None:

@@ -1,4 +1,6 @@
-"""The masked-LM train and eval steps: pure functions of (state, token batch), ready for `jax.jit`.
+"""The masked-LM train and eval steps, and `Setup`, which builds and jits them over a mesh.
+
+The steps are pure functions of (state, token batch), ready for `jax.jit`.
 
 A train step masks the batch on device with randomness `fold_in(key(seed), step)`, differentiates the loss
 with respect to the trainable subtree only (the frozen subtree is closed over, so it gets no weight
@@ -13,10 +15,15 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import linen as nn
 
-from rewire import forgetting, optim
+from rewire import flops, forgetting, heads, optim, sharding
 from rewire.data import masking
+from rewire.data.batches import eval_batches
+from rewire.errors import UserError
+from rewire.model import ModelConfig, RobertaForMaskedLM
 
 _EVAL_SALT = 0xE7A1
 
@@ -105,3 +112,122 @@ def make_eval_step(model, *, seed: int, masker: MaskingSpec) -> Callable:
     return loss * n, acc * n, n
 
   return eval_step
+
+
+def model_config_from(config, vocab_size: int, pad_id: int) -> ModelConfig:
+  d = dict(config.model)
+  if d["vocab_size"] and d["vocab_size"] != vocab_size:
+    raise UserError(f"config.model.vocab_size={d['vocab_size']} but the tokenizer has {vocab_size} entries")
+  d["vocab_size"] = vocab_size
+  d["max_position_embeddings"] = d["max_position_embeddings"] or config.data.seq_len + 2
+  if d["max_position_embeddings"] < config.data.seq_len + 2:
+    raise UserError(f"model.max_position_embeddings={d['max_position_embeddings']} is too small for "
+                    f"data.seq_len={config.data.seq_len} (needs seq_len + 2)")
+  d["pad_token_id"] = pad_id
+  return ModelConfig.from_dict(d)
+
+
+def unigram_loss(counts: np.ndarray, valid: np.ndarray, num_special: int, mask_id: int) -> float:
+  """Cross-entropy of validation tokens under the training unigram distribution (add-one smoothed).
+
+  Masked positions are a uniform sample of the eligible tokens, so this is the loss of a model that
+  predicts every masked token from token frequencies alone: the floor a trained MLM must beat.
+  `counts` are the training tokens' counts (`vocab_size` long).
+  """
+  counts = counts.astype(np.float64).copy()
+  vocab_size = counts.size
+  counts[:num_special] = 0
+  counts[mask_id] = 0
+  probs = (counts + 1.0) / (counts.sum() + vocab_size - num_special - 1)
+  v = valid.ravel()
+  v = v[(v >= num_special) & (v != mask_id)]
+  return float(-np.log(probs[v]).mean()) if v.size else float("nan")
+
+
+class Setup:
+  """Everything static about a run: mesh, model, optimizer, shardings and the jitted steps."""
+
+  def __init__(self, config, mesh, specials, *, full_gradient: bool = False):
+    self.config = config
+    self.mesh = mesh
+    self.rules = sharding.rules_from_config(config.mesh.rules)
+    self.model_config = model_config_from(config, specials.vocab_size, specials.pad)
+    self.model = RobertaForMaskedLM(self.model_config)
+    seq_len = config.data.seq_len
+    self.masker = MaskingSpec(mask_id=specials.mask, pad_id=specials.pad, vocab_size=specials.vocab_size,
+                              mask_prob=config.data.mask_prob,
+                              max_predictions=masking.max_predictions_for(seq_len, config.data.mask_prob))
+
+    def init_boxed(key):
+      return heads.init_variables(self.model, key, seq_len)["params"]
+
+    key = jax.random.key(config.seed)
+    boxed = jax.eval_shape(init_boxed, key)
+    self.param_shardings = sharding.logical_shardings(boxed, mesh, self.rules)
+    abstract_params = nn.unbox(boxed)
+
+    labels = optim.label_params(abstract_params, config.optim.rules)
+    forget_every = config.forget_every
+    if forget_every > 0:
+      labels = optim.relabel(abstract_params, labels, config.forget.pattern, optim.FORGET)
+    self.labels = labels
+    self.trainable = optim.trainable_mask(labels)
+    groups = sorted(set(jax.tree.leaves(labels)))
+    self.schedules = optim.make_schedules(config.optim, config.total_steps, forget_every, groups)
+    inner = optim.make_stage_optimizer(config.optim, labels, self.schedules)
+    self.tx = forgetting.forget(inner, labels=labels, group=optim.FORGET, every=forget_every,
+                                last_step=config.total_steps, init_std=config.forget.init_std,
+                                pad_id=specials.pad, seed=config.seed)
+
+    def init_state(key):
+      params = nn.unbox(init_boxed(key))
+      return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": self.tx.init(params)}
+
+    self._init_state = init_state
+    self.abstract_state = jax.eval_shape(init_state, key)
+    repl = sharding.replicated(mesh)
+    opt_shardings = sharding.shardings_like_params(self.abstract_state["opt_state"], abstract_params,
+                                                   self.param_shardings, repl)
+    self.state_shardings = {"step": repl, "params": self.param_shardings, "opt_state": opt_shardings}
+    batch_sh = sharding.batch_sharding(mesh)
+
+    train_step = make_train_step(self.model, self.tx, self.trainable, seed=config.seed, masker=self.masker,
+                                 schedules=self.schedules, forget_every=forget_every,
+                                 total_steps=config.total_steps, full_gradient=full_gradient)
+    self.train_step = jax.jit(train_step, in_shardings=(self.state_shardings, batch_sh),
+                              out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
+    eval_step = make_eval_step(self.model, seed=config.seed, masker=self.masker)
+    self.eval_step = jax.jit(eval_step, in_shardings=(self.param_shardings, batch_sh, None), out_shardings=repl)
+
+  def init(self, params: Any = None) -> Any:
+    """A fresh state: random params, or the given host-side params placed on the mesh."""
+    if params is None:
+      return jax.jit(self._init_state, out_shardings=self.state_shardings)(jax.random.key(self.config.seed))
+    params = jax.device_put(params, self.param_shardings)
+    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings["opt_state"])(params)
+    step = jax.device_put(jnp.zeros([], jnp.int32), self.state_shardings["step"])
+    return {"step": step, "params": params, "opt_state": opt_state}
+
+  def abstract_with_shardings(self) -> Any:
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        self.abstract_state, self.state_shardings)
+
+
+def step_flops_of(setup: Setup) -> float:
+  mc, c = setup.model_config, setup.config
+  return flops.mlm_step_flops(hidden=mc.hidden_size, layers=mc.num_layers, intermediate=mc.intermediate_size,
+                              vocab=mc.vocab_size, batch=c.batch_size, seq_len=c.data.seq_len,
+                              predictions=setup.masker.max_predictions)
+
+
+def evaluate(setup: Setup, params, valid: np.ndarray, batch_size: int, pad_id: int) -> dict[str, float]:
+  """Validation MLM loss and accuracy with a fixed masking per batch (comparable across steps and runs)."""
+  loss_sum = correct = count = 0.0
+  nproc, pid = jax.process_count(), jax.process_index()
+  for i, batch in enumerate(eval_batches(valid, batch_size, pad_id)):
+    local = batch.shape[0] // nproc
+    tokens = sharding.global_batch(batch[pid * local:(pid + 1) * local], setup.mesh)
+    l, c, n = jax.device_get(setup.eval_step(params, tokens, np.int32(i)))
+    loss_sum, correct, count = loss_sum + float(l), correct + float(c), count + float(n)
+  count = max(count, 1.0)
+  return {"valid_loss": loss_sum / count, "valid_accuracy": correct / count}

@@ -471,13 +471,3 @@ def dummy_inputs(seq_len: int, num_masked: int = 1) -> tuple[Array, Array, Array
   """Shape-only inputs for `init`: ids [1, seq_len], mask [1, seq_len], masked_positions [1, num_masked]."""
   ids = jnp.zeros((1, seq_len), jnp.int32)
   return ids, jnp.ones((1, seq_len), jnp.int32), jnp.zeros((1, num_masked), jnp.int32)
-
-
-def init_params(model: RobertaForMaskedLM, rng: Array, seq_len: int) -> dict[str, Any]:
-  """Boxed variables `{"params": ...}` (leaves are `nn.LogicallyPartitioned`).
-
-  Works under `jax.eval_shape` (for partition specs) and under `jax.jit(..., out_shardings=...)`.
-  Shapes do not depend on `seq_len` beyond it fitting in `max_position_embeddings - pad_token_id - 1`.
-  """
-  ids, mask, positions = dummy_inputs(seq_len)
-  return model.init({"params": rng}, ids, mask, positions, deterministic=True)

@@ -9,14 +9,13 @@ zeroed. Every other leaf must exist in the source with the same shape.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from typing import Any
 
 import jax
 import numpy as np
 
+from rewire import workdir
 from rewire.checkpoint import load_params
 from rewire.errors import UserError
 from rewire.optim import path_str
@@ -27,18 +26,9 @@ SHAPE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "ma
               "type_vocab_size", "layer_norm_eps")
 
 
-def source_model_info(workdir: str) -> dict:
-  path = os.path.join(workdir, "model.json")
-  if not os.path.isfile(path):
-    raise UserError(f"init_from {workdir} has no model.json: not a rewire workdir (import Hugging Face "
-                    f"checkpoints with `python -m rewire.hf import`)")
-  with open(path) as f:
-    return json.load(f)
-
-
 def adopt_model_shape(config) -> None:
   """Copies the source model's dimensions into `config.model` (a warm start cannot change them)."""
-  info = source_model_info(config.init_from)
+  info = workdir.read_model_info(config.init_from)
   for key in SHAPE_KEYS:
     if key in info:
       config.model[key] = info[key]

@@ -12,7 +12,8 @@ from rewire.checkpoint import load_params
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.telemetry import read_records
-from rewire.train import Setup, train_and_evaluate
+from rewire.mlm import Setup
+from rewire.train import train_and_evaluate
 from rewire import sharding
 
 from conftest import adapt_config, new_language_corpus

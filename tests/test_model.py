@@ -18,6 +18,7 @@ from jax.sharding import AxisType, Mesh, PartitionSpec as P
 from transformers import FlaxRobertaForMaskedLM, RobertaConfig
 
 from rewire import model as rm
+from rewire.heads import init_variables
 from rewire.errors import UserError
 
 B, L, M = 3, 16, 5
@@ -42,7 +43,7 @@ def params():
   """rewire-initialised params, every leaf perturbed so that biases and LayerNorms are non-trivial."""
 
   def make(key):
-    p = nn.unbox(rm.init_params(rm.RobertaForMaskedLM(CFG), key, L))["params"]
+    p = nn.unbox(init_variables(rm.RobertaForMaskedLM(CFG), key, L))["params"]
     leaves, treedef = jax.tree_util.tree_flatten(p)
     keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
     noisy = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
@@ -76,7 +77,7 @@ def batch():
 
 
 def test_param_tree_equals_hf(hf):
-  ours = jax.eval_shape(functools.partial(rm.init_params, rm.RobertaForMaskedLM(CFG), seq_len=L),
+  ours = jax.eval_shape(functools.partial(init_variables, rm.RobertaForMaskedLM(CFG), seq_len=L),
                         jax.random.key(0))
   ours = {k: v.shape for k, v in _flat(nn.unbox(ours)["params"]).items()}
   theirs = {k: v.shape for k, v in _flat(hf.params_shape_tree).items()}
@@ -145,13 +146,13 @@ def test_head_runs_only_at_masked_positions(hf, params, batch):
 
 def test_init_pad_row_zero_and_partition_specs():
   cfg = dataclasses.replace(CFG, pad_token_id=5)
-  variables = jax.jit(functools.partial(rm.init_params, rm.RobertaForMaskedLM(cfg), seq_len=L))(
+  variables = jax.jit(functools.partial(init_variables, rm.RobertaForMaskedLM(cfg), seq_len=L))(
       jax.random.key(0))
   emb = np.asarray(nn.unbox(variables)["params"]["roberta"]["embeddings"]["word_embeddings"]["embedding"])
   assert np.all(emb[5] == 0) and np.all(np.abs(emb[[0, 1, 6]]).sum(-1) > 0)
   assert 0.015 < float(jnp.std(emb)) < 0.025
 
-  abstract = jax.eval_shape(functools.partial(rm.init_params, rm.RobertaForMaskedLM(CFG), seq_len=L),
+  abstract = jax.eval_shape(functools.partial(init_variables, rm.RobertaForMaskedLM(CFG), seq_len=L),
                             jax.random.key(0))
   specs = _flat(nn.get_partition_spec(abstract)["params"])
   shapes = _flat(nn.unbox(abstract)["params"])
@@ -172,7 +173,7 @@ def test_sharded_init_and_apply_match_unsharded(params, batch):
   mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"),
               axis_types=(AxisType.Auto,) * 3)
   model = rm.RobertaForMaskedLM(CFG)
-  init = functools.partial(rm.init_params, model, seq_len=L)
+  init = functools.partial(init_variables, model, seq_len=L)
   shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(jax.eval_shape(init, jax.random.key(0))),
                                           mesh, RULES)
   variables = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
@@ -220,7 +221,7 @@ def test_dropout_statistics_and_determinism(params, batch):
 def test_remat_matches(batch):
   ids, mask, positions = batch
   cfg = dataclasses.replace(CFG, num_layers=1)
-  params = jax.jit(lambda k: nn.unbox(rm.init_params(rm.RobertaForMaskedLM(cfg), k, L))["params"])(
+  params = jax.jit(lambda k: nn.unbox(init_variables(rm.RobertaForMaskedLM(cfg), k, L))["params"])(
       jax.random.key(0))
 
   def loss(cfg, p):
@@ -237,7 +238,7 @@ def test_remat_matches(batch):
 def test_bfloat16_compute_keeps_float32_params(params, batch):
   ids, mask, positions = batch
   cfg = dataclasses.replace(CFG, dtype="bfloat16")
-  abstract = jax.eval_shape(functools.partial(rm.init_params, rm.RobertaForMaskedLM(cfg), seq_len=L),
+  abstract = jax.eval_shape(functools.partial(init_variables, rm.RobertaForMaskedLM(cfg), seq_len=L),
                             jax.random.key(0))
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(nn.unbox(abstract)))
   logits = _apply(cfg, params, ids, mask, positions, deterministic=True)

@@ -156,7 +156,7 @@ def test_bad_inputs_fail_with_a_clear_error_and_leave_the_workdir_alone(full_run
 
 def test_sigterm_requests_a_save_and_exit_instead_of_killing():
   import signal
-  from rewire.train import _Preemption
+  from rewire.loop import Preemption as _Preemption
   before = signal.getsignal(signal.SIGTERM)
   with _Preemption() as p:
     assert not p.requested

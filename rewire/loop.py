@@ -1,0 +1,167 @@
+"""One training loop for every stage: steps, metrics, evaluation, checkpoints, preemption, the summary.
+
+A stage builds a jitted, donated `train_step(state, batch) -> (state, metrics)`, a batch iterator and
+its callbacks, and hands them to `Loop.run`, in the spirit of the Flax examples' `train_and_evaluate`.
+The loop owns everything around the step:
+
+* metrics: device values are fetched only every `log_every` steps (no host sync per step); `lr_*` keys are
+  reported at the interval's last step, event flags (e.g. `forgot`) become event records, the rest are
+  averaged; throughput (per second, per device, TFLOP/s and MFU when FLOPs are known) is measured without
+  the first step's compilation and without evaluation time;
+* divergence: a non-finite loss or gradient norm stops the run with one line;
+* evaluation every `eval_every` steps and at the end; checkpoints every `checkpoint_every` steps, at the
+  end and when stopping;
+* preemption: SIGTERM (what TPU/GPU schedulers send) saves at the next step and returns;
+* the progress line with its ETA, and `summary.json` (through `rewire.workdir`) when the stage finishes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+
+from rewire import workdir as rworkdir
+from rewire.errors import UserError
+from rewire.telemetry import MetricsWriter, Progress
+
+
+class Preemption:
+  """Turns SIGTERM into a request to save and exit at the next step."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, *_):
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+  """What one step processes, for the per-second figures: `units` like {"tokens": B*L} or {"examples": B}."""
+  units: Mapping[str, int]
+  num_devices: int = 1
+  step_flops: float = 0.0
+  peak_flops: float | None = None
+
+  def record(self, steps: int, seconds: float) -> dict[str, float]:
+    seconds = max(seconds, 1e-9)
+    rec: dict[str, float] = {}
+    for unit, per_step in self.units.items():
+      rec[f"{unit}_per_s"] = steps * per_step / seconds
+      rec[f"{unit}_per_s_per_device"] = rec[f"{unit}_per_s"] / self.num_devices
+    if self.step_flops:
+      rec["tflops_per_device"] = steps * self.step_flops / seconds / self.num_devices / 1e12
+      if self.peak_flops:
+        rec["mfu"] = rec["tflops_per_device"] * 1e12 / self.peak_flops
+    return rec
+
+
+@dataclasses.dataclass
+class Result:
+  state: Any
+  step: int
+  last_eval: dict | None
+  finished: bool
+
+
+@dataclasses.dataclass
+class Loop:
+  """The cadence and the sinks of one run (see the module docstring)."""
+  total_steps: int
+  log_every: int
+  eval_every: int                     # 0: evaluate only at the end
+  checkpoint_every: int               # 0: no periodic checkpoints
+  writer: MetricsWriter
+  progress: Progress
+  throughput: Throughput
+  events: Mapping[str, str] = dataclasses.field(default_factory=dict)  # metric flag -> event name
+  what: str = "training"
+  hint: Callable[[], str] = lambda: "lower optim.lr"
+
+  def run(self, state: Any, train_step: Callable, batches: Iterator, place: Callable, *, start: int = 0,
+          evaluate: Callable[[Any, int], dict] | None = None,
+          after_eval: Callable[[int, Any, dict], None] | None = None,
+          save: Callable[[int, Any], None] | None = None, extra: Callable[[int], dict] = lambda step: {},
+          stop_after: int | None = None) -> Result:
+    """Steps from `start` to `total_steps` (or until preempted / `stop_after`)."""
+    self._pending: list[tuple[int, Any]] = []
+    self._timed_steps, self._t_last = 0, time.perf_counter()
+    step, last_eval, total = start, None, self.total_steps
+    with Preemption() as preempt:
+      while step < total:
+        state, metrics = train_step(state, place(next(batches)))
+        step += 1
+        self._pending.append((step, metrics))
+        if step == start + 1:
+          jax.block_until_ready(metrics)  # the first step compiles; time from here on
+          self.progress.mark_compiled(step)
+          self._t_last = time.perf_counter()
+        else:
+          self._timed_steps += 1
+        stopping = preempt.requested or (stop_after is not None and step >= stop_after)
+        if step % self.log_every == 0 or step == total or stopping:
+          self.flush(extra(step))
+        if evaluate is not None and ((self.eval_every and step % self.eval_every == 0) or step == total):
+          self.flush(extra(step))  # so the steps before the evaluation are timed without it
+          last_eval = {**extra(step), **evaluate(state, step)}
+          self.writer.write({"step": step, **last_eval})
+          self.progress.log(step, last_eval)
+          if after_eval is not None:
+            after_eval(step, state, last_eval)
+          self._t_last, self._timed_steps = time.perf_counter(), 0
+        if save is not None and ((self.checkpoint_every and step % self.checkpoint_every == 0)
+                                 or step == total or stopping):
+          save(step, state)
+        if stopping and step < total:
+          break
+    return Result(state=state, step=step, last_eval=last_eval, finished=step >= total)
+
+  def flush(self, extra: dict) -> None:
+    """Fetches the pending metrics, writes one averaged record (and the events), logs the progress line."""
+    if not self._pending:
+      return
+    fetched = jax.device_get([m for _, m in self._pending])
+    now = time.perf_counter()
+    for (s, _), m in zip(self._pending, fetched):
+      for flag, event in self.events.items():
+        if bool(m[flag]):
+          self.writer.write({"event": event, "step": s})
+    last_step = self._pending[-1][0]
+    rec: dict[str, Any] = {"step": last_step, **extra}
+    for k in fetched[-1]:
+      if k.startswith("lr_"):
+        rec[k] = float(fetched[-1][k])
+      elif k not in self.events:
+        rec[k] = float(np.mean([m[k] for m in fetched]))
+    if self._timed_steps > 0:
+      rec.update(self.throughput.record(self._timed_steps, now - self._t_last))
+    for k in ("loss", "grad_norm"):
+      if k in rec and not math.isfinite(rec[k]):
+        raise UserError(f"{self.what} diverged: {k} {rec[k]} at step {last_step}; {self.hint()}")
+    self.writer.write(rec)
+    self.progress.log(last_step, rec)
+    self._pending, self._t_last, self._timed_steps = [], now, 0
+
+
+def finish(workdir: str, summary: dict, *, is_main: bool) -> dict:
+  """Writes `summary.json` (process 0) as the stage's last act; returns the summary."""
+  if is_main:
+    rworkdir.write_summary(workdir, summary)
+  return summary

@@ -1,0 +1,98 @@
+"""The workdir contract: what every stage writes into its run directory and reads from an earlier one.
+
+  model.json       the model's architecture and shape (a task model adds its task, labels and lengths)
+  tokenizer.json   the tokenizer the model's ids belong to
+  checkpoints/N/   orbax checkpoints: a run's train state, or params only (assembly, import, fine-tuning)
+  summary.json     the stage's summary, written last: a workdir with `"finished": true` in it is complete
+
+Every stage goes through these functions, so a later stage, the exporter and the pipeline read any
+workdir the same way, whichever stage wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+
+from rewire.errors import UserError
+
+MODEL_INFO = "model.json"
+TOKENIZER = "tokenizer.json"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, CHECKPOINTS)
+
+
+def read_model_info(workdir: str) -> dict:
+  """`model.json` of a workdir; UserError when there is none."""
+  path = os.path.join(workdir, MODEL_INFO)
+  if not os.path.isfile(path):
+    raise UserError(f"{workdir} has no {MODEL_INFO}: not a rewire workdir (import Hugging Face checkpoints "
+                    f"with `python -m rewire.hf import`)")
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_model_info(workdir: str, info: dict) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(os.path.join(workdir, MODEL_INFO), info)
+
+
+def tokenizer_path(workdir: str) -> str:
+  return os.path.join(workdir, TOKENIZER)
+
+
+def copy_tokenizer(source: str, workdir: str) -> None:
+  """Copies a tokenizer file, or the tokenizer of workdir `source`, into `workdir`."""
+  src = tokenizer_path(source) if os.path.isdir(source) else source
+  if not os.path.isfile(src):
+    raise UserError(f"tokenizer file not found: {src}")
+  os.makedirs(workdir, exist_ok=True)
+  shutil.copyfile(src, tokenizer_path(workdir))
+
+
+def write_params(workdir: str, params: Any, note: dict | None = None) -> None:
+  """A params-only checkpoint `checkpoints/0 = {step: 0, params}` (for workdirs no run trains further)."""
+  from rewire.checkpoint import Checkpointer, has_checkpoint
+  if has_checkpoint(checkpoint_dir(workdir)):
+    raise UserError(f"{workdir} already holds a model; choose a new workdir")
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = Checkpointer(checkpoint_dir(workdir), keep=1, async_save=False)
+  try:
+    ckpt.save(0, {"step": np.zeros([], np.int32), "params": params}, dict(note or {}), force=True)
+    ckpt.wait()
+  finally:
+    ckpt.close()
+
+
+def write_summary(workdir: str, summary: dict) -> None:
+  """`summary.json`, written atomically as a stage's last act (`finished` says whether it completed)."""
+  _write_json(os.path.join(workdir, SUMMARY), summary)
+
+
+def read_summary(workdir: str) -> dict | None:
+  path = os.path.join(workdir, SUMMARY)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def is_complete(workdir: str) -> bool:
+  """Whether the stage that writes `workdir` finished there."""
+  summary = read_summary(workdir)
+  return bool(summary and summary.get("finished"))
