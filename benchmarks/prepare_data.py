@@ -13,7 +13,7 @@
        writes ArrayRecord shards and the manifest.
    Both give the same multiset of sequences (checked).
 4. Decompression alone (xz) against tokenization, per core, to size `parts_per_file`.
-5. Reader throughput through grain (`rewire.data.batches.TrainBatches`): one host's share of a global
+5. Reader throughput through grain (`rewire.data.batches.corpus_batches`): one host's share of a global
    batch, `--read-batch` rows x 512 tokens, from the shards written in 3b at seq_len 512.
 
 Run: `python benchmarks/prepare_data.py [--mb 240] [--files 8] [--workers 2]`.
@@ -125,10 +125,10 @@ def decompress_vs_tokenize(path: str, tok_path: str) -> dict:
 
 
 def reader(prepared_dir: str, rows: int, steps: int) -> dict:
-  from rewire.data.batches import TrainBatches
+  from rewire.data.batches import corpus_batches
   from rewire.data.prepared import open_prepared
   p = open_prepared(prepared_dir, verify=False)
-  it = TrainBatches(p, rows, seed=0)
+  it = corpus_batches(p, rows, seed=0)
   next(it)
   t = time.perf_counter()
   n = 0

@@ -20,15 +20,8 @@ import shutil
 import time
 
 from rewire import config as rconfig
+from rewire import workdir as rworkdir
 from rewire.telemetry import read_records
-
-
-def _done(workdir: str) -> bool:
-  path = os.path.join(workdir, "summary.json")
-  if not os.path.exists(path):
-    return False
-  with open(path) as f:
-    return json.load(f).get("finished", True)
 
 
 def _variant_pretrain_config(config, variant: str):
@@ -83,13 +76,13 @@ def run(config, workdir: str) -> dict:
     base = os.path.join(root, variant)
     pre = os.path.join(base, "pretrain")
     t = time.perf_counter()
-    if not _done(pre):
+    if not rworkdir.is_complete(pre):
       pretrain_or_adapt(_variant_pretrain_config(config, variant), pre, run_name=f"{variant}/pretrain")
     timings[f"{variant}/pretrain"] = time.perf_counter() - t
     for lang in config.languages:
       ad = os.path.join(base, f"adapt_{lang}")
       t = time.perf_counter()
-      if not _done(ad):
+      if not rworkdir.is_complete(ad):
         c = copy.deepcopy(config.adapt)
         c.seed = config.seed
         c.init_from = pre
@@ -98,7 +91,7 @@ def run(config, workdir: str) -> dict:
       timings[f"{variant}/adapt_{lang}"] = time.perf_counter() - t
     ft = os.path.join(base, f"finetune_{task}")
     t = time.perf_counter()
-    if not os.path.exists(os.path.join(ft, "summary.json")):
+    if not rworkdir.is_complete(ft):
       if os.path.isdir(ft):
         shutil.rmtree(ft)  # an interrupted fine-tuning run (it restarts rather than resumes)
       c = copy.deepcopy(config.finetune)
@@ -109,7 +102,7 @@ def run(config, workdir: str) -> dict:
     dirs[variant] = {"en": ft}
     for lang in config.languages:
       out = os.path.join(base, f"assembled_{task}_{lang}")
-      if not os.path.exists(os.path.join(out, "model.json")):  # written last: its presence means complete
+      if not rworkdir.is_complete(out):
         if os.path.isdir(out):
           shutil.rmtree(out)
         assemble(ft, os.path.join(base, f"adapt_{lang}"), out)
@@ -134,8 +127,7 @@ def run(config, workdir: str) -> dict:
   summary["timings_s"] = timings
   plot = plot_adaptation(root, config.variants, config.languages, os.path.join(root, "adaptation.png"))
   write_report(root, config, summary, plot)
-  with open(os.path.join(root, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  rworkdir.write_summary(root, summary)
   return summary
 
 

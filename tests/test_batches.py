@@ -24,7 +24,7 @@ def take(it, k):
 def test_epoch_visits_each_record_once_in_a_seeded_order(corpus):
   n = 96  # a prefix of 96 records, batch 8: 12 batches per epoch
   rows = corpus.read("train", 0, n)
-  it = batches.TrainBatches(corpus, 8, seed=3, num_records=n)
+  it = batches.corpus_batches(corpus, 8, seed=3, num_records=n)
   epoch = np.concatenate(take(it, 12))
   index = {r.tobytes(): i for i, r in enumerate(rows)}
   assert len(index) == n  # the packed rows of these chapters are distinct
@@ -32,16 +32,16 @@ def test_epoch_visits_each_record_once_in_a_seeded_order(corpus):
   assert sorted(order) == list(range(n)) and order != list(range(n))
   second = [index[r.tobytes()] for r in np.concatenate(take(it, 12))]
   assert sorted(second) == list(range(n)) and second != order  # a new permutation each epoch
-  other = np.concatenate(take(batches.TrainBatches(corpus, 8, seed=4, num_records=n), 12))
+  other = np.concatenate(take(batches.corpus_batches(corpus, 8, seed=4, num_records=n), 12))
   assert not np.array_equal(other, epoch)
-  again = np.concatenate(take(batches.TrainBatches(corpus, 8, seed=3, num_records=n), 12))
+  again = np.concatenate(take(batches.corpus_batches(corpus, 8, seed=3, num_records=n), 12))
   np.testing.assert_array_equal(again, epoch)
 
 
 @pytest.mark.parametrize("hosts", [2, 4])
 def test_host_shares_are_disjoint_and_make_the_global_batch(corpus, hosts):
-  full = batches.TrainBatches(corpus, 16, seed=0)
-  shares = [batches.TrainBatches(corpus, 16, seed=0, process_index=p, process_count=hosts) for p in range(hosts)]
+  full = batches.corpus_batches(corpus, 16, seed=0)
+  shares = [batches.corpus_batches(corpus, 16, seed=0, process_index=p, process_count=hosts) for p in range(hosts)]
   for _ in range(5):
     global_batch = next(full)
     parts = [next(s) for s in shares]
@@ -50,17 +50,17 @@ def test_host_shares_are_disjoint_and_make_the_global_batch(corpus, hosts):
 
 
 def test_state_restores_onto_another_host_count(corpus):
-  two = [batches.TrainBatches(corpus, 16, seed=1, process_index=p, process_count=2) for p in range(2)]
+  two = [batches.corpus_batches(corpus, 16, seed=1, process_index=p, process_count=2) for p in range(2)]
   for it in two:
     take(it, 7)
   states = [json.loads(json.dumps(it.get_state())) for it in two]
   assert states[0] == states[1]  # the state is global: no host index in it
   expected = np.concatenate([np.concatenate(take(it, 3)) for it in two])
-  reference = batches.TrainBatches(corpus, 16, seed=1)
+  reference = batches.corpus_batches(corpus, 16, seed=1)
   take(reference, 7)
   want = take(reference, 3)
   for hosts in (1, 4):
-    resumed = [batches.TrainBatches(corpus, 16, seed=1, process_index=p, process_count=hosts) for p in range(hosts)]
+    resumed = [batches.corpus_batches(corpus, 16, seed=1, process_index=p, process_count=hosts) for p in range(hosts)]
     for it in resumed:
       it.set_state(states[0])
     got = [np.concatenate([next(it) for it in resumed]) for _ in range(3)]
@@ -70,19 +70,19 @@ def test_state_restores_onto_another_host_count(corpus):
 
 
 def test_state_mismatch_is_an_error(corpus):
-  it = batches.TrainBatches(corpus, 16, seed=1)
+  it = batches.corpus_batches(corpus, 16, seed=1)
   next(it)
   state = it.get_state()
   with pytest.raises(UserError, match="global_batch_size"):
-    batches.TrainBatches(corpus, 32, seed=1).set_state(state)
+    batches.corpus_batches(corpus, 32, seed=1).set_state(state)
   with pytest.raises(UserError, match="num_records"):
-    batches.TrainBatches(corpus, 16, seed=1, num_records=100).set_state(state)
+    batches.corpus_batches(corpus, 16, seed=1, num_records=100).set_state(state)
   with pytest.raises(UserError, match="not saved by this version"):
     it.set_state({"epoch": 0, "position": 3})
   with pytest.raises(UserError, match="fewer than one global batch"):
-    batches.TrainBatches(corpus, 16, seed=1, num_records=10)
+    batches.corpus_batches(corpus, 16, seed=1, num_records=10)
   with pytest.raises(UserError, match="not divisible"):
-    batches.TrainBatches(corpus, 6, seed=0, process_count=4)
+    batches.corpus_batches(corpus, 6, seed=0, process_count=4)
 
 
 def test_token_budget_is_the_exact_prefix(corpus):

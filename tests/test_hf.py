@@ -333,5 +333,5 @@ def test_export_rejects_params_that_do_not_fit_model_json(exported, tmp_path):
   json.dump(model_json, open(os.path.join(wd, "model.json"), "w"))
   with pytest.raises(UserError, match=r"16 missing key\(s\): roberta/encoder/layer/1/.*and 12 more"):
     hf.export_checkpoint(wd, str(tmp_path / "out"))
-  with pytest.raises(UserError, match="already holds checkpoints"):
+  with pytest.raises(UserError, match="already holds a model"):
     hf.write_workdir(wd, info, params)

@@ -12,14 +12,16 @@ of the shards. The iterator's state is therefore grain's own state -- the last g
 holds no host index or host count: a run checkpointed on 8 hosts resumes on 2 with the same global
 batches. Neither sampler nor source names the process in its `repr`, which grain uses to validate a
 restored state. A prefix of the records (`num_records`) gives the token-budgeted stream of language
-adaptation.
+adaptation. The same iterator serves a prepared corpus (`corpus_batches`) and in-memory task features
+(`array_batches`, fine-tuning).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -56,68 +58,63 @@ class _GlobalBatchNumbers:
 
 
 class _HostShares:
-  """grain data source: global batch b -> this host's rows of it, int32 `(local, seq_len)`."""
+  """grain data source: global batch b -> this host's rows of it, as `fetch(record_keys)` returns them."""
 
-  def __init__(self, prepared: Prepared, num_records: int, global_batch: int, seed: int,
-               process_index: int, process_count: int):
+  def __init__(self, fetch: Callable[[list[int]], Any], num_records: int, global_batch: int, seed: int,
+               process_index: int, process_count: int, identity: str):
     import grain
-    self._prepared = prepared
-    self._records = prepared.source("train")
+    self._fetch = fetch
     self._order = grain.MapDataset.range(num_records).shuffle(seed=(seed * _SEED_SPREAD) % 2**32)
     self._global = global_batch
     self._local = global_batch // process_count
     self._offset = process_index * self._local
-    self._desc = (f"HostShares(corpus={prepared.fingerprint}, records={num_records}, "
-                  f"global_batch={global_batch}, seed={seed})")
+    self._desc = f"HostShares(source={identity}, records={num_records}, global_batch={global_batch}, seed={seed})"
 
   def __len__(self) -> int:
     return sys.maxsize
 
-  def __getitem__(self, batch: int) -> np.ndarray:
+  def __getitem__(self, batch: int) -> Any:
     start = int(batch) * self._global + self._offset
-    keys = [int(k) for k in self._order._getitems(list(range(start, start + self._local)))]
-    return self._prepared.decode(self._records.__getitems__(keys))
+    return self._fetch([int(k) for k in self._order._getitems(list(range(start, start + self._local)))])
 
   def __repr__(self) -> str:
     return self._desc
 
 
-class TrainBatches:
-  """Endless iterator of this process's share `[global_batch // process_count, L]` of each global batch."""
+class Batches:
+  """Endless iterator of this process's share `[global_batch // process_count, ...]` of each global batch.
 
-  def __init__(self, prepared: Prepared, global_batch_size: int, seed: int, *, num_records: int | None = None,
-               process_index: int = 0, process_count: int = 1, prefetch: int = 4):
+  `fetch(record_keys)` reads the rows of the given records; `identity` names the data in the state, so
+  a state saved over other data is refused.
+  """
+
+  def __init__(self, fetch: Callable[[list[int]], Any], num_records: int, global_batch_size: int, seed: int, *,
+               identity: str, process_index: int = 0, process_count: int = 1, prefetch: int = 4):
     import grain
     check_share(global_batch_size, process_index, process_count)
-    total = prepared.num_sequences("train")
-    self.num_records = total if num_records is None else int(num_records)
-    if not 0 < self.num_records <= total:
-      raise ValueError(f"num_records={num_records} outside 1..{total}")
-    if self.num_records < global_batch_size:
-      raise UserError(f"the training data has {self.num_records} sequences, fewer than one global batch "
+    if num_records < global_batch_size:
+      raise UserError(f"the training data has {num_records} sequences, fewer than one global batch "
                       f"of {global_batch_size}; use more text or a smaller batch")
-    self.global_batch_size = int(global_batch_size)
-    self.seed = int(seed)
-    self.fingerprint = prepared.fingerprint
-    loader = grain.DataLoader(
-        data_source=_HostShares(prepared, self.num_records, self.global_batch_size, self.seed,
-                                process_index, process_count),
+    self.num_records, self.global_batch_size, self.seed = int(num_records), int(global_batch_size), int(seed)
+    self.identity = identity
+    self._loader = grain.DataLoader(
+        data_source=_HostShares(fetch, self.num_records, self.global_batch_size, self.seed, process_index,
+                                process_count, identity),
         sampler=_GlobalBatchNumbers(), worker_count=0, shard_options=grain.sharding.NoSharding(),
         read_options=grain.ReadOptions(num_threads=2, prefetch_buffer_size=prefetch))
-    self._loader = loader
-    self._it = iter(loader)
+    self._it = iter(self._loader)
 
-  def __iter__(self) -> TrainBatches:
+  def __iter__(self) -> Batches:
     return self
 
-  def __next__(self) -> np.ndarray:
+  def __next__(self) -> Any:
     return next(self._it)
 
   def get_state(self) -> dict:
     """grain's iterator state plus what identifies the stream; JSON-serialisable, host-independent."""
     return {"grain": json.loads(self._it.get_state().decode()), "seed": self.seed,
             "num_records": self.num_records, "global_batch_size": self.global_batch_size,
-            "corpus": self.fingerprint}
+            "corpus": self.identity}
 
   def set_state(self, state: dict) -> None:
     """Restores a `get_state()` dict: the next batch is the one the saved iterator would have given."""
@@ -135,6 +132,29 @@ class TrainBatches:
   def batches_read(self) -> int:
     """Global batches handed out so far (grain's last seen index + 1)."""
     return int(self.get_state()["grain"]["last_seen_indices"]["0"]) + 1
+
+
+def corpus_batches(prepared: Prepared, global_batch_size: int, seed: int, *, num_records: int | None = None,
+                   process_index: int = 0, process_count: int = 1) -> Batches:
+  """Batches of packed sequences (int32 `[local, seq_len]`) from a prepared corpus's train shards.
+
+  `num_records` < all: a prefix of the records (a token budget).
+  """
+  total = prepared.num_sequences("train")
+  n = total if num_records is None else int(num_records)
+  if not 0 < n <= total:
+    raise ValueError(f"num_records={num_records} outside 1..{total}")
+  records = prepared.source("train")
+  return Batches(lambda keys: prepared.decode(records.__getitems__(keys)), n, global_batch_size, seed,
+                 identity=prepared.fingerprint, process_index=process_index, process_count=process_count)
+
+
+def array_batches(arrays: Mapping[str, np.ndarray], global_batch_size: int, seed: int, *, identity: str,
+                  process_index: int = 0, process_count: int = 1) -> Batches:
+  """Batches of in-memory feature arrays (a dict of `[local, ...]` arrays per batch), e.g. task features."""
+  n = len(next(iter(arrays.values())))
+  return Batches(lambda keys: {k: v[keys] for k, v in arrays.items()}, n, global_batch_size, seed,
+                 identity=identity, process_index=process_index, process_count=process_count)
 
 
 def budget_prefix(prepared: Prepared, token_budget: int, min_records: int, chunk: int = 4096) -> tuple[int, np.ndarray]:

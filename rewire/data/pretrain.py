@@ -21,7 +21,7 @@ import numpy as np
 import tokenizers
 
 from rewire.data import prepare, prepared
-from rewire.data.batches import TrainBatches, budget_prefix
+from rewire.data.batches import Batches, budget_prefix, corpus_batches
 from rewire.data.tokenizer import SpecialIds, load_tokenizer, special_ids
 from rewire.errors import UserError
 
@@ -34,7 +34,7 @@ PREPARED = "prepared:"
 class PretrainData:
   tokenizer: tokenizers.Tokenizer
   specials: SpecialIds
-  train: TrainBatches
+  train: Batches
   valid: np.ndarray            # (Nv, L) int32 held-out sequences
   num_train_tokens: int        # non-pad tokens of the sequences `train` iterates over
   unigram_counts: np.ndarray   # token counts of those sequences (the unigram baseline)
@@ -103,7 +103,7 @@ def pretraining_data(data_cfg: Any, workdir: str, *, seed: int, global_batch_siz
       num_records, counts = budget_prefix(corpus, token_budget, global_batch_size)
     else:
       num_records, counts = corpus.num_sequences("train"), corpus.unigram_counts()
-    train = TrainBatches(corpus, global_batch_size, seed, num_records=num_records,
+    train = corpus_batches(corpus, global_batch_size, seed, num_records=num_records,
                          process_index=process_index, process_count=process_count)
   except UserError:
     if process_index == 0:

@@ -1,0 +1,84 @@
+"""A task model (sequence classification or extractive QA) on a mesh: shapes, shardings, prediction.
+
+Fine-tuning trains one, evaluation and assembly read one; both build it here from a `model.json`-style
+shape and a `TaskSpec` (`rewire.tasks.spec`). The flax modules themselves are in `rewire.heads`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from rewire import heads, sharding
+from rewire.model import ModelConfig
+from rewire.tasks.spec import TaskSpec, make_spec
+
+
+def task_model_config(source_info: dict, model_cfg) -> ModelConfig:
+  """The source model's shape and vocabulary, with this run's dropout, dtype and remat settings."""
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  d = {k: v for k, v in source_info.items() if k in fields}
+  d.update(dropout=model_cfg.dropout, attention_dropout=model_cfg.attention_dropout, dtype=model_cfg.dtype,
+           remat=model_cfg.remat)
+  return ModelConfig.from_dict(d)
+
+
+def spec_from(config) -> TaskSpec:
+  return make_spec(config.task, label_names=config.label_names, max_len=config.max_len,
+                   doc_stride=config.doc_stride, max_query_len=config.max_query_len)
+
+
+class TaskModel:
+  """A task model on a mesh: its shardings and jitted predict step (shared by fine-tuning and evaluation)."""
+
+  def __init__(self, spec: TaskSpec, model_config: ModelConfig, mesh, rules):
+    self.spec, self.model_config, self.mesh, self.rules = spec, model_config, mesh, rules
+    self.model = heads.make_model(spec.architecture, model_config, spec.num_labels)
+    boxed = jax.eval_shape(lambda k: heads.init_variables(self.model, k, spec.max_len)["params"],
+                           jax.random.key(0))
+    self.param_shardings = sharding.logical_shardings(boxed, mesh, rules)
+    self.abstract_params = nn.unbox(boxed)
+    batch_sh = sharding.batch_sharding(mesh)
+
+    def predict(params, ids, mask):
+      return self.model.apply({"params": params}, ids, mask, deterministic=True)
+
+    self.predict_step = jax.jit(predict, in_shardings=(self.param_shardings, batch_sh, batch_sh),
+                                out_shardings=sharding.replicated(mesh))
+
+  def fresh_params(self, seed: int) -> Any:
+    init = lambda k: nn.unbox(heads.init_variables(self.model, k, self.spec.max_len)["params"])
+    return jax.device_get(jax.jit(init)(jax.random.key(seed)))
+
+  def place(self, params: Any) -> Any:
+    return jax.device_put(params, self.param_shardings)
+
+  def predict(self, params: Any, features: Any, batch_size: int) -> Any:
+    """Outputs for every feature row (host arrays), in fixed-shape batches padded with copies of row 0."""
+    arrays = features.arrays()
+    n = len(features)
+    outs = []
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      for lo in range(0, n, batch_size):
+        idx = np.arange(lo, lo + batch_size)
+        idx[idx >= n] = 0
+        ids = sharding.global_batch(arrays["input_ids"][idx], self.mesh)
+        mask = sharding.global_batch(arrays["attention_mask"][idx], self.mesh)
+        outs.append(jax.device_get(self.predict_step(params, ids, mask)))
+    keep = lambda xs: np.concatenate(xs)[:n]
+    if isinstance(outs[0], tuple):
+      return tuple(keep([o[i] for o in outs]) for i in range(len(outs[0])))
+    return keep(outs)
+
+
+def task_model_info(model_config: ModelConfig, spec: TaskSpec) -> dict:
+  """What a task model's `model.json` holds: its architecture and shape, task, labels and lengths."""
+  info = {"architecture": spec.architecture, "task": spec.name, **dataclasses.asdict(model_config)}
+  if spec.num_labels:
+    info.update(num_labels=spec.num_labels, label_names=list(spec.label_names))
+  info.update(max_len=spec.max_len, doc_stride=spec.doc_stride, max_query_len=spec.max_query_len)
+  return info
