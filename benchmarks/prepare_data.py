@@ -26,7 +26,6 @@ import json
 import lzma
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -164,7 +163,7 @@ def main() -> None:
   assert beam["tokens"] == single["tokens"], (beam, single)
   rate = lambda r: r["tokens"] / r["seconds"]
   print(f"\npreparation, {single['tokens'] / 1e6:.1f}M tokens at seq_len {args.seq_len}:")
-  print(f"| side | seconds | tokens/s | peak RSS |\n|---|---|---|---|")
+  print("| side | seconds | tokens/s | peak RSS |\n|---|---|---|---|")
   print(f"| single process (all in memory, Rust thread pool) | {single['seconds']:.1f} | {rate(single) / 1e6:.2f}M "
         f"| {single['peak_rss_mb']:.0f} MB |")
   print(f"| Beam DirectRunner, {args.workers} workers (streamed) | {beam['seconds']:.1f} | {rate(beam) / 1e6:.2f}M "

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from rewire.errors import UserError
-from rewire.model import Dense, ModelConfig, RobertaForMaskedLM, RobertaModel, dropout, dummy_inputs
+from rewire.layers import Dense, dropout
+from rewire.model import ModelConfig, RobertaForMaskedLM, RobertaModel, dummy_inputs
 
 Array = jax.Array
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from rewire import heads, hf
+from rewire import heads, hf, hf_convert
 from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
@@ -44,7 +44,7 @@ def _maxdiff(a, b):
 
 
 def _assert_trees_equal(a, b):
-  fa, fb = hf.flatten(jax.device_get(a)), hf.flatten(jax.device_get(b))
+  fa, fb = hf_convert.flatten(jax.device_get(a)), hf_convert.flatten(jax.device_get(b))
   assert sorted(fa) == sorted(fb)
   for k in fa:
     np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg=k)
@@ -72,7 +72,7 @@ def exported(tiny_runs, tmp_path_factory):
   summary = hf.export_checkpoint(str(workdir), out)
   assert summary["architecture"] == "RobertaForMaskedLM" and summary["step"] == 12
   params, _ = load_params(str(workdir))
-  return str(workdir), out, hf.read_model_info(str(workdir)), jax.device_get(params)
+  return str(workdir), out, hf_convert.read_model_info(str(workdir)), jax.device_get(params)
 
 
 def test_export_loads_in_flax_and_matches(exported):
@@ -110,7 +110,7 @@ def test_round_trip_import_is_exact(exported, tmp_path):
   back, step = load_params(str(tmp_path / "back"))
   assert step == 0
   _assert_trees_equal(back, params)
-  assert hf.read_model_info(str(tmp_path / "back")) == info
+  assert hf_convert.read_model_info(str(tmp_path / "back")) == info
   with open(os.path.join(workdir, "tokenizer.json")) as f, open(tmp_path / "back" / "tokenizer.json") as g:
     assert f.read() == g.read()
   # The same through the Flax msgpack alone.
@@ -118,7 +118,7 @@ def test_round_trip_import_is_exact(exported, tmp_path):
   only_flax.mkdir()
   for name in ("config.json", "flax_model.msgpack"):
     (only_flax / name).write_bytes(open(os.path.join(out, name), "rb").read())
-  info2, back2 = hf.load_hf_params(str(only_flax))
+  info2, back2 = hf_convert.load_hf_params(str(only_flax))
   assert info2 == info
   _assert_trees_equal(back2, params)
 
@@ -149,8 +149,8 @@ def _random_params(abstract, seed):
   """Random weights for a param shape tree, made in numpy (no compile): LayerNorm scales near 1."""
   rng = np.random.default_rng(seed)
   flat = {k: rng.normal(1.0 if k.endswith("scale") else 0.0, 0.05, v.shape).astype(np.float32)
-          for k, v in hf.flatten(abstract).items()}
-  return hf.unflatten(flat)
+          for k, v in hf_convert.flatten(abstract).items()}
+  return hf_convert.unflatten(flat)
 
 
 def _head_outputs(model, params, ids, mask):
@@ -164,7 +164,7 @@ def test_heads_match_hf_and_export(arch, exported, tmp_path):
   torch = pytest.importorskip("torch")
   num_labels = 3 if arch == heads.SEQUENCE_CLASSIFICATION else None
   labels = ("entailment", "neutral", "contradiction") if num_labels else None
-  info = hf.ModelInfo(arch, HEAD_CFG, num_labels, labels)
+  info = hf_convert.ModelInfo(arch, HEAD_CFG, num_labels, labels)
   model = info.make()
   params = _random_params(heads.abstract_params(model), seed=3)
   expected_tree = {"roberta", "classifier"} if num_labels else {"roberta", "qa_outputs"}
@@ -185,7 +185,7 @@ def test_heads_match_hf_and_export(arch, exported, tmp_path):
   model_json.update(task="nli", max_len=L, assembled_from={"task": "x", "embeddings": "y"})
   with open(os.path.join(workdir, "model.json"), "w") as f:
     json.dump(model_json, f)
-  assert hf.read_model_info(workdir) == info
+  assert hf_convert.read_model_info(workdir) == info
   hf.export_checkpoint(workdir, out)
   loaded, loaded_params = getattr(transformers, f"Flax{arch}").from_pretrained(out, _do_init=False)
   _assert_trees_equal(loaded_params, params)  # so HF's head runs on exactly rewire's params
@@ -197,7 +197,7 @@ def test_heads_match_hf_and_export(arch, exported, tmp_path):
   with torch.no_grad():
     pt_out = pt.eval()(torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask))
   assert _maxdiff(ours, hf_outputs(pt_out)) <= TOL
-  back_info, back = hf.load_hf_params(out)
+  back_info, back = hf_convert.load_hf_params(out)
   assert back_info == info
   _assert_trees_equal(back, params)
 
@@ -211,7 +211,7 @@ ODD = dict(vocab_size=50, hidden_size=60, num_hidden_layers=3, num_attention_hea
 
 def _import_and_run(hf_dir, workdir, ids, mask):
   assert hf.import_checkpoint(hf_dir, workdir)["step"] == 0
-  info = hf.read_model_info(workdir)
+  info = hf_convert.read_model_info(workdir)
   assert (info.config.hidden_size, info.config.num_heads, info.config.num_layers) == (60, 5, 3)
   assert info.config.layer_norm_eps == 1e-12 and info.config.type_vocab_size == 1
   params, _ = load_params(workdir)
@@ -282,7 +282,7 @@ def test_import_rejects_unknown_missing_and_misshapen_keys(exported, tmp_path):
     return state
 
   with pytest.raises(UserError) as e:
-    hf.load_hf_params(_copy_export(exported, tmp_path, edit))
+    hf_convert.load_hf_params(_copy_export(exported, tmp_path, edit))
   msg = str(e.value)
   assert "\n" not in msg
   for part in ("2 unknown key(s)", "roberta.encoder.layer.0.attention.self.qkv.weight", "lm_head.extra.bias",
@@ -294,7 +294,7 @@ def test_import_rejects_unknown_missing_and_misshapen_keys(exported, tmp_path):
 def test_import_lists_a_few_keys_and_counts_the_rest(exported, tmp_path):
   d = _copy_export(exported, tmp_path, lambda s: {k.replace("roberta.", "bert."): v for k, v in s.items()})
   with pytest.raises(UserError, match=r"missing key\(s\): .* and \d+ more"):
-    hf.load_hf_params(d)
+    hf_convert.load_hf_params(d)
 
 
 @pytest.mark.parametrize("edit, pattern", [
@@ -305,7 +305,7 @@ def test_import_lists_a_few_keys_and_counts_the_rest(exported, tmp_path):
 ])
 def test_import_rejects_unsupported_configs(exported, tmp_path, edit, pattern):
   with pytest.raises(UserError, match=pattern):
-    hf.load_hf_params(_copy_export(exported, tmp_path, config_edit=edit))
+    hf_convert.load_hf_params(_copy_export(exported, tmp_path, config_edit=edit))
 
 
 def test_import_rejects_untied_decoder_and_missing_files(exported, tmp_path, capsys):
@@ -314,7 +314,7 @@ def test_import_rejects_untied_decoder_and_missing_files(exported, tmp_path, cap
     return state
 
   with pytest.raises(UserError, match="lm_head.decoder.weight differs"):
-    hf.load_hf_params(_copy_export(exported, tmp_path, untie))
+    hf_convert.load_hf_params(_copy_export(exported, tmp_path, untie))
   empty = tmp_path / "empty"
   empty.mkdir()
   (empty / "config.json").write_text(json.dumps({"model_type": "roberta", "vocab_size": 10}))

@@ -17,6 +17,7 @@ import pytest
 from jax.sharding import AxisType, Mesh, PartitionSpec as P
 from transformers import FlaxRobertaForMaskedLM, RobertaConfig
 
+from rewire import layers
 from rewire import model as rm
 from rewire.heads import init_variables
 from rewire.errors import UserError
@@ -109,9 +110,9 @@ def test_dropout_path_attention_matches_fused_path():
   kq, kk, kv = jax.random.split(jax.random.key(0), 3)
   q, k, v = (jax.random.normal(x, (2, 8, 4, 16)) for x in (kq, kk, kv))
   bias = rm.attention_bias(jnp.asarray([[1] * 8, [1] * 5 + [0] * 3]), jnp.float32)
-  fused = jax.jit(rm.attention, static_argnums=4)(q, k, v, bias, 0.1, None)
+  fused = jax.jit(layers.attention, static_argnums=4)(q, k, v, bias, 0.1, None)
   # A rate this small drops nothing (threshold rounds to 0) but takes the dropout code path.
-  written = jax.jit(rm.attention, static_argnums=4)(q, k, v, bias, 1e-9, jax.random.key(1))
+  written = jax.jit(layers.attention, static_argnums=4)(q, k, v, bias, 1e-9, jax.random.key(1))
   np.testing.assert_allclose(written, fused, atol=1e-6, rtol=0)
 
 
@@ -195,7 +196,7 @@ def test_sharded_init_and_apply_match_unsharded(params, batch):
 def test_dropout_statistics_and_determinism(params, batch):
   x = jnp.ones((8, 256, 128))
   key = jax.random.key(0)
-  dropout = jax.jit(rm.dropout, static_argnums=1)
+  dropout = jax.jit(layers.dropout, static_argnums=1)
   y = dropout(x, 0.1, key)
   dropped = np.asarray(y == 0)
   assert abs(dropped.mean() - 0.1) < 0.003
@@ -205,7 +206,7 @@ def test_dropout_statistics_and_determinism(params, batch):
   assert abs((quarters[:, 0] & quarters[:, 1]).mean() - 0.01) < 0.002
   assert abs((quarters[:, 1] & quarters[:, 3]).mean() - 0.01) < 0.002
   assert not np.array_equal(dropped, np.asarray(dropout(x, 0.1, jax.random.key(1)) == 0))
-  assert np.array_equal(rm.dropout(x, 0.1, None), x)
+  assert np.array_equal(layers.dropout(x, 0.1, None), x)
   odd = dropout(jnp.ones((64, 7, 9)), 0.25, key)  # no axis divisible by 4: plain Bernoulli
   assert abs(float((odd == 0).mean()) - 0.25) < 0.03
 
@@ -262,7 +263,7 @@ def test_config_from_dict():
 
 def test_gelu_custom_derivative_matches_autodiff():
   import math
-  from rewire.model import gelu
+  from rewire.layers import gelu
   x = jnp.linspace(-6.0, 6.0, 2001, dtype=jnp.float32)
   plain = lambda v: v * (0.5 + 0.5 * jax.lax.erf(v / math.sqrt(2.0)))
   np.testing.assert_allclose(gelu(x), plain(x), atol=0, rtol=0)

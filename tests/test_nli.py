@@ -6,7 +6,8 @@ import pytest
 from rewire.data.sources import load_documents
 from rewire.data.tokenizer import train_tokenizer
 from rewire.errors import UserError
-from rewire.tasks.nli import NLI_LABELS, prepare_features
+from rewire.tasks.names import NLI_LABELS
+from rewire.tasks.nli import prepare_features
 
 
 @pytest.fixture(scope="module")

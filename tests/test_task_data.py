@@ -13,7 +13,7 @@ import pytest
 
 from rewire.data import sources
 from rewire.errors import UserError
-from rewire.tasks import data
+from rewire.tasks import data, schema
 
 _CLASS_LABEL = """  - name: label
     dtype:
@@ -241,19 +241,19 @@ def test_bundled_tasks_and_languages():
 
 
 def test_check_labels():
-  data.check_labels(["entailment", "neutral", "contradiction"], ["neutral"], "dev")
+  schema.check_labels(["entailment", "neutral", "contradiction"], ["neutral"], "dev")
   with pytest.raises(UserError, match=r"'hf:x:test' has labels the training set lacks: \['maybe'\]"):
-    data.check_labels(["entailment", "neutral"], ["neutral", "maybe"], "hf:x:test")
+    schema.check_labels(["entailment", "neutral"], ["neutral", "maybe"], "hf:x:test")
 
 
 def test_label_name_mapping():
   names = ["entailment", "neutral", "contradiction"]
-  assert [data.label_name(v, names, "w") for v in (0, "1", 2.0, -1, "-", " Neutral ")] == [
+  assert [schema.label_name(v, names, "w") for v in (0, "1", 2.0, -1, "-", " Neutral ")] == [
       "entailment", "neutral", "contradiction", None, None, "neutral"]
-  assert data.label_name(1, ["yes", "no"], "w") == "no"
+  assert schema.label_name(1, ["yes", "no"], "w") == "no"
   for bad in (True, None, 1.5, [0]):
     with pytest.raises(UserError, match="^w: label"):
-      data.label_name(bad, names, "w")
+      schema.label_name(bad, names, "w")
 
 
 def test_tfds_split_as_a_text_source(tfds_dir):

@@ -18,7 +18,6 @@ from rewire.data.tokenizer import special_ids
 from rewire.errors import UserError
 
 # Label order of the Hugging Face `xnli` and `multi_nli` datasets (0, 1, 2).
-from rewire.tasks.names import NLI_LABELS  # noqa: F401 (the label order, re-exported)
 
 
 @dataclasses.dataclass
