@@ -70,17 +70,14 @@ def _initial_state_and_step(config, tm: TaskModel, spec, total: int, batch_keys)
   def train_step(state, batch):
     step = state["step"] + 1
     rng = jax.random.fold_in(jax.random.key(config.seed), step)
-    train_p, frozen_p = optim.split_trainable(state["params"], trainable)
 
-    def loss_fn(tp):
-      p = optim.merge(tp, frozen_p, trainable)
-      out = tm.model.apply({"params": p}, batch["input_ids"], batch["attention_mask"], deterministic=False,
+    def loss_fn(params):
+      out = tm.model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], deterministic=False,
                            rngs={"dropout": rng})
       return spec.loss(out, batch)
 
-    loss, grads = jax.value_and_grad(loss_fn)(train_p)
-    updates, opt_state = tx.update(optim.zeros_for_frozen(grads, state["params"], trainable),
-                                   state["opt_state"], state["params"])
+    loss, grads = optim.value_and_grad_trainable(loss_fn, state["params"], trainable)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new = {"step": step, "params": optim.apply_trainable(state["params"], updates, trainable),
            "opt_state": opt_state}
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}

@@ -1,8 +1,8 @@
 """Active forgetting as an optax transformation.
 
-`forget(inner, ...)` wraps a stage optimizer (see `rewire.optim`). After update number s (1-based) it resets
-the parameters of one label group -- the token embeddings -- whenever s is a multiple of K and s is not
-the final update:
+`forget(inner, ...)` wraps the optimizer of the token-embedding group inside the stage's
+`optax.multi_transform` (see `rewire.optim`). After update number s (1-based) it resets that group
+whenever s is a multiple of K and s is not the final update:
 
 * the group's leaves are resampled from N(0, init_std), with the padding row of a 2-D embedding set to 0;
 * the group's optimizer state is re-initialised (Adam moments zeroed, its update count restarted), so the
@@ -38,48 +38,35 @@ def reset_due(count: jax.Array, every: int, last_step: int) -> jax.Array:
   return (count % every == 0) & (count < last_step)
 
 
-def resample(key: jax.Array, params: Any, mask: Any, *, init_std: float, pad_id: int | None) -> Any:
-  """Fresh N(0, init_std) values for the masked leaves (other leaves are returned unchanged)."""
+def resample(key: jax.Array, params: Any, *, init_std: float, pad_id: int | None) -> Any:
+  """Fresh N(0, init_std) values for every leaf of `params` (the j-th leaf from `fold_in(key, j)`)."""
   leaves, treedef = jax.tree.flatten(params)
-  flags = treedef.flatten_up_to(mask)
-  out, j = [], 0
-  for p, m in zip(leaves, flags):
-    if not m:
-      out.append(p)
-      continue
-    x = init_std * jax.random.normal(jax.random.fold_in(key, j), p.shape, jnp.float32)  # j-th reset leaf
-    j += 1
+  out = []
+  for j, p in enumerate(leaves):
+    x = init_std * jax.random.normal(jax.random.fold_in(key, j), p.shape, jnp.float32)
     if pad_id is not None and x.ndim == 2:
       x = x.at[pad_id].set(0.0)
     out.append(x.astype(p.dtype))
   return jax.tree.unflatten(treedef, out)
 
 
-def _is_group_state(path: tuple, group: str) -> bool:
-  """Whether a state leaf lives under `inner_states[group]` of a `multi_transform` state."""
-  for a, b in zip(path, path[1:]):
-    if getattr(a, "name", None) == "inner_states" and getattr(b, "key", None) == group:
-      return True
-  return False
+def forget(inner: optax.GradientTransformation, *, every: int, last_step: int, init_std: float,
+           pad_id: int | None, seed: int) -> optax.GradientTransformationExtraArgs:
+  """Wraps the optimizer of the leaves to forget (the token embeddings) with periodic resets.
 
-
-def forget(inner: optax.GradientTransformation, *, labels: Any, group: str, every: int, last_step: int,
-           init_std: float, pad_id: int | None, seed: int) -> optax.GradientTransformationExtraArgs:
-  """Wraps `inner` (whose state holds a `multi_transform` over `labels`) with periodic resets of `group`.
+  Used as the forgetting group's transformation inside `optax.multi_transform` (see
+  `rewire.optim.make_stage_optimizer`), so it sees only its own leaves, and a reset re-initialises its
+  whole state: the group's Adam moments are zeroed and its update count restarts, while the global step,
+  the other groups and their states go on.
 
   Args:
-    inner: the stage optimizer; its state must contain an `optax.multi_transform` state keyed by group.
-    labels: the pytree of group labels that `inner`'s `multi_transform` uses.
-    group: the label of the leaves to forget (the token embeddings).
+    inner: the group's optimizer (AdamW with the group's per-episode schedule).
     every: K; 0 disables forgetting (the wrapper then only counts updates).
     last_step: the run's final update number; no reset ever follows it.
     init_std: standard deviation of the fresh embeddings.
     pad_id: the row of a 2-D embedding to set to zero after a reset (None for no such row).
     seed: the run's seed; the reset after update s uses `fold_in(fold_in(key(seed), SALT), s)`.
   """
-  mask = jax.tree.map(lambda lab: lab == group, labels)
-  if every > 0 and not any(jax.tree.leaves(mask)):
-    raise ValueError(f"forgetting group {group!r} labels no parameter")
 
   def init_fn(params):
     return ForgetState(count=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
@@ -93,14 +80,11 @@ def forget(inner: optax.GradientTransformation, *, labels: Any, group: str, ever
       return updates, ForgetState(count, inner_state)
 
     def do_reset(operand):
-      upd, st = operand
+      upd, _ = operand
       key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _SALT), count)
-      fresh = resample(key, params, mask, init_std=init_std, pad_id=pad_id)
-      upd = jax.tree.map(lambda m, u, f, p: (f - p).astype(u.dtype) if m else u, mask, upd, fresh, params)
-      fresh_state = inner.init(fresh)
-      st = jax.tree_util.tree_map_with_path(
-          lambda path, old, new: new if _is_group_state(path, group) else old, st, fresh_state)
-      return upd, st
+      fresh = resample(key, params, init_std=init_std, pad_id=pad_id)
+      upd = jax.tree.map(lambda u, f, p: (f - p).astype(u.dtype), upd, fresh, params)
+      return upd, inner.init(fresh)
 
     updates, inner_state = jax.lax.cond(reset_due(count, every, last_step), do_reset, lambda o: o,
                                         (updates, inner_state))

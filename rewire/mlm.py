@@ -11,6 +11,7 @@ The state is a plain dict `{"step", "params", "opt_state"}`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -74,18 +75,16 @@ def make_train_step(model, tx: optax.GradientTransformation, trainable: Any, *, 
     mask_rng, dropout_rng = jax.random.split(jax.random.fold_in(jax.random.key(seed), step))
     batch = masker(mask_rng, tokens)
     attention_mask = (tokens != masker.pad_id).astype(jnp.int32)
-    train_params, frozen_params = optim.split_trainable(state["params"], trainable_for_grad)
 
-    def loss_fn(tp):
-      params = optim.merge(tp, frozen_params, trainable_for_grad)
+    def loss_fn(params):
       logits = model.apply({"params": params}, batch["input_ids"], attention_mask,
                            batch["masked_positions"], deterministic=False, rngs={"dropout": dropout_rng})
       loss, acc, n = mlm_loss(logits, batch["masked_labels"], batch["masked_weights"])
       return loss, (acc, n)
 
-    (loss, (acc, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_params)
-    full_grads = optim.zeros_for_frozen(grads, state["params"], trainable_for_grad)
-    updates, opt_state = tx.update(full_grads, state["opt_state"], state["params"])
+    (loss, (acc, n)), grads = optim.value_and_grad_trainable(loss_fn, state["params"], trainable_for_grad,
+                                                             has_aux=True)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optim.apply_trainable(state["params"], updates, trainable)
     metrics = {
         "loss": loss, "accuracy": acc, "predictions": n,
@@ -174,10 +173,10 @@ class Setup:
     self.trainable = optim.trainable_mask(labels)
     groups = sorted(set(jax.tree.leaves(labels)))
     self.schedules = optim.make_schedules(config.optim, config.total_steps, forget_every, groups)
-    inner = optim.make_stage_optimizer(config.optim, labels, self.schedules)
-    self.tx = forgetting.forget(inner, labels=labels, group=optim.FORGET, every=forget_every,
-                                last_step=config.total_steps, init_std=config.forget.init_std,
-                                pad_id=specials.pad, seed=config.seed)
+    reset = functools.partial(forgetting.forget, every=forget_every, last_step=config.total_steps,
+                              init_std=config.forget.init_std, pad_id=specials.pad, seed=config.seed)
+    self.tx = optim.make_stage_optimizer(config.optim, labels, self.schedules,
+                                         wrap={optim.FORGET: reset} if forget_every > 0 else None)
 
     def init_state(key):
       params = nn.unbox(init_boxed(key))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -135,12 +135,19 @@ def adamw(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
   )
 
 
-def make_stage_optimizer(optim_cfg, labels: Any, schedules: Schedules) -> optax.GradientTransformation:
-  """Global-norm clipping (optional), then one AdamW per trainable group; frozen groups get zeros."""
+def make_stage_optimizer(optim_cfg, labels: Any, schedules: Schedules, *,
+                         wrap: Mapping[str, Callable[[optax.GradientTransformation], Any]] | None = None
+                         ) -> optax.GradientTransformation:
+  """Global-norm clipping (optional), then one AdamW per trainable group; frozen groups get zeros.
+
+  `wrap[group]`, if given, wraps that group's AdamW (the forgetting group: `rewire.forgetting.forget`).
+  """
   groups = sorted(set(jax.tree.leaves(labels)))
   transforms: dict[str, optax.GradientTransformation] = {}
   for g in groups:
     transforms[g] = optax.set_to_zero() if g == FROZEN else adamw(optim_cfg, schedules.by_group[g])
+    if wrap and g in wrap:
+      transforms[g] = wrap[g](transforms[g])
   parts = []
   if optim_cfg.clip_norm and optim_cfg.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(optim_cfg.clip_norm))
@@ -148,24 +155,30 @@ def make_stage_optimizer(optim_cfg, labels: Any, schedules: Schedules) -> optax.
   return optax.chain(*parts)
 
 
+def value_and_grad_trainable(loss_fn: Callable, params: Any, mask: Any, *, has_aux: bool = False):
+  """`jax.value_and_grad(loss_fn)(params)`, differentiated with respect to the trainable leaves only.
+
+  The frozen leaves are closed over, so XLA computes no weight gradient for them; their slots in the
+  returned gradient are zeros, which the optimizer's `set_to_zero` discards. With `apply_trainable`
+  this is how a train step freezes: by the stage's `mask`, from its label table.
+  """
+  train, frozen = _split(params, mask)
+  out, grads = jax.value_and_grad(lambda tp: loss_fn(_merge(tp, frozen, mask)), has_aux=has_aux)(train)
+  return out, jax.tree.map(lambda m, g, p: g if m else jnp.zeros_like(p), mask, grads, params,
+                           is_leaf=lambda x: x is None)
+
+
 def apply_trainable(params: Any, updates: Any, mask: Any) -> Any:
   """`params + updates` on trainable leaves; frozen leaves are passed through untouched (bit-identical)."""
   return jax.tree.map(lambda p, u, m: (p + u).astype(p.dtype) if m else p, params, updates, mask)
 
 
-def split_trainable(params: Any, mask: Any) -> tuple[Any, Any]:
-  """Two trees with `None` in place of the leaves the other one holds; `merge` puts them back together."""
+def _split(params: Any, mask: Any) -> tuple[Any, Any]:
+  """Two trees with `None` in place of the leaves the other one holds; `_merge` puts them back together."""
   train = jax.tree.map(lambda p, m: p if m else None, params, mask)
   frozen = jax.tree.map(lambda p, m: None if m else p, params, mask)
   return train, frozen
 
 
-def merge(train: Any, frozen: Any, mask: Any) -> Any:
+def _merge(train: Any, frozen: Any, mask: Any) -> Any:
   return jax.tree.map(lambda m, t, f: t if m else f, mask, train, frozen, is_leaf=lambda x: x is None)
-
-
-def zeros_for_frozen(grads: Any, params: Any, mask: Any) -> Any:
-  """Fills the frozen slots of a trainable-only gradient tree with zeros (removed by `set_to_zero`)."""
-  return jax.tree.map(lambda m, g, p: g if m else jnp.zeros_like(p), mask, grads, params,
-                      is_leaf=lambda x: x is None)
-

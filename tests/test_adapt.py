@@ -50,7 +50,7 @@ def test_frozen_subtrees_are_bit_identical_and_embeddings_are_new(adapted):
       assert x.shape == (vocab,) and not np.any(x)  # re-initialised for the new vocabulary, then frozen
     else:
       np.testing.assert_array_equal(x, before[name], err_msg=name)
-  opt = summary["state"]["opt_state"].inner_state[0].inner_states
+  opt = summary["state"]["opt_state"][-1].inner_states
   assert sorted(opt) == ["frozen", "train"]
   assert jax.tree.leaves(opt["frozen"]) == []
   assert list(flat(opt["train"].inner_state[0].mu)) == [EMB]

@@ -36,10 +36,13 @@ def make_tx(params, every=K, rules=((".*", "train"),), clip=0.5, seed=0):
   if every:
     labels = optim.relabel(params, labels, EMB, optim.FORGET)
   scheds = optim.make_schedules(optim_cfg(clip), TOTAL, every, sorted(set(jax.tree.leaves(labels))))
-  inner = optim.make_stage_optimizer(optim_cfg(clip), labels, scheds)
-  tx = forgetting.forget(inner, labels=labels, group=optim.FORGET, every=every, last_step=TOTAL,
-                         init_std=0.02, pad_id=PAD, seed=seed)
-  return tx, labels, scheds
+  return stage_tx(optim_cfg(clip), labels, scheds, every, seed), labels, scheds
+
+
+def stage_tx(cfg, labels, scheds, every, seed=0):
+  """The stage optimizer as `rewire.mlm.Setup` builds it: the forgetting group's AdamW wrapped by forget()."""
+  reset = lambda tx: forgetting.forget(tx, every=every, last_step=TOTAL, init_std=0.02, pad_id=PAD, seed=seed)
+  return optim.make_stage_optimizer(cfg, labels, scheds, wrap={optim.FORGET: reset} if every else None)
 
 
 def grads_for(step, params):
@@ -63,7 +66,9 @@ def leaves_by_path(tree):
 
 
 def group_state(state, group):
-  return state.inner_state[1].inner_states[group].inner_state
+  """The AdamW chain state of a group (under the forgetting wrapper for the forgetting group)."""
+  inner = state[1].inner_states[group].inner_state
+  return inner.inner_state if isinstance(inner, forgetting.ForgetState) else inner
 
 
 def test_reset_touches_only_embeddings_and_restarts_their_state():
@@ -95,9 +100,7 @@ def test_body_update_across_reset_equals_update_without_reset():
   # Same optimizer groups and clipping, but the reset never fires.
   labels = optim.relabel(params, optim.label_params(params, ((".*", "train"),)), EMB, optim.FORGET)
   scheds = optim.make_schedules(optim_cfg(), TOTAL, K, ["forget", "train"])
-  tx_n = forgetting.forget(optim.make_stage_optimizer(optim_cfg(), labels, scheds), labels=labels,
-                           group=optim.FORGET, every=TOTAL * 10, last_step=TOTAL, init_std=0.02, pad_id=PAD,
-                           seed=0)
+  tx_n = stage_tx(optim_cfg(), labels, scheds, every=TOTAL * 10)
   # Feed both the same params and grads at the reset step, so the comparison is exact.
   state_f, state_n = tx_f.init(params), tx_n.init(params)
   for s in range(K):
@@ -165,7 +168,7 @@ def test_label_table_requires_full_coverage_and_frozen_has_no_state():
   state = tx.init(params)
   trained = leaves_by_path(group_state(state, optim.TRAIN)[0].mu)
   assert list(trained) == [EMB]
-  assert jax.tree.leaves(state.inner_state[1].inner_states["frozen"]) == []
+  assert jax.tree.leaves(state[1].inner_states["frozen"]) == []
   hist = run(tx, params, 2)
   for name, x in leaves_by_path(hist[-1][0]).items():
     if name != EMB:
