@@ -61,8 +61,7 @@ def _initial_state_and_step(config, tm: TaskModel, spec, total: int, batch_keys)
   mesh = tm.mesh
   params = tm.place(params)
   repl = sharding.replicated(mesh)
-  opt_abstract = jax.eval_shape(tx.init, params)
-  opt_shardings = sharding.shardings_like_params(opt_abstract, tm.abstract_params, tm.param_shardings, repl)
+  opt_shardings = sharding.opt_state_shardings(tx, tm.boxed_abstract, mesh, tm.rules)
   state = {"step": jax.device_put(jnp.zeros([], jnp.int32), repl), "params": params,
            "opt_state": jax.jit(tx.init, out_shardings=opt_shardings)(params)}
   state_shardings = {"step": repl, "params": tm.param_shardings, "opt_state": opt_shardings}

@@ -185,8 +185,7 @@ class Setup:
     self._init_state = init_state
     self.abstract_state = jax.eval_shape(init_state, key)
     repl = sharding.replicated(mesh)
-    opt_shardings = sharding.shardings_like_params(self.abstract_state["opt_state"], abstract_params,
-                                                   self.param_shardings, repl)
+    opt_shardings = sharding.opt_state_shardings(self.tx, boxed, mesh, self.rules)
     self.state_shardings = {"step": repl, "params": self.param_shardings, "opt_state": opt_shardings}
     batch_sh = sharding.batch_sharding(mesh)
 

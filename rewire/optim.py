@@ -29,15 +29,7 @@ FORGET = "forget"  # the trainable group that the forgetting transformation rese
 
 def path_str(path: Sequence[Any]) -> str:
   """`(DictKey('roberta'), DictKey('embeddings'), ...)` -> 'roberta/embeddings/...'."""
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
 
 
 def label_params(params: Any, rules: Sequence[Sequence[str]]) -> Any:

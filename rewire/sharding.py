@@ -89,20 +89,7 @@ def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
   return jax.make_array_from_process_local_data(sharding, local, global_shape)
 
 
-def shardings_like_params(tree: Any, abstract_params: Any, param_shardings: Any, default: NamedSharding) -> Any:
-  """Shardings for an optimizer state: a leaf whose path ends with a param's path (and has its shape) gets
-  that param's sharding -- Adam moments shard like their params -- and every other leaf gets `default`."""
-  from rewire.optim import path_str
-  by_path = {}
-  for (path, a), s in zip(jax.tree_util.tree_flatten_with_path(abstract_params)[0],
-                          jax.tree.leaves(param_shardings)):
-    by_path[path_str(path)] = (tuple(a.shape), s)
-
-  def pick(path, leaf):
-    for i in range(len(path)):
-      hit = by_path.get(path_str(path[i:]))
-      if hit is not None and hit[0] == tuple(leaf.shape):
-        return hit[1]
-    return default
-
-  return jax.tree_util.tree_map_with_path(pick, tree)
+def opt_state_shardings(tx: Any, boxed_abstract_params: Any, mesh: Mesh, rules) -> Any:
+  """Shardings of `tx.init(params)`: built on the boxed params, the optimizer state's moments carry their
+  params' logical axis names (so Adam moments shard like their params) and everything else replicates."""
+  return logical_shardings(jax.eval_shape(tx.init, boxed_abstract_params), mesh, rules)

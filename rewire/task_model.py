@@ -41,6 +41,7 @@ class TaskModel:
     boxed = jax.eval_shape(lambda k: heads.init_variables(self.model, k, spec.max_len)["params"],
                            jax.random.key(0))
     self.param_shardings = sharding.logical_shardings(boxed, mesh, rules)
+    self.boxed_abstract = boxed
     self.abstract_params = nn.unbox(boxed)
     batch_sh = sharding.batch_sharding(mesh)
 
