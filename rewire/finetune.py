@@ -96,6 +96,11 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.mesh.rules)
   _check(config, mesh, workdir)
+  with rworkdir.locked(workdir, enabled=jax.process_index() == 0):
+    return _finetune(config, workdir, mesh, rules, log_stream=log_stream, run_name=run_name)
+
+
+def _finetune(config, workdir: str, mesh, rules, *, log_stream, run_name) -> dict:
   spec = spec_from(config)
   tok_path = rworkdir.tokenizer_path(config.init_from)
   tok = load_tokenizer(tok_path)

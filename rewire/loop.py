@@ -79,6 +79,7 @@ class Result:
   step: int
   last_eval: dict | None
   finished: bool
+  preempted: bool = False   # stopped by SIGTERM (or the multi-host preemption sync point)
 
 
 @dataclasses.dataclass
@@ -99,15 +100,24 @@ class Loop:
           evaluate: Callable[[Any, int], dict] | None = None,
           after_eval: Callable[[int, Any, dict], None] | None = None,
           save: Callable[[int, Any], None] | None = None, extra: Callable[[int], dict] = lambda step: {},
-          stop_after: int | None = None) -> Result:
-    """Steps from `start` to `total_steps` (or until preempted / `stop_after`)."""
+          stop_after: int | None = None, preempted: Callable[[int], bool] | None = None) -> Result:
+    """Steps from `start` to `total_steps` (or until preempted / `stop_after`).
+
+    `preempted(step)`, if given, replaces the local SIGTERM flag: a multi-host job passes orbax's
+    `reached_preemption`, so that every host stops at the same step. A `finite` metric (the step's
+    loss, gradient norm and new params all finite) is accumulated on device; no checkpoint is written
+    from a state after a non-finite step.
+    """
     self._pending: list[tuple[int, Any]] = []
     self._timed_steps, self._t_last = 0, time.perf_counter()
     step, last_eval, total = start, None, self.total_steps
+    finite = None
     with Preemption() as preempt:
       while step < total:
         state, metrics = train_step(state, place(next(batches)))
         step += 1
+        if "finite" in metrics:
+          finite = metrics["finite"] if finite is None else finite & metrics["finite"]
         self._pending.append((step, metrics))
         if step == start + 1:
           jax.block_until_ready(metrics)  # the first step compiles; time from here on
@@ -115,7 +125,8 @@ class Loop:
           self._t_last = time.perf_counter()
         else:
           self._timed_steps += 1
-        stopping = preempt.requested or (stop_after is not None and step >= stop_after)
+        signalled = preempted(step) if preempted is not None else preempt.requested
+        stopping = signalled or (stop_after is not None and step >= stop_after)
         if step % self.log_every == 0 or step == total or stopping:
           self.flush(extra(step))
         if evaluate is not None and ((self.eval_every and step % self.eval_every == 0) or step == total):
@@ -128,10 +139,15 @@ class Loop:
           self._t_last, self._timed_steps = time.perf_counter(), 0
         if save is not None and ((self.checkpoint_every and step % self.checkpoint_every == 0)
                                  or step == total or stopping):
+          if finite is not None and not bool(finite):  # a host sync at checkpoint cadence only
+            self.flush(extra(step))
+            raise UserError(f"{self.what} diverged by step {step}: the state is not finite, so no checkpoint "
+                            f"was written from it; {self.hint()}")
           save(step, state)
         if stopping and step < total:
           break
-    return Result(state=state, step=step, last_eval=last_eval, finished=step >= total)
+    return Result(state=state, step=step, last_eval=last_eval, finished=step >= total,
+                  preempted=stopping and step < total and signalled)
 
   def flush(self, extra: dict) -> None:
     """Fetches the pending metrics, writes one averaged record (and the events), logs the progress line."""
@@ -148,7 +164,7 @@ class Loop:
     for k in fetched[-1]:
       if k.startswith("lr_"):
         rec[k] = float(fetched[-1][k])
-      elif k not in self.events:
+      elif k not in self.events and k != "finite":
         rec[k] = float(np.mean([m[k] for m in fetched]))
     if self._timed_steps > 0:
       rec.update(self.throughput.record(self._timed_steps, now - self._t_last))

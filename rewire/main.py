@@ -15,6 +15,11 @@ from ml_collections import config_flags
 
 from rewire.errors import UserError
 
+# SIGTERM (a scheduler's preemption): the checkpoint is saved and the run exits with 128 + SIGTERM, what a
+# process killed by SIGTERM reports, so Slurm/Kubernetes/TPU queued resources treat it as preempted and
+# requeue or restart it rather than count it as done.
+PREEMPTED_EXIT = 143
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file, optionally with a preset: configs/pretrain_forget.py:tiny", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>). An existing run "
@@ -113,6 +118,10 @@ def main(argv) -> None:
     summary = run(_CONFIG.value, workdir)
   except UserError as e:
     _fail(str(e))
+  if summary.get("preempted"):
+    print(f"rewire: preempted at step {summary['step']}: checkpoint saved; run the same command to resume "
+          f"(exit status {PREEMPTED_EXIT})", file=sys.stderr)
+    sys.exit(PREEMPTED_EXIT)
   if "valid_loss" in summary:
     print(f"done: {workdir}  step {summary['step']}  valid loss {summary['valid_loss']:.3f}"
           + (f" (unigram baseline {summary['unigram_loss']:.3f})" if summary.get("unigram_loss") else ""))

@@ -56,6 +56,11 @@ def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> tuple[
   return (ce * weights).sum() / denom, (correct * weights).sum() / denom, n
 
 
+def all_finite(tree: Any) -> jax.Array:
+  """Whether every value of `tree` is finite (a scalar bool, computed on device)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def make_train_step(model, tx: optax.GradientTransformation, trainable: Any, *, seed: int,
                     masker: MaskingSpec, schedules: optim.Schedules, forget_every: int,
                     total_steps: int, full_gradient: bool = False) -> Callable:
@@ -86,10 +91,11 @@ def make_train_step(model, tx: optax.GradientTransformation, trainable: Any, *, 
                                                              has_aux=True)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optim.apply_trainable(state["params"], updates, trainable)
+    grad_norm = optax.tree.norm(grads)
     metrics = {
-        "loss": loss, "accuracy": acc, "predictions": n,
-        "grad_norm": optax.tree.norm(grads),
+        "loss": loss, "accuracy": acc, "predictions": n, "grad_norm": grad_norm,
         "forgot": forgetting.reset_due(step, forget_every, total_steps),
+        "finite": all_finite((loss, grad_norm, params)),  # checked by the loop before any checkpoint
     }
     for group, lr in schedules.rates(step, forget_every).items():
       metrics[f"lr_{group}"] = lr

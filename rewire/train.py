@@ -120,6 +120,12 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   mesh = sharding.make_mesh(config.mesh, devices)
   sharding.rules_from_config(config.mesh.rules)
   _check_run_config(config, mesh)
+  with rworkdir.locked(workdir, enabled=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir, mesh, stop_after=stop_after, log_stream=log_stream,
+                               run_name=run_name)
+
+
+def _train_and_evaluate(config, workdir: str, mesh, *, stop_after: int | None, log_stream, run_name) -> dict:
   ckpt_dir = rworkdir.checkpoint_dir(workdir)
   is_main = jax.process_index() == 0
   ckpt = Checkpointer(ckpt_dir, keep=config.keep_checkpoints,
@@ -162,7 +168,8 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   result = _run(config, setup, data, state, start, ckpt, writer,
                 Progress(config.total_steps, start, name=name, enabled=is_main, stream=log_stream),
                 stop_after=stop_after, plot=lambda: is_main and plot_losses(writer.path, os.path.join(workdir, "loss.png")))
-  summary = {"step": result.step, "finished": result.finished, "unigram_loss": baseline,
+  summary = {"step": result.step, "finished": result.finished, "preempted": result.preempted,
+             "unigram_loss": baseline,
              "resets": [r["step"] for r in read_records(writer.path) if r.get("event") == "forget"],
              **(result.last_eval or {})}
   return {**loop.finish(workdir, summary, is_main=is_main), "state": result.state}
@@ -183,7 +190,7 @@ def _run(config, setup: Setup, data, state, start: int, ckpt: Checkpointer, writ
         evaluate=lambda state, step: evaluate(setup, state["params"], data.valid, config.batch_size, data.specials.pad),
         after_eval=lambda *_: plot(),
         save=lambda step, state: ckpt.save(step, state, data.train.get_state(), force=True),
-        stop_after=stop_after)
+        stop_after=stop_after, preempted=ckpt.reached_preemption if jax.process_count() > 1 else None)
   ckpt.wait()
   ckpt.close()
   plot()

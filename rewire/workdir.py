@@ -11,6 +11,8 @@ workdir the same way, whichever stage wrote it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -24,6 +26,7 @@ MODEL_INFO = "model.json"
 TOKENIZER = "tokenizer.json"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -31,6 +34,41 @@ def _write_json(path: str, obj: Any) -> None:
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
   os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(workdir: str, *, enabled: bool = True):
+  """Holds an exclusive lock on `<workdir>/.lock` while a stage runs; a second process on the same
+  workdir gets a one-line error instead of silently interleaving checkpoints and metrics.
+
+  A new workdir that ends up holding nothing but the lock file (a stage that failed on bad input) is
+  removed again. Only process 0 of a multi-host job takes the lock (`enabled`).
+  """
+  if not enabled:
+    yield
+    return
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"workdir {workdir} is a file")
+  new = not os.path.exists(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    f = open(os.path.join(workdir, LOCK), "a")  # never written: a rerun leaves the workdir byte-identical
+  except OSError as e:
+    raise UserError(f"cannot write to workdir {workdir}: {e.strerror}") from None
+  try:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      raise UserError(f"workdir {workdir} is in use by another rewire process (it holds {f.name}); wait "
+                      "for that run to finish or choose another --workdir") from None
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+  finally:
+    f.close()
+    if new and os.listdir(workdir) == [LOCK]:
+      shutil.rmtree(workdir, ignore_errors=True)
 
 
 def checkpoint_dir(workdir: str) -> str:
