@@ -30,6 +30,10 @@ def _get(tree, path):
 
 def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> dict:
   """Writes the assembled model to `out_workdir`; returns its `model.json` contents."""
+  for key, value in (("task_from", task_workdir), ("embeddings_from", embeddings_workdir)):
+    if not value:
+      raise UserError(f"assemble needs config.{key}: the workdir of a "
+                      f"{'fine-tuned task model' if key == 'task_from' else 'language-adapted model'}")
   task_info = workdir.read_model_info(task_workdir)
   emb_info = workdir.read_model_info(embeddings_workdir)
   if task_info.get("architecture") not in (heads.SEQUENCE_CLASSIFICATION, heads.QUESTION_ANSWERING):

@@ -81,15 +81,22 @@ def load_params(workdir: str, step: int | None = None, *, sharding: jax.sharding
     step = mngr.latest_step() if step is None else step
     if step not in steps:
       raise UserError(f"no checkpoint for step {step} in {directory}; available: {steps}")
-    meta = mngr.item_metadata(step)["state"]
-    tree = meta.tree if hasattr(meta, "tree") else meta
-    if "params" not in tree:
+    try:
+      meta = mngr.item_metadata(step)["state"]
+      tree = meta.tree if hasattr(meta, "tree") else meta
+      has_params = "params" in tree
+      if has_params:
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree["params"])
+        restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
+        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": target}, restore_args={"params": restore_args}, partial_restore=True)))
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+      first = (str(e).strip().splitlines() or [""])[0][:200]
+      raise UserError(f"cannot read checkpoint {step} in {directory}: it is damaged ({type(e).__name__}: "
+                      f"{first})") from None
+    if not has_params:
       raise UserError(f"the checkpoint in {directory} holds no params")
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree["params"])
-    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item={"params": target}, restore_args={"params": restore_args}, partial_restore=True)))
     return out["state"]["params"], step
   finally:
     mngr.close()

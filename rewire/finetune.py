@@ -39,6 +39,8 @@ def _check(config, mesh, workdir: str) -> None:
       raise UserError(f"{key} {config[key]} must be positive and divisible by the {shards} data shards")
   if config.epochs <= 0:
     raise UserError(f"epochs must be positive, got {config.epochs}")
+  if not config.optim.lr > 0:
+    raise UserError(f"optim.lr must be positive, got {config.optim.lr}")
   if has_checkpoint(rworkdir.checkpoint_dir(workdir)):
     done = rworkdir.read_summary(workdir) is not None
     raise UserError(f"{workdir} already holds a {'finished' if done else 'partly'} fine-tuned model "

@@ -72,6 +72,28 @@ def _write_tokenizer_files(tokenizer_path: str, out: str, model_max_length: int)
       json.dump(content, f, indent=2, ensure_ascii=False)
 
 
+EXPORT_MARKER = "rewire_export.json"
+
+
+def _check_export_target(workdir: str, out: str) -> None:
+  """`out` must be new, empty, or an earlier export of the same workdir (which is then replaced)."""
+  import importlib.util
+  if importlib.util.find_spec("transformers") is None:
+    raise UserError("export needs transformers (for the config files): pip install -e '.[hf]' "
+                    "(transformers==4.57.6)")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise UserError(f"--out {out} is a file; give a directory")
+  if os.path.isdir(out) and os.listdir(out):
+    marker = os.path.join(out, EXPORT_MARKER)
+    source = None
+    if os.path.isfile(marker):
+      with open(marker) as f:
+        source = json.load(f).get("workdir")
+    if source != os.path.abspath(workdir):
+      raise UserError(f"--out {out} already holds " + (f"an export of {source}" if source else "other files")
+                      + "; choose a new directory")
+
+
 def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[str, Any]:
   """Writes the model (and tokenizer) of `workdir`'s checkpoint (newest unless `step`) to HF dir `out`.
 
@@ -85,7 +107,10 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[s
   params = jax.device_get(params)
   check_params(flatten(params), expected_shapes(info),
                f"checkpoint {step} of {workdir} does not fit its model.json ({info.architecture})")
+  _check_export_target(workdir, out)
   os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, EXPORT_MARKER), "w") as f:
+    json.dump({"workdir": os.path.abspath(workdir), "step": int(step)}, f)
   tok_path = rworkdir.tokenizer_path(workdir)
   tok = load_tokenizer(tok_path) if os.path.isfile(tok_path) else None
   ids = [tok.token_to_id(t) if tok else None for t in ("<s>", "</s>")]

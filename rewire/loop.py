@@ -33,23 +33,31 @@ from rewire.telemetry import MetricsWriter, Progress
 
 
 class Preemption:
-  """Turns SIGTERM into a request to save and exit at the next step."""
+  """Turns SIGTERM, and a first Ctrl-C, into a request to save and exit at the next step.
+
+  `signal_name` says which one came ("SIGTERM" or "SIGINT"); a second Ctrl-C interrupts at once.
+  """
 
   def __init__(self):
     self.requested = False
-    self._old = None
+    self.signal_name = ""
+    self._old: dict = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._old[sig] = signal.signal(sig, self._handle)
     return self
 
-  def _handle(self, *_):
+  def _handle(self, signum, frame):
+    if signum == signal.SIGINT and self.requested:
+      raise KeyboardInterrupt
     self.requested = True
+    self.signal_name = signal.Signals(signum).name
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +88,7 @@ class Result:
   last_eval: dict | None
   finished: bool
   preempted: bool = False   # stopped by SIGTERM (or the multi-host preemption sync point)
+  interrupted: bool = False  # stopped by Ctrl-C (after saving)
 
 
 @dataclasses.dataclass
@@ -146,8 +155,10 @@ class Loop:
           save(step, state)
         if stopping and step < total:
           break
+    stopped = stopping and step < total and signalled
     return Result(state=state, step=step, last_eval=last_eval, finished=step >= total,
-                  preempted=stopping and step < total and signalled)
+                  preempted=stopped and preempt.signal_name != "SIGINT",
+                  interrupted=stopped and preempt.signal_name == "SIGINT")
 
   def flush(self, extra: dict) -> None:
     """Fetches the pending metrics, writes one averaged record (and the events), logs the progress line."""

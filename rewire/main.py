@@ -19,6 +19,7 @@ from rewire.errors import UserError
 # process killed by SIGTERM reports, so Slurm/Kubernetes/TPU queued resources treat it as preempted and
 # requeue or restart it rather than count it as done.
 PREEMPTED_EXIT = 143
+INTERRUPTED_EXIT = 130  # Ctrl-C: 128 + SIGINT, after saving a checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file, optionally with a preset: configs/pretrain_forget.py:tiny", lock_config=True)
@@ -87,8 +88,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a bad `--config.KEY=...` override reported as one line instead of a traceback."""
   try:
     return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e))
+  except (flags.Error, UserError) as e:
+    _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     inner = e.args[0] if e.args else e
     msg = inner.args[0] if isinstance(inner, BaseException) and inner.args else str(inner)
@@ -105,8 +106,16 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep orbax/absl INFO chatter out of the progress lines
+  config_path = config_flags.get_config_filename(flags.FLAGS["config"])
+  try:
+    _CONFIG.value.get("stage")
+  except OSError as e:  # ml_collections reports a config file it could not load only when it is read
+    if not os.path.isfile(config_path):
+      _fail(f"config file not found: {config_path}")
+    last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    _fail(f"cannot load config file {config_path}: {last}")
   initialize_distributed(_DISTRIBUTED.value)
-  workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  workdir = _WORKDIR.value or default_workdir(config_path)
   try:
     if _DRY_RUN.value:
       import json
@@ -118,10 +127,17 @@ def main(argv) -> None:
     summary = run(_CONFIG.value, workdir)
   except UserError as e:
     _fail(str(e))
+  except KeyboardInterrupt:  # outside the training loop (which saves and returns on a first Ctrl-C)
+    print("rewire: interrupted", file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)
   if summary.get("preempted"):
     print(f"rewire: preempted at step {summary['step']}: checkpoint saved; run the same command to resume "
           f"(exit status {PREEMPTED_EXIT})", file=sys.stderr)
     sys.exit(PREEMPTED_EXIT)
+  if summary.get("interrupted"):
+    print(f"rewire: interrupted at step {summary['step']}: checkpoint saved; run the same command to resume",
+          file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)
   if "valid_loss" in summary:
     print(f"done: {workdir}  step {summary['step']}  valid loss {summary['valid_loss']:.3f}"
           + (f" (unigram baseline {summary['unigram_loss']:.3f})" if summary.get("unigram_loss") else ""))

@@ -31,10 +31,19 @@ def _plain(v: Any) -> Any:
 
 
 def read_records(path: str) -> list[dict]:
+  """The records of a `metrics.jsonl`; a torn last line (a crash mid-write) is dropped."""
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i < len(lines) - 1:
+        raise
+  return records
 
 
 class MetricsWriter:

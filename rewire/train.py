@@ -53,6 +53,51 @@ def _check_run_config(config, mesh) -> None:
   for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
     if config[key] <= 0:
       raise UserError(f"{key} must be positive, got {config[key]}")
+  if not 0.0 < config.data.mask_prob < 1.0:
+    raise UserError(f"data.mask_prob must be in (0, 1), got {config.data.mask_prob}")
+  if not config.optim.lr > 0:
+    raise UserError(f"optim.lr must be positive, got {config.optim.lr}")
+  if config.optim.warmup_steps < 0 or config.optim.clip_norm < 0:
+    raise UserError("optim.warmup_steps and optim.clip_norm must be >= 0")
+
+
+# Keys a resumed run may change: cadence, bookkeeping, placement and data-preparation mechanics. Any other
+# difference from the checkpoint's config.json (model shape, optimizer, forgetting, data, seed) is refused.
+RESUMABLE_KEYS = ("total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                  "async_checkpoints", "peak_flops", "mesh.", "model.remat", "model.dtype",
+                  "data.max_valid_sequences", "data.verify_shards", "data.workers", "data.runner",
+                  "data.beam_options")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_resumed_config(config, workdir: str) -> dict:
+  """Compares `config` with the `config.json` of the run being resumed, before anything is written.
+
+  Returns the allowed changes (`{key: [saved, new]}`); raises UserError naming the others.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    saved = _flat(json.load(f))
+  new = _flat(json.loads(config.to_json_best_effort()))
+  changed = {k: [saved.get(k), new.get(k)] for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)}
+  refused = [k for k in changed if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)]
+  if refused:
+    shown = "; ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused[:4])
+    more = f" (and {len(refused) - 4} more)" if len(refused) > 4 else ""
+    raise UserError(f"{workdir} holds a run with other settings: {shown}{more}; resume it with its own "
+                    "config (see its config.json) or choose a new --workdir")
+  return changed
 
 
 def _check_tokenizer_against_checkpoint(config, workdir: str, ckpt: Checkpointer | None) -> None:
@@ -130,15 +175,19 @@ def _train_and_evaluate(config, workdir: str, mesh, *, stop_after: int | None, l
   is_main = jax.process_index() == 0
   ckpt = Checkpointer(ckpt_dir, keep=config.keep_checkpoints,
                       async_save=config.async_checkpoints) if has_checkpoint(ckpt_dir) else None
-  _check_tokenizer_against_checkpoint(config, workdir, ckpt)
   if config.init_from:
-    warm_start.adopt_model_shape(config)
+    warm_start.adopt_model_shape(config)  # reads the source's model.json: before comparing configs
+  changes = check_resumed_config(config, workdir) if ckpt is not None else {}
+  _check_tokenizer_against_checkpoint(config, workdir, ckpt)
   data = pretraining_data(config.data, workdir, seed=config.seed, global_batch_size=config.batch_size,
                           token_budget=config.token_budget, process_index=jax.process_index(),
                           process_count=jax.process_count(), log_stream=log_stream)
   setup = Setup(config, mesh, data.specials)
   ckpt = ckpt or Checkpointer(ckpt_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoints)
   if is_main:
+    if changes:  # allowed changes on resume are recorded, the config.json then describes the run from here
+      with open(os.path.join(workdir, "config_history.jsonl"), "a") as f:
+        f.write(json.dumps({"resumed_at_step": ckpt.latest_step(), "changed": changes}) + "\n")
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
     rworkdir.write_model_info(workdir, {"architecture": heads.MLM, **dataclasses.asdict(setup.model_config)})
@@ -169,7 +218,7 @@ def _train_and_evaluate(config, workdir: str, mesh, *, stop_after: int | None, l
                 Progress(config.total_steps, start, name=name, enabled=is_main, stream=log_stream),
                 stop_after=stop_after, plot=lambda: is_main and plot_losses(writer.path, os.path.join(workdir, "loss.png")))
   summary = {"step": result.step, "finished": result.finished, "preempted": result.preempted,
-             "unigram_loss": baseline,
+             "interrupted": result.interrupted, "unigram_loss": baseline,
              "resets": [r["step"] for r in read_records(writer.path) if r.get("event") == "forget"],
              **(result.last_eval or {})}
   return {**loop.finish(workdir, summary, is_main=is_main), "state": result.state}

@@ -1,6 +1,7 @@
 """Test session set-up: 8 fake CPU devices, so sharded code paths run on a laptop or CI box."""
 
 import os
+import sys
 import tempfile
 
 # Must happen before jax is imported anywhere.
@@ -67,6 +68,22 @@ def tiny_config(forgetting=True, mesh=None):
   if mesh is not None:
     c.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
   return c
+
+
+def tiny_cli(workdir, *overrides):
+  """The tiny test config as command-line flags of `python -m rewire.main`."""
+  c = tiny_config()
+  flags = [f"--config.total_steps={c.total_steps}", f"--config.forget_every={c.forget_every}",
+           f"--config.batch_size={c.batch_size}", "--config.log_every=1", "--config.eval_every=6",
+           "--config.checkpoint_every=6", "--config.model.hidden_size=32", "--config.model.num_layers=1",
+           "--config.model.num_heads=2", "--config.model.intermediate_size=64",
+           f"--config.data.source=prepared:{shared_corpus()}", "--config.data.seq_len=32",
+           "--config.data.max_valid_sequences=32", f"--config.data.tokenizer={shared_tokenizer()}",
+           "--config.optim.lr=3e-3", "--config.optim.warmup_steps=4"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return [sys.executable, "-m", "rewire.main", "--config=configs/pretrain_forget.py", f"--workdir={workdir}",
+          *flags, *overrides], env
 
 
 def run_tiny(config, workdir, **kw):

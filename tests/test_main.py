@@ -47,16 +47,39 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path):
   assert not workdir.exists()
 
 
-def test_resuming_with_a_mismatched_tokenizer_fails_in_a_fresh_process(tiny_runs, tmp_path):
-  workdir, _ = tiny_runs("one_device")
+def test_resuming_with_a_mismatched_tokenizer_fails_in_a_fresh_process(tmp_path):
+  from conftest import run_tiny, tiny_cli, tiny_config
+  import jax
+  workdir = tmp_path / "run"
+  run_tiny(tiny_config(), workdir, devices=jax.devices()[:1])
   before = sorted((p, os.path.getmtime(os.path.join(r, p))) for r, _, fs in os.walk(workdir) for p in fs)
   from rewire.data.tokenizer import save_tokenizer, train_tokenizer
   other = tmp_path / "other.json"
   save_tokenizer(train_tokenizer(["another small corpus with other words"] * 20, 50), str(other))
-  out = rewire_main(f"--config={os.path.join(ROOT, 'configs', 'pretrain_forget.py')}", f"--workdir={workdir}",
-                    f"--config.data.tokenizer={other}")
+  cmd, env = tiny_cli(workdir, f"--config.data.tokenizer={other}")
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 2, out.stderr[-2000:]
   lines = [l for l in out.stderr.splitlines() if l.strip()]
-  assert len(lines) == 1 and "rewire: error: tokenizer" in lines[0] and "400-row embedding" in lines[0]
+  assert len(lines) == 1 and "rewire: error:" in lines[0] and "other settings: data.tokenizer" in lines[0], lines
   after = sorted((p, os.path.getmtime(os.path.join(r, p))) for r, _, fs in os.walk(workdir) for p in fs)
   assert before == after
+
+
+@pytest.mark.parametrize("case", ["missing_config", "unknown_preset", "mask_prob", "negative_lr", "workdir_file"])
+def test_more_bad_inputs_are_one_line(case, tmp_path):
+  cfg = os.path.join(ROOT, "configs", "pretrain_forget.py")
+  workdir = tmp_path / "run"
+  if case == "workdir_file":
+    workdir.write_text("not a directory")
+  args, expect = {
+      "missing_config": ([f"--config={tmp_path}/nope.py"], "nope.py"),
+      "unknown_preset": ([f"--config={cfg}:huge"], "unknown preset 'huge'"),
+      "mask_prob": ([f"--config={cfg}", "--config.data.mask_prob=1.5"], "data.mask_prob must be in (0, 1)"),
+      "negative_lr": ([f"--config={cfg}", "--config.optim.lr=-0.1"], "optim.lr must be positive"),
+      "workdir_file": ([f"--config={cfg}"], "is a file"),
+  }[case]
+  out = rewire_main(*args, f"--workdir={workdir}")
+  assert out.returncode == 2, out.stderr[-2000:]
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("rewire: error: ") and expect in lines[0], out.stderr[-2000:]
+  assert case == "workdir_file" or not workdir.exists()

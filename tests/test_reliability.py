@@ -1,9 +1,9 @@
 """Reliability: one run per workdir, no checkpoint from a non-finite state, SIGTERM's own exit status."""
 
+import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -15,24 +15,9 @@ from rewire.checkpoint import load_params
 from rewire.errors import UserError
 from rewire.telemetry import read_records
 
-from conftest import TOTAL, run_tiny, shared_corpus, shared_tokenizer, tiny_config
+from conftest import TOTAL, run_tiny, tiny_cli as cli, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(workdir, *overrides):
-  """The tiny test config as command-line flags of `python -m rewire.main`."""
-  c = tiny_config()
-  flags = [f"--config.total_steps={c.total_steps}", f"--config.forget_every={c.forget_every}",
-           f"--config.batch_size={c.batch_size}", "--config.log_every=1", "--config.eval_every=6",
-           "--config.checkpoint_every=6", "--config.model.hidden_size=32", "--config.model.num_layers=1",
-           "--config.model.num_heads=2", "--config.model.intermediate_size=64",
-           f"--config.data.source=prepared:{shared_corpus()}", "--config.data.seq_len=32",
-           "--config.data.max_valid_sequences=32", f"--config.data.tokenizer={shared_tokenizer()}",
-           "--config.optim.lr=3e-3", "--config.optim.warmup_steps=4"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return [sys.executable, "-m", "rewire.main", "--config=configs/pretrain_forget.py", f"--workdir={workdir}",
-          *flags, *overrides], env
 
 
 def test_a_second_run_on_the_same_workdir_is_refused(tmp_path):
@@ -64,7 +49,8 @@ def test_no_checkpoint_is_written_from_a_non_finite_state(tmp_path):
 
 def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(tmp_path):
   total = TOTAL * 50
-  cmd, env = cli(tmp_path / "w", f"--config.total_steps={total}")
+  cmd, env = cli(tmp_path / "w", f"--config.total_steps={total}", "--config.eval_every=100",
+                 "--config.checkpoint_every=100")
   metrics = tmp_path / "w" / "metrics.jsonl"
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
@@ -85,3 +71,61 @@ def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(t
   assert out.returncode == 0 and "done:" in out.stdout
   logged = [r["step"] for r in read_records(str(metrics)) if "loss" in r and "event" not in r]
   assert logged == list(range(1, total + 1))
+
+
+def test_resuming_with_other_settings_is_refused_before_anything_is_written(tmp_path):
+  c = tiny_config()
+  run_tiny(c, tmp_path, devices=jax.devices()[:1], stop_after=6)
+  snapshot = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
+  for key, value in (("optim.lr", 0.01), ("forget_every", 3), ("model.hidden_size", 64), ("data.vocab_size", 999),
+                     ("model.dropout", 0.2)):
+    changed = tiny_config()
+    group, _, leaf = key.rpartition(".")
+    (changed[group] if group else changed)[leaf] = value
+    with pytest.raises(UserError, match=rf"holds a run with other settings: {key} .* -> {value!r}"):
+      run_tiny(changed, tmp_path, devices=jax.devices()[:1])
+  assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()} == snapshot
+  # A change the checkpoint can take (cadence) resumes, and is recorded.
+  c.log_every = 2
+  summary = run_tiny(c, tmp_path, devices=jax.devices()[:1])
+  assert summary["finished"]
+  history = [json.loads(line) for line in open(tmp_path / "config_history.jsonl")]
+  assert history == [{"resumed_at_step": 6, "changed": {"log_every": [1, 2]}}]
+
+
+def test_a_torn_last_metrics_line_does_not_break_resume(tmp_path):
+  run_tiny(tiny_config(), tmp_path, devices=jax.devices()[:1], stop_after=6)
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 7, "loss": 5.1')  # a crash in the middle of a write
+  summary = run_tiny(tiny_config(), tmp_path, devices=jax.devices()[:1])
+  assert summary["finished"]
+  steps = [r["step"] for r in read_records(str(tmp_path / "metrics.jsonl")) if "loss" in r and "event" not in r]
+  assert steps == list(range(1, TOTAL + 1))
+
+
+def test_assemble_names_the_missing_key(tmp_path):
+  from rewire.assemble import assemble
+  with pytest.raises(UserError, match=r"assemble needs config\.task_from"):
+    assemble("", str(tmp_path), str(tmp_path / "out"))
+  with pytest.raises(UserError, match=r"assemble needs config\.embeddings_from"):
+    assemble(str(tmp_path), "", str(tmp_path / "out"))
+
+
+def test_export_refuses_a_file_and_another_runs_export(tiny_runs, tmp_path):
+  from rewire import hf
+  workdir, _ = tiny_runs("one_device")
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(UserError, match="is a file"):
+    hf.export_checkpoint(str(workdir), str(tmp_path / "file"))
+  out = tmp_path / "export"
+  hf.export_checkpoint(str(workdir), str(out))
+  hf.export_checkpoint(str(workdir), str(out))  # the same run again: replaced
+  other = tmp_path / "other_run"
+  import shutil
+  shutil.copytree(workdir, other, ignore=shutil.ignore_patterns(".lock"))
+  with pytest.raises(UserError, match=rf"already holds an export of {workdir}"):
+    hf.export_checkpoint(str(other), str(out))
+  (tmp_path / "junk").mkdir()
+  (tmp_path / "junk" / "notes.txt").write_text("mine")
+  with pytest.raises(UserError, match="already holds other files"):
+    hf.export_checkpoint(str(workdir), str(tmp_path / "junk"))
