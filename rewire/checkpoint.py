@@ -3,12 +3,22 @@
 Saves are asynchronous and the newest `keep` are kept. Restoring takes an abstract state whose leaves carry
 shardings, so a checkpoint lands directly in place on the current mesh (which may differ from the mesh
 that wrote it).
+
+Every finished checkpoint is sealed: the sha256 of each of its files goes to
+`<workdir>/checkpoint_checksums/<step>.json` (at the next save, or when the run waits for its saves).
+`restore_latest` verifies the newest checkpoint against its seal and tries to read it; a damaged one
+(truncated or missing files, flipped bytes, an emptied folder) is moved aside to
+`<workdir>/damaged_checkpoints/`, never deleted, reported in one line, and the next older one is tried.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Any
+import shutil
+import time
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -28,12 +38,78 @@ class Checkpointer:
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
 
+    self._async = async_save
+    root = os.path.dirname(self.directory)
+    self.sums_dir = os.path.join(root, "checkpoint_checksums")
+    self.damaged_dir = os.path.join(root, "damaged_checkpoints")
+
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
 
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> None:
+    self._seal_finished()
     self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                   data=ocp.args.JsonSave(data_state)), force=force)
+    if not self._async:
+      self._seal_finished()
+
+  def _seal_finished(self) -> None:
+    """Writes the checksums of every finished checkpoint that has none yet (process 0)."""
+    if jax.process_index() != 0 or self._mngr.is_saving_in_progress():
+      return
+    for step in self._mngr.all_steps():
+      path = os.path.join(self.sums_dir, f"{step}.json")
+      if not os.path.exists(path):
+        os.makedirs(self.sums_dir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+          json.dump(_file_hashes(os.path.join(self.directory, str(step))), f)
+        os.replace(tmp, path)
+
+  def damage(self, step: int) -> str | None:
+    """Why checkpoint `step` does not match its seal (None: it matches, or it has no seal yet)."""
+    path = os.path.join(self.sums_dir, f"{step}.json")
+    if not os.path.isfile(path):
+      return None
+    with open(path) as f:
+      want = json.load(f)
+    got = _file_hashes(os.path.join(self.directory, str(step)))
+    for name in sorted(want):
+      if name not in got:
+        return f"{name} is missing"
+      if got[name] != want[name]:
+        return f"{name} differs from its checksum"
+    return None
+
+  def restore_latest(self, abstract_state: Any, *, notify: Callable[[str], None]) -> tuple[Any, dict, int] | None:
+    """The newest intact checkpoint as (state, data_state, step), setting damaged ones aside; None if none."""
+    for step in sorted(self._mngr.all_steps(), reverse=True):
+      reason = self.damage(step)
+      if reason is None:
+        try:
+          state, data_state = self.restore(step, abstract_state)
+          return state, data_state, step
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+          reason = f"unreadable ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]})"
+      aside = self._set_aside(step)
+      older = [s for s in self._mngr.all_steps() if s < step]
+      notify(f"rewire: checkpoint {step} in {self.directory} is damaged: {reason}; kept it aside in {aside}; "
+             + (f"trying checkpoint {max(older)}" if older else "no older checkpoint: starting afresh"))
+    return None
+
+  def _set_aside(self, step: int) -> str:
+    aside = os.path.join(self.damaged_dir, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0:
+      os.makedirs(self.damaged_dir, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), aside)
+      sums = os.path.join(self.sums_dir, f"{step}.json")
+      if os.path.exists(sums):
+        shutil.move(sums, os.path.join(aside + ".checksums.json"))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"rewire-checkpoint-aside-{step}")
+    self._mngr.reload()
+    return aside
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
@@ -41,9 +117,15 @@ class Checkpointer:
     return out["state"], dict(out["data"])
 
   def param_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the saved params, by '/'-joined path, read from metadata without loading arrays."""
-    meta = self._mngr.item_metadata(step)["state"]
+    """Shapes of the saved params, by '/'-joined path, read from metadata without loading arrays ({} if
+    the metadata is unreadable: `restore_latest` deals with a damaged checkpoint)."""
+    try:
+      meta = self._mngr.item_metadata(step)["state"]
+    except Exception:  # damaged metadata
+      return {}
     tree = meta.tree if hasattr(meta, "tree") else meta
+    if not isinstance(tree, dict):
+      return {}
     out = {}
 
     def visit(path, leaf):
@@ -56,9 +138,23 @@ class Checkpointer:
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()
+    self._seal_finished()
 
   def close(self) -> None:
     self._mngr.close()
+
+
+def _file_hashes(directory: str) -> dict[str, str]:
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      h = hashlib.sha256()
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          h.update(block)
+      out[os.path.relpath(path, directory)] = h.hexdigest()
+  return out
 
 
 def has_checkpoint(directory: str) -> bool:

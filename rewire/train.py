@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from typing import Sequence
 
 import jax
@@ -193,9 +194,11 @@ def _train_and_evaluate(config, workdir: str, mesh, *, stop_after: int | None, l
     rworkdir.write_model_info(workdir, {"architecture": heads.MLM, **dataclasses.asdict(setup.model_config)})
   name = run_name or os.path.basename(os.path.abspath(workdir))
 
-  start = ckpt.latest_step()
-  if start is not None:
-    state, data_state = ckpt.restore(start, setup.abstract_with_shardings())
+  restored = ckpt.restore_latest(setup.abstract_with_shardings(),
+                                 notify=lambda line: is_main and print(line, file=sys.stderr, flush=True))
+  start = restored[2] if restored else None
+  if restored:
+    state, data_state, _ = restored
     data.train.set_state(data_state)
     summary = rworkdir.read_summary(workdir)
     if start >= config.total_steps and summary is not None:

@@ -129,3 +129,56 @@ def test_export_refuses_a_file_and_another_runs_export(tiny_runs, tmp_path):
   (tmp_path / "junk" / "notes.txt").write_text("mine")
   with pytest.raises(UserError, match="already holds other files"):
     hf.export_checkpoint(str(workdir), str(tmp_path / "junk"))
+
+
+def _largest(root):
+  files = [p for p in root.rglob("*") if p.is_file()]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+def _damage(step_dir, kind):
+  state = step_dir / "state"
+  if kind == "truncated_file":
+    f = _largest(state)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+  elif kind == "truncated_metadata":
+    f = state / "_METADATA"
+    f.write_bytes(f.read_bytes()[:10])
+  elif kind == "empty_manifest":
+    (state / "manifest.ocdbt").write_bytes(b"")
+  elif kind == "deleted_data_file":
+    _largest(state).unlink()
+  elif kind == "emptied_folder":
+    import shutil
+    for p in step_dir.iterdir():
+      shutil.rmtree(p) if p.is_dir() else p.unlink()
+  elif kind == "flipped_bytes":
+    f = _largest(state)
+    data = bytearray(f.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 8):
+      data[i] ^= 0x5A
+    f.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["truncated_file", "truncated_metadata", "empty_manifest", "deleted_data_file",
+                                  "emptied_folder", "flipped_bytes"])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_last_intact_one(
+    kind, tiny_runs, tmp_path, capsys):
+  import shutil
+  source, summary = tiny_runs("one_device")
+  workdir = tmp_path / "w"
+  shutil.copytree(source, workdir)
+  assert sorted(p.name for p in (workdir / "checkpoint_checksums").iterdir()) == ["12.json", "6.json"]
+  _damage(workdir / "checkpoints" / "12", kind)
+  capsys.readouterr()
+  resumed = run_tiny(tiny_config(), workdir, devices=jax.devices()[:1])
+  lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("rewire:")]
+  assert len(lines) == 1 and lines[0].startswith(f"rewire: checkpoint 12 in {workdir / 'checkpoints'} is damaged")
+  assert "trying checkpoint 6" in lines[0]
+  aside = list((workdir / "damaged_checkpoints").iterdir())
+  assert [p.name.split("-")[0] for p in aside if p.is_dir()] == ["12"]  # kept, not deleted
+  assert resumed["finished"] and resumed["step"] == TOTAL
+  want = jax.tree.leaves(jax.device_get(summary["state"]["params"]))
+  got = jax.tree.leaves(jax.device_get(resumed["state"]["params"]))
+  for a, b in zip(want, got):
+    np.testing.assert_array_equal(a, b)  # retrained from step 6: bit-identical to the uninterrupted run
