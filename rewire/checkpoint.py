@@ -23,6 +23,7 @@ from typing import Any, Callable
 import jax
 import orbax.checkpoint as ocp
 
+from rewire.errors import UserError
 from rewire.optim import path_str
 
 
@@ -34,11 +35,14 @@ def _handlers() -> dict:
 class Checkpointer:
   def __init__(self, directory: str, *, keep: int, async_save: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    # cleanup_tmp_directories: a save that failed or was killed leaves no temporary folder behind for the
+    # next run to trip on.
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
 
     self._async = async_save
+    self._requested: int | None = None  # the newest step whose save was started
     root = os.path.dirname(self.directory)
     self.sums_dir = os.path.join(root, "checkpoint_checksums")
     self.damaged_dir = os.path.join(root, "damaged_checkpoints")
@@ -47,16 +51,37 @@ class Checkpointer:
     return self._mngr.latest_step()
 
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> None:
-    self._seal_finished()
-    self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                  data=ocp.args.JsonSave(data_state)), force=force)
+    """Starts saving `step`; UserError when this save, or the previous background one, failed."""
+    self.seal_finished()
+    try:
+      self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    data=ocp.args.JsonSave(data_state)), force=force)
+    except Exception as e:  # a full disk, a vanished filesystem, ...
+      self._failed(step, e)
+    self._requested = step
     if not self._async:
-      self._seal_finished()
+      self.seal_finished()
 
-  def _seal_finished(self) -> None:
+  def _failed(self, step: int, error: Exception | None) -> None:
+    for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+      if name.startswith(f"{step}.") and "tmp" in name:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    why = f" ({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:160]})" if error else ""
+    intact = [s for s in self._mngr.all_steps() if s != step]
+    raise UserError(f"saving checkpoint {step} in {self.directory} failed{why}; is the disk full? The run "
+                    f"stopped; " + (f"checkpoint {max(intact)} is intact" if intact else "no checkpoint is kept"))
+
+  def seal_finished(self) -> None:
     """Writes the checksums of every finished checkpoint that has none yet (process 0)."""
     if jax.process_index() != 0 or self._mngr.is_saving_in_progress():
       return
+    if self._requested is not None and self._requested not in self._mngr.all_steps():
+      error = None
+      try:
+        self._mngr.check_for_errors()
+      except Exception as e:  # the background save's own error, if orbax kept it
+        error = e
+      self._failed(self._requested, error)
     for step in self._mngr.all_steps():
       path = os.path.join(self.sums_dir, f"{step}.json")
       if not os.path.exists(path):
@@ -138,7 +163,7 @@ class Checkpointer:
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()
-    self._seal_finished()
+    self.seal_finished()
 
   def close(self) -> None:
     self._mngr.close()
@@ -166,7 +191,6 @@ def load_params(workdir: str, step: int | None = None, *, sharding: jax.sharding
 
   Stages that start from an earlier stage's workdir use this: the optimizer state is not read.
   """
-  from rewire.errors import UserError
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not has_checkpoint(directory):
     raise UserError(f"no checkpoint in {directory}")

@@ -104,6 +104,7 @@ class Loop:
   events: Mapping[str, str] = dataclasses.field(default_factory=dict)  # metric flag -> event name
   what: str = "training"
   hint: Callable[[], str] = lambda: "lower optim.lr"
+  on_log: Callable[[], None] = lambda: None  # after every metrics flush (e.g. sealing finished checkpoints)
 
   def run(self, state: Any, train_step: Callable, batches: Iterator, place: Callable, *, start: int = 0,
           evaluate: Callable[[Any, int], dict] | None = None,
@@ -184,7 +185,8 @@ class Loop:
         raise UserError(f"{self.what} diverged: {k} {rec[k]} at step {last_step}; {self.hint()}")
     self.writer.write(rec)
     self.progress.log(last_step, rec)
-    self._pending, self._t_last, self._timed_steps = [], now, 0
+    self.on_log()
+    self._pending, self._t_last, self._timed_steps = [], time.perf_counter(), 0
 
 
 def finish(workdir: str, summary: dict, *, is_main: bool) -> dict:

@@ -234,7 +234,7 @@ def _run(config, setup: Setup, data, state, start: int, ckpt: Checkpointer, writ
                                step_flops_of(setup), flops.peak_flops(mesh.devices.flat[0], config.peak_flops))
   run = loop.Loop(total_steps=config.total_steps, log_every=config.log_every, eval_every=config.eval_every,
                   checkpoint_every=config.checkpoint_every, writer=writer, progress=progress,
-                  throughput=throughput, events={"forgot": "forget"},
+                  throughput=throughput, events={"forgot": "forget"}, on_log=ckpt.seal_finished,
                   hint=lambda: f"lower optim.lr or enable optim.clip_norm (last checkpoint: {ckpt.latest_step()})")
   with jax.set_mesh(mesh), nn.logical_axis_rules(setup.rules):
     result = run.run(

@@ -182,3 +182,22 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_l
   got = jax.tree.leaves(jax.device_get(resumed["state"]["params"]))
   for a, b in zip(want, got):
     np.testing.assert_array_equal(a, b)  # retrained from step 6: bit-identical to the uninterrupted run
+
+
+@pytest.mark.parametrize("how", ["raises", "lost_in_background"])
+def test_a_failed_save_stops_the_run_with_one_line(how, tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+  real_save = ocp.CheckpointManager.save
+
+  def save(self, step, *a, **k):
+    if step == 12:
+      if how == "raises":
+        raise OSError(28, "No space left on device")
+      return False  # as when orbax logs a failed background write and skips finalising the step
+    return real_save(self, step, *a, **k)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  with pytest.raises(UserError, match=r"saving checkpoint 12 in .* failed.*is the disk full\? The run stopped; "
+                                      r"checkpoint 6 is intact"):
+    run_tiny(tiny_config(), tmp_path, devices=jax.devices()[:1])
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["6"]  # no temporary folder left

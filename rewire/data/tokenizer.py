@@ -55,11 +55,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> tokenizers.Tokeniz
   if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
     raise UserError(f"vocab_size must be an integer >= {MIN_VOCAB_SIZE}, got {vocab_size!r}")
   tok = tokenizers.Tokenizer(models.Unigram())
-  tok.normalizer = normalizers.Sequence([
-      normalizers.NFKC(),
-      normalizers.Replace(tokenizers.Regex(r"\s+"), " "),
-      normalizers.Strip(),
-  ])
+  tok.normalizer = _normalizer()
   tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
   tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
   trainer = trainers.UnigramTrainer(
@@ -77,7 +73,23 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> tokenizers.Tokeniz
         seen[0] = True
         yield t
 
-  tok.train_from_iterator(nonempty(), trainer=trainer)
+  chars: set[str] = set()
+  counter = _normalizer()  # its own instance: the tokenizer's is borrowed while it trains
+
+  def recording() -> Iterable[str]:
+    for t in nonempty():
+      chars.update(counter.normalize_str(t))
+      yield t
+
+  try:
+    tok.train_from_iterator(recording(), trainer=trainer)
+  except Exception as e:  # tokenizers raises a bare Exception when the alphabet does not fit
+    if "not large enough to contain all chars" not in str(e):
+      raise
+    need = len(chars - {" "}) + NUM_SPECIAL + 2  # every character as a piece, the specials, "▁" and <mask>
+    raise UserError(f"data.vocab_size={vocab_size} is too small for this text: its {len(chars - {' '})} "
+                    f"distinct characters must all be pieces of a unigram vocabulary; use "
+                    f"data.vocab_size >= {need} (more leaves room for multi-character pieces)") from None
   if not seen[0]:
     raise UserError("cannot train a tokenizer: the training text is empty")
   tok = _canonical(tok)
@@ -89,6 +101,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> tokenizers.Tokeniz
   )
   special_ids(tok)  # The layout is guaranteed by construction; fail loudly if tokenizers changes.
   return tok
+
+
+def _normalizer() -> normalizers.Normalizer:
+  return normalizers.Sequence([
+      normalizers.NFKC(),
+      normalizers.Replace(tokenizers.Regex(r"\s+"), " "),
+      normalizers.Strip(),
+  ])
 
 
 def _canonical(tok: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
