@@ -28,12 +28,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-STEPS = 240
+STEPS = 400
 
 
 def command(workdir: str, corpus: str) -> list[str]:
   flags = {"total_steps": STEPS, "forget_every": 40, "batch_size": 16, "log_every": 5, "eval_every": 60,
-           "checkpoint_every": 20, "model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2,
+           "checkpoint_every": 10, "model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2,
            "model.intermediate_size": 64, "data.source": f"prepared:{corpus}", "data.seq_len": 32,
            "data.max_valid_sequences": 32, "optim.lr": 3e-3, "optim.warmup_steps": 10}
   return [sys.executable, "-m", "rewire.main", "--config=configs/pretrain_forget.py", f"--workdir={workdir}",
@@ -75,6 +75,12 @@ def damage(workdir: str, rng: random.Random) -> str | None:
   return f"{kind} {os.path.relpath(path, workdir)}"
 
 
+def _latest(workdir: str) -> int | None:
+  ckpts = os.path.join(workdir, "checkpoints")
+  steps = [int(s) for s in os.listdir(ckpts) if s.isdigit()] if os.path.isdir(ckpts) else []
+  return max(steps) if steps else None
+
+
 def records(workdir: str) -> tuple[list, list]:
   from rewire.telemetry import read_records
   recs = read_records(os.path.join(workdir, "metrics.jsonl"))
@@ -86,7 +92,7 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--cycles", type=int, default=20)
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--corrupt", type=float, default=0.3, help="chance of damaging the newest checkpoint per cycle")
+  ap.add_argument("--corrupt", type=float, default=0.4, help="chance of damaging the newest checkpoint per cycle")
   args = ap.parse_args()
   rng = random.Random(args.seed)
   root = tempfile.mkdtemp(prefix="rewire-faults-")
@@ -97,11 +103,11 @@ def main() -> int:
   ref_seconds = time.time() - t0
 
   kills = corruptions = refusals = finished_early = 0
-  notes, t0 = [], time.time()
+  notes, reached, t0 = [], [], time.time()
   for cycle in range(args.cycles):
     proc = subprocess.Popen(command(run, corpus), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(rng.uniform(1.0, 8.0))
+    time.sleep(rng.uniform(3.0, 10.0))  # start-up (imports, compile) takes ~5 s here
     if cycle == args.cycles // 2 and proc.poll() is None:  # a second process on the same workdir
       second = subprocess.run(command(run, corpus), cwd=ROOT, env=ENV, capture_output=True, text=True)
       lines = [l for l in second.stderr.splitlines() if l.strip()]
@@ -115,6 +121,7 @@ def main() -> int:
     else:
       finished_early += proc.returncode == 0
     proc.wait()
+    reached.append(_latest(run))
     if rng.random() < args.corrupt:
       what = damage(run, rng)
       if what:
@@ -136,6 +143,7 @@ def main() -> int:
   print(json.dumps({"cycles": args.cycles, "kill_9": kills, "finished_before_a_kill": finished_early,
                     "checkpoint_corruptions": corruptions, "damaged_checkpoints_kept_aside": kept,
                     "second_process_refused": refusals, "final_exit": final.returncode,
+                    "newest_checkpoint_after_each_cycle": reached,
                     "bit_identical_params": same_params, "identical_metrics": same_metrics,
                     "reference_seconds": round(ref_seconds, 1), "campaign_seconds": round(campaign_seconds, 1)},
                    indent=1))

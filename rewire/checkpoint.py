@@ -46,6 +46,8 @@ class Checkpointer:
     root = os.path.dirname(self.directory)
     self.sums_dir = os.path.join(root, "checkpoint_checksums")
     self.damaged_dir = os.path.join(root, "damaged_checkpoints")
+    if jax.process_index() == 0 and not self._mngr.all_steps():
+      os.makedirs(self.sums_dir, exist_ok=True)  # a run that seals from its first checkpoint on
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -108,8 +110,16 @@ class Checkpointer:
 
   def restore_latest(self, abstract_state: Any, *, notify: Callable[[str], None]) -> tuple[Any, dict, int] | None:
     """The newest intact checkpoint as (state, data_state, step), setting damaged ones aside; None if none."""
-    for step in sorted(self._mngr.all_steps(), reverse=True):
-      reason = self.damage(step)
+    steps = sorted(self._mngr.all_steps(), reverse=True)
+    # Once a run seals its checkpoints, an unsealed one (killed between its save and its seal) cannot be
+    # verified: it is set aside like a damaged one and the newest sealed one is used (its few steps are
+    # recomputed, bit-identically). Workdirs without any seal (older rewire versions) are read as they are.
+    sealing = os.path.isdir(self.sums_dir)
+    for step in steps:
+      if sealing and not os.path.exists(os.path.join(self.sums_dir, f"{step}.json")):
+        reason = "it has no checksums (the run stopped before sealing it), so it cannot be verified"
+      else:
+        reason = self.damage(step)
       if reason is None:
         try:
           state, data_state = self.restore(step, abstract_state)

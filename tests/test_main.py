@@ -65,21 +65,27 @@ def test_resuming_with_a_mismatched_tokenizer_fails_in_a_fresh_process(tmp_path)
   assert before == after
 
 
-@pytest.mark.parametrize("case", ["missing_config", "unknown_preset", "mask_prob", "negative_lr", "workdir_file"])
+@pytest.mark.parametrize("case", ["missing_config", "unknown_preset", "mask_prob", "negative_lr", "workdir_file",
+                                  "unwritable"])
 def test_more_bad_inputs_are_one_line(case, tmp_path):
   cfg = os.path.join(ROOT, "configs", "pretrain_forget.py")
   workdir = tmp_path / "run"
   if case == "workdir_file":
     workdir.write_text("not a directory")
+  if case == "unwritable":
+    (tmp_path / "a_file").write_text("x")
+    workdir = tmp_path / "a_file" / "run"
   args, expect = {
       "missing_config": ([f"--config={tmp_path}/nope.py"], "nope.py"),
       "unknown_preset": ([f"--config={cfg}:huge"], "unknown preset 'huge'"),
       "mask_prob": ([f"--config={cfg}", "--config.data.mask_prob=1.5"], "data.mask_prob must be in (0, 1)"),
       "negative_lr": ([f"--config={cfg}", "--config.optim.lr=-0.1"], "optim.lr must be positive"),
       "workdir_file": ([f"--config={cfg}"], "is a file"),
+      "unwritable": ([f"--config={cfg}"], "cannot write to workdir"),
   }[case]
   out = rewire_main(*args, f"--workdir={workdir}")
   assert out.returncode == 2, out.stderr[-2000:]
   lines = [l for l in out.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and lines[0].startswith("rewire: error: ") and expect in lines[0], out.stderr[-2000:]
   assert case == "workdir_file" or not workdir.exists()
+  assert case != "unwritable" or (tmp_path / "a_file").read_text() == "x"

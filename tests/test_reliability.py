@@ -47,7 +47,8 @@ def test_no_checkpoint_is_written_from_a_non_finite_state(tmp_path):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params)), step
 
 
-def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(sig, tmp_path):
   total = TOTAL * 50
   cmd, env = cli(tmp_path / "w", f"--config.total_steps={total}", "--config.eval_every=100",
                  "--config.checkpoint_every=100")
@@ -57,12 +58,13 @@ def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(t
   while time.time() < deadline and not any(r.get("step", 0) >= 3 and "loss" in r for r in read_records(str(metrics))
                                             if metrics.exists()):
     time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   out, err = proc.communicate(timeout=240)
-  assert proc.returncode == 143, err[-2000:]
-  assert "done:" not in out
+  assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err[-2000:]
+  assert "done:" not in out and "Traceback" not in err
   line = err.strip().splitlines()[-1]
-  assert line.startswith("rewire: preempted at step ") and "run the same command to resume" in line
+  word = "preempted" if sig == signal.SIGTERM else "interrupted"
+  assert line.startswith(f"rewire: {word} at step ") and "run the same command to resume" in line
   stopped = int(line.split("step ")[1].split(":")[0])
   assert rworkdir.read_summary(str(tmp_path / "w"))["finished"] is False
   logged = [r["step"] for r in read_records(str(metrics)) if "loss" in r and "event" not in r]
@@ -152,7 +154,9 @@ def _damage(step_dir, kind):
     import shutil
     for p in step_dir.iterdir():
       shutil.rmtree(p) if p.is_dir() else p.unlink()
-  elif kind == "flipped_bytes":
+  elif kind in ("flipped_bytes", "unsealed_flipped"):
+    if kind == "unsealed_flipped":  # killed after the save finished but before its checksums were written
+      (step_dir.parent.parent / "checkpoint_checksums" / f"{step_dir.name}.json").unlink()
     f = _largest(state)
     data = bytearray(f.read_bytes())
     for i in range(len(data) // 3, len(data) // 3 + 8):
@@ -161,7 +165,7 @@ def _damage(step_dir, kind):
 
 
 @pytest.mark.parametrize("kind", ["truncated_file", "truncated_metadata", "empty_manifest", "deleted_data_file",
-                                  "emptied_folder", "flipped_bytes"])
+                                  "emptied_folder", "flipped_bytes", "unsealed_flipped"])
 def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_last_intact_one(
     kind, tiny_runs, tmp_path, capsys):
   import shutil
@@ -201,3 +205,16 @@ def test_a_failed_save_stops_the_run_with_one_line(how, tmp_path, monkeypatch):
                                       r"checkpoint 6 is intact"):
     run_tiny(tiny_config(), tmp_path, devices=jax.devices()[:1])
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["6"]  # no temporary folder left
+
+
+def test_export_of_a_damaged_checkpoint_is_one_line(tiny_runs, tmp_path, capsys):
+  import shutil
+  from rewire import hf
+  source, _ = tiny_runs("one_device")
+  workdir = tmp_path / "w"
+  shutil.copytree(source, workdir)
+  _damage(workdir / "checkpoints" / "12", "truncated_metadata")
+  assert hf.main(["export", f"--checkpoint={workdir}", f"--out={tmp_path / 'out'}"]) == 2
+  lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("rewire: error: cannot read checkpoint 12") and "damaged" in lines[0]
+  assert not (tmp_path / "out").exists()
