@@ -55,6 +55,9 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> None:
     """Starts saving `step`; UserError when this save, or the previous background one, failed."""
     self.seal_finished()
+    stale = os.path.join(self.sums_dir, f"{step}.json")
+    if jax.process_index() == 0 and os.path.exists(stale):
+      os.remove(stale)  # a seal left by an earlier checkpoint of this step number
     try:
       self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     data=ocp.args.JsonSave(data_state)), force=force)
@@ -74,24 +77,39 @@ class Checkpointer:
                     f"stopped; " + (f"checkpoint {max(intact)} is intact" if intact else "no checkpoint is kept"))
 
   def seal_finished(self) -> None:
-    """Writes the checksums of every finished checkpoint that has none yet (process 0)."""
-    if jax.process_index() != 0 or self._mngr.is_saving_in_progress():
+    """Writes the checksums of every finished checkpoint that has none yet (process 0).
+
+    `all_steps` lists only finalised checkpoints (orbax renames a save's temporary folder when it is
+    complete), so this is safe while the next save is still being written.
+    """
+    if jax.process_index() != 0:
       return
-    if self._requested is not None and self._requested not in self._mngr.all_steps():
+    if self._requested is not None and not self._mngr.is_saving_in_progress() and \
+        self._requested not in self._mngr.all_steps():
       error = None
       try:
         self._mngr.check_for_errors()
       except Exception as e:  # the background save's own error, if orbax kept it
         error = e
       self._failed(self._requested, error)
-    for step in self._mngr.all_steps():
+    steps = set(self._mngr.all_steps())
+    for name in os.listdir(self.sums_dir) if os.path.isdir(self.sums_dir) else []:
+      if name.endswith(".json") and name[:-5].isdigit() and int(name[:-5]) not in steps:
+        os.remove(os.path.join(self.sums_dir, name))  # its checkpoint was rotated out (max_to_keep)
+    for step in sorted(steps):
       path = os.path.join(self.sums_dir, f"{step}.json")
-      if not os.path.exists(path):
+      step_dir = os.path.join(self.directory, str(step))
+      if not os.path.exists(path) and os.path.isdir(step_dir):
+        try:
+          hashes = _file_hashes(step_dir)
+        except FileNotFoundError:  # rotated out while being read
+          continue
+        if not hashes:
+          continue
         os.makedirs(self.sums_dir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-          json.dump(_file_hashes(os.path.join(self.directory, str(step))), f)
-        os.replace(tmp, path)
+        with open(path + ".tmp", "w") as f:
+          json.dump(hashes, f)
+        os.replace(path + ".tmp", path)
 
   def damage(self, step: int) -> str | None:
     """Why checkpoint `step` does not match its seal (None: it matches, or it has no seal yet)."""
@@ -100,6 +118,8 @@ class Checkpointer:
       return None
     with open(path) as f:
       want = json.load(f)
+    if not want:
+      return "its checksum file is empty"
     got = _file_hashes(os.path.join(self.directory, str(step)))
     for name in sorted(want):
       if name not in got:
