@@ -68,6 +68,10 @@ class Checkpointer:
       self.seal_finished()
 
   def _failed(self, step: int, error: Exception | None) -> None:
+    try:
+      self._mngr.wait_until_finished()  # earlier saves still in flight complete, so they stay usable
+    except Exception:  # their own failure is reported below with this one
+      pass
     for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
       if name.startswith(f"{step}.") and "tmp" in name:
         shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)

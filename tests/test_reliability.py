@@ -218,3 +218,14 @@ def test_export_of_a_damaged_checkpoint_is_one_line(tiny_runs, tmp_path, capsys)
   lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
   assert len(lines) == 1 and lines[0].startswith("rewire: error: cannot read checkpoint 12") and "damaged" in lines[0]
   assert not (tmp_path / "out").exists()
+
+
+def test_export_without_transformers_is_one_line_and_writes_nothing(tiny_runs, tmp_path, monkeypatch):
+  import importlib.util
+  from rewire import hf
+  workdir, _ = tiny_runs("one_device")
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+  with pytest.raises(UserError, match=r"export needs transformers .*\.\[hf\]"):
+    hf.export_checkpoint(str(workdir), str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
