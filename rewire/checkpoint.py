@@ -13,7 +13,6 @@ Every finished checkpoint is sealed: the sha256 of each of its files goes to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from rewire.errors import UserError
+from rewire.fileio import sha256_file, write_json_atomic
 from rewire.optim import path_str
 
 
@@ -111,9 +111,7 @@ class Checkpointer:
         if not hashes:
           continue
         os.makedirs(self.sums_dir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-          json.dump(hashes, f)
-        os.replace(path + ".tmp", path)
+        write_json_atomic(path, hashes, indent=None)
 
   def damage(self, step: int) -> str | None:
     """Why checkpoint `step` does not match its seal (None: it matches, or it has no seal yet)."""
@@ -208,11 +206,7 @@ def _file_hashes(directory: str) -> dict[str, str]:
   for root, _, files in os.walk(directory):
     for name in files:
       path = os.path.join(root, name)
-      h = hashlib.sha256()
-      with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-          h.update(block)
-      out[os.path.relpath(path, directory)] = h.hexdigest()
+      out[os.path.relpath(path, directory)] = sha256_file(path)
   return out
 
 

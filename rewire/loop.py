@@ -8,7 +8,8 @@ The loop owns everything around the step:
   reported at the interval's last step, event flags (e.g. `forgot`) become event records, the rest are
   averaged; throughput (per second, per device, TFLOP/s and MFU when FLOPs are known) is measured without
   the first step's compilation and without evaluation time;
-* divergence: a non-finite loss or gradient norm stops the run with one line;
+* divergence: a non-finite loss or gradient norm stops the run with one line, and no checkpoint is written
+  from a state after a step whose `finite` flag is false;
 * evaluation every `eval_every` steps and at the end; checkpoints every `checkpoint_every` steps, at the
   end and when stopping;
 * preemption: SIGTERM (what TPU/GPU schedulers send) saves at the next step and returns;
@@ -115,19 +116,18 @@ class Loop:
 
     `preempted(step)`, if given, replaces the local SIGTERM flag: a multi-host job passes orbax's
     `reached_preemption`, so that every host stops at the same step. A `finite` metric (the step's
-    loss, gradient norm and new params all finite) is accumulated on device; no checkpoint is written
-    from a state after a non-finite step.
+    loss, gradient norm and new params all finite) is read with the other metrics at each flush, and for
+    the steps since the last flush before a checkpoint; no checkpoint is written from a state after a
+    non-finite step.
     """
     self._pending: list[tuple[int, Any]] = []
+    self._finite = True  # every flushed step so far had a finite state
     self._timed_steps, self._t_last = 0, time.perf_counter()
     step, last_eval, total = start, None, self.total_steps
-    finite = None
     with Preemption() as preempt:
       while step < total:
         state, metrics = train_step(state, place(next(batches)))
         step += 1
-        if "finite" in metrics:
-          finite = metrics["finite"] if finite is None else finite & metrics["finite"]
         self._pending.append((step, metrics))
         if step == start + 1:
           jax.block_until_ready(metrics)  # the first step compiles; time from here on
@@ -149,7 +149,7 @@ class Loop:
           self._t_last, self._timed_steps = time.perf_counter(), 0
         if save is not None and ((self.checkpoint_every and step % self.checkpoint_every == 0)
                                  or step == total or stopping):
-          if finite is not None and not bool(finite):  # a host sync at checkpoint cadence only
+          if not self._state_finite():  # reads the unflushed steps' flags: a sync at checkpoint cadence only
             self.flush(extra(step))
             raise UserError(f"{self.what} diverged by step {step}: the state is not finite, so no checkpoint "
                             f"was written from it; {self.hint()}")
@@ -161,12 +161,17 @@ class Loop:
                   preempted=stopped and preempt.signal_name != "SIGINT",
                   interrupted=stopped and preempt.signal_name == "SIGINT")
 
+  def _state_finite(self) -> bool:
+    flags = [m["finite"] for _, m in self._pending if "finite" in m]
+    return self._finite and all(bool(f) for f in jax.device_get(flags))
+
   def flush(self, extra: dict) -> None:
     """Fetches the pending metrics, writes one averaged record (and the events), logs the progress line."""
     if not self._pending:
       return
     fetched = jax.device_get([m for _, m in self._pending])
     now = time.perf_counter()
+    self._finite = self._finite and all(bool(m.get("finite", True)) for m in fetched)
     for (s, _), m in zip(self._pending, fetched):
       for flag, event in self.events.items():
         if bool(m[flag]):

@@ -102,25 +102,21 @@ def check_resumed_config(config, workdir: str) -> dict:
 
 
 def _check_tokenizer_against_checkpoint(config, workdir: str, ckpt: Checkpointer | None) -> None:
-  """A resumed run must use the tokenizer its checkpoint was trained with."""
+  """A resumed run's tokenizer must fit its checkpoint's embedding (checked before any data is read).
+
+  That it is the very tokenizer of the run is checked against the corpus manifest afterwards
+  (`rewire.data.pretrain.check_tokenizer`).
+  """
   if ckpt is None or ckpt.latest_step() is None:
     return
-  saved_tok = os.path.join(workdir, "tokenizer.json")
   rows = ckpt.param_shapes(ckpt.latest_step()).get(WORD_EMBEDDING, (None,))[0]
-  if config.data.tokenizer:
-    tok = load_tokenizer(config.data.tokenizer)
-    if rows is not None and tok.get_vocab_size() != rows:
-      raise UserError(f"tokenizer {config.data.tokenizer} has {tok.get_vocab_size()} entries but the "
-                      f"checkpoint in {ckpt.directory} has a {rows}-row embedding")
-    if os.path.exists(saved_tok):
-      with open(saved_tok) as a, open(config.data.tokenizer) as b:
-        if json.load(a) != json.load(b):
-          raise UserError(f"tokenizer {config.data.tokenizer} differs from {saved_tok}, which the "
-                          f"checkpoint in {ckpt.directory} was trained with")
-  elif os.path.exists(saved_tok) and rows is not None:
-    size = load_tokenizer(saved_tok).get_vocab_size()
-    if size != rows:
-      raise UserError(f"{saved_tok} has {size} entries but the checkpoint has a {rows}-row embedding")
+  path = config.data.tokenizer or rworkdir.tokenizer_path(workdir)
+  if rows is None or not os.path.exists(path):
+    return
+  size = load_tokenizer(path).get_vocab_size()
+  if size != rows:
+    raise UserError(f"tokenizer {path} has {size} entries but the checkpoint in {ckpt.directory} has a "
+                    f"{rows}-row embedding")
 
 
 def plan(config, devices: Sequence[jax.Device] | None = None) -> dict:

@@ -21,19 +21,13 @@ from typing import Any
 import numpy as np
 
 from rewire.errors import UserError
+from rewire.fileio import write_json_atomic
 
 MODEL_INFO = "model.json"
 TOKENIZER = "tokenizer.json"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
-
-
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -87,7 +81,7 @@ def read_model_info(workdir: str) -> dict:
 
 def write_model_info(workdir: str, info: dict) -> None:
   os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, MODEL_INFO), info)
+  write_json_atomic(os.path.join(workdir, MODEL_INFO), info, indent=2)
 
 
 def tokenizer_path(workdir: str) -> str:
@@ -119,7 +113,7 @@ def write_params(workdir: str, params: Any, note: dict | None = None) -> None:
 
 def write_summary(workdir: str, summary: dict) -> None:
   """`summary.json`, written atomically as a stage's last act (`finished` says whether it completed)."""
-  _write_json(os.path.join(workdir, SUMMARY), summary)
+  write_json_atomic(os.path.join(workdir, SUMMARY), summary, indent=2)
 
 
 def read_summary(workdir: str) -> dict | None:

@@ -14,6 +14,7 @@ from rewire.data import beam_jobs, prepare, prepared
 from rewire.data.packing import pack_documents
 from rewire.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from rewire.errors import UserError
+from rewire.fileio import sha256_file
 
 from conftest import shared_tokenizer
 
@@ -122,7 +123,7 @@ def test_shards_hold_exactly_the_sequences_of_the_packing_rule(corpus, prepared_
   assert p.dtype == np.uint16 and m["seq_len"] == L
   assert [u["name"] for u in m["units"]] == [str(d / n) for n in sorted(files)]
   for shard in m["splits"]["train"]["shards"]:
-    assert prepared.sha256_file(os.path.join(p.directory, shard["file"])) == shard["sha256"]
+    assert sha256_file(os.path.join(p.directory, shard["file"])) == shard["sha256"]
   assert not os.path.exists(os.path.join(p.directory, ".staging"))
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from rewire.data import sources
 from rewire.errors import UserError
+from rewire.fileio import sha256_file
 
 ENCODE_BLOCK = 2048          # documents per encode_batch call
 SHARD_BYTES = 512 << 20      # a new shard after this many bytes of records
@@ -144,7 +145,6 @@ class _ShardWriter:
         self._close_shard()
 
   def _close_shard(self) -> None:
-    from rewire.data.prepared import sha256_file
     self._writer.close()
     self.shards.append({"file": self._name, "records": self._count, "tokens": self._tokens,
                         "bytes": os.path.getsize(self._path), "sha256": sha256_file(self._path)})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import heapq
@@ -32,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from rewire import workdir as rworkdir
 from rewire.data import beam_jobs, prepared, sources
 from rewire.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
 from rewire.errors import UserError
+from rewire.fileio import sha256_file, write_json_atomic
 from rewire.telemetry import hms
 
 STAGING = ".staging"
@@ -106,17 +107,6 @@ def _fingerprint_hash(key: dict) -> str:
   return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-@contextlib.contextmanager
-def _lock(out: str):
-  path = os.path.join(out, ".prepare.lock")
-  with open(path, "w") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      raise UserError(f"another process is preparing {out}; wait for it or use another directory") from e
-    yield
-
-
 def _check_out_dir(out: str) -> None:
   if os.path.exists(out) and not os.path.isdir(out):
     raise UserError(f"output directory {out} is a file")
@@ -140,7 +130,7 @@ def prepare_into(settings: Settings, out: str, *, engine: Engine = Engine(), nam
   given_sha = ""
   if s.tokenizer:
     special_ids(load_tokenizer(s.tokenizer))  # the layout, checked before anything is written
-    given_sha = prepared.sha256_file(s.tokenizer)
+    given_sha = sha256_file(s.tokenizer)
   key = s.fingerprint(given_sha)
   fp = _fingerprint_hash(key)
   _check_out_dir(out)
@@ -154,7 +144,7 @@ def prepare_into(settings: Settings, out: str, *, engine: Engine = Engine(), nam
   created = not os.path.exists(out)
   os.makedirs(out, exist_ok=True)
   try:
-    with _lock(out):
+    with rworkdir.locked(out):  # one preparation at a time per directory
       return _prepare(s, out, units, key, fp, given_sha, engine, name or os.path.basename(out), log_stream)
   except UserError:  # bad input found by a job: leave no trace (an interrupt leaves staging, never read)
     shutil.rmtree(os.path.join(out, STAGING), ignore_errors=True)
@@ -251,10 +241,10 @@ def _manifest(s: Settings, units, summaries: list[dict], key: dict, fp: str, sta
       "sources": {"train": s.source, "valid": s.valid_source or f"{s.source} (held out)"},
       "units": [{"name": u.name, "role": role, "bytes": u.size} for u, role in units],
       "seq_len": s.seq_len, "dtype": dtype,
-      "tokenizer": {"file": prepared.TOKENIZER, "sha256": prepared.sha256_file(os.path.join(staging, prepared.TOKENIZER)),
+      "tokenizer": {"file": prepared.TOKENIZER, "sha256": sha256_file(os.path.join(staging, prepared.TOKENIZER)),
                     "vocab_size": int(counts.size), "given": s.tokenizer or None,
                     "trained_on_documents": sample_size or None},
-      "unigram_counts_sha256": prepared.sha256_file(os.path.join(staging, prepared.COUNTS)),
+      "unigram_counts_sha256": sha256_file(os.path.join(staging, prepared.COUNTS)),
       "splits": splits,
       "run": {"runner": engine.runner, "workers": engine.workers, "seconds": round(seconds, 1),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
@@ -270,7 +260,7 @@ def _commit(out: str, staging: str, manifest: dict) -> None:
       os.replace(os.path.join(staging, shard["file"]), os.path.join(out, shard["file"]))
   for name in (prepared.TOKENIZER, prepared.COUNTS):
     os.replace(os.path.join(staging, name), os.path.join(out, name))
-  prepared.write_json_atomic(os.path.join(out, prepared.MANIFEST), manifest)
+  write_json_atomic(os.path.join(out, prepared.MANIFEST), manifest)
   shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -19,44 +19,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
-from typing import Any
 
 import numpy as np
 
 from rewire.errors import UserError
+from rewire.fileio import sha256_file
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 COUNTS = "unigram_counts.npy"
 FORMAT = "rewire.prepared/1"
 SPLITS = ("train", "valid")
-
-
-def sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON through a temporary file and a rename, so a reader never sees half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def read_manifest(directory: str) -> dict | None:
@@ -79,6 +54,7 @@ class Prepared:
   """A finished prepared corpus, opened for reading."""
   directory: str
   manifest: dict
+  _sources: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @property
   def seq_len(self) -> int:
@@ -109,12 +85,14 @@ class Prepared:
     return np.load(os.path.join(self.directory, COUNTS))
 
   def source(self, split: str):
-    """A grain `ArrayRecordDataSource` over the split's shards, in manifest order."""
+    """A grain `ArrayRecordDataSource` over the split's shards, in manifest order (opened once)."""
     import grain
-    paths = self.shard_paths(split)
-    if not paths:
-      raise UserError(f"{self.directory}: the {split} split holds no sequence")
-    return grain.sources.ArrayRecordDataSource(paths)
+    if split not in self._sources:
+      paths = self.shard_paths(split)
+      if not paths:
+        raise UserError(f"{self.directory}: the {split} split holds no sequence")
+      self._sources[split] = grain.sources.ArrayRecordDataSource(paths)
+    return self._sources[split]
 
   def decode(self, records: list[bytes]) -> np.ndarray:
     """Records -> int32 `(len(records), seq_len)` token ids."""

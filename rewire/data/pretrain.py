@@ -24,6 +24,7 @@ from rewire.data import prepare, prepared
 from rewire.data.batches import Batches, budget_prefix, corpus_batches
 from rewire.data.tokenizer import SpecialIds, load_tokenizer, special_ids
 from rewire.errors import UserError
+from rewire.fileio import sha256_file
 
 TOKENIZER_FILE = "tokenizer.json"
 DATA_DIR = "data"
@@ -77,10 +78,10 @@ def check_tokenizer(corpus: prepared.Prepared, data_cfg: Any, workdir: str) -> N
   """The corpus's tokenizer must be the run's: `data.tokenizer`, and the workdir's (from a checkpoint)."""
   manifest = os.path.join(corpus.directory, prepared.MANIFEST)
   want = corpus.manifest["tokenizer"]["sha256"]
-  if data_cfg.tokenizer and prepared.sha256_file(data_cfg.tokenizer) != want:
+  if data_cfg.tokenizer and sha256_file(data_cfg.tokenizer) != want:
     raise UserError(f"{manifest} was prepared with another tokenizer than data.tokenizer={data_cfg.tokenizer}")
   mine = os.path.join(workdir, TOKENIZER_FILE)
-  if os.path.isfile(mine) and prepared.sha256_file(mine) != want:
+  if os.path.isfile(mine) and sha256_file(mine) != want:
     raise UserError(f"{manifest} was prepared with another tokenizer than {mine}, which this run's "
                     "checkpoints were trained with")
 
