@@ -90,7 +90,9 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
 
   c.forget = ml_collections.ConfigDict(dict(
       pattern=WORD_EMBEDDING,    # the leaves that are reset (regex over param paths)
-      init_std=0.02))
+      init_std=0.02,             # std of the fresh N(0, std) sample (padding row 0)
+      reset_optimizer=True,      # False: keep the reset leaves' Adam moments (their schedule still restarts)
+      until=0))                  # U > 0: no resets after update U; the last episode then runs to the end
 
   c.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, tensor=1,  # -1: the rest of the devices

@@ -2,12 +2,17 @@
 
 `forget(inner, ...)` wraps the optimizer of the token-embedding group inside the stage's
 `optax.multi_transform` (see `rewire.optim`). After update number s (1-based) it resets that group
-whenever s is a multiple of K and s is not the final update:
+whenever s is a multiple of K, s is not the final update and (with `until` = U > 0) s <= U:
 
 * the group's leaves are resampled from N(0, init_std), with the padding row of a 2-D embedding set to 0;
 * the group's optimizer state is re-initialised (Adam moments zeroed, its update count restarted), so the
-  group replays its own learning-rate schedule inside every K-update episode;
+  group replays its own learning-rate schedule inside every K-update episode. With
+  `reset_optimizer=False` the Adam moments (and their bias-correction count) are carried over instead;
+  only the schedule restarts;
 * every other leaf, and its optimizer state, is exactly what it would have been without the reset.
+
+With `until`, the episode after the last reset runs to the end of training ("temporary forgetting"): it
+uses `final`, the same AdamW with the schedule compressed into that longer episode instead of into K.
 
 The reset is a `lax.cond` inside the update, so the train step compiles once and never branches in Python
 on the step number. Its randomness is `fold_in(fold_in(key(seed), SALT), s)`, so a resumed run resets
@@ -31,11 +36,27 @@ class ForgetState(NamedTuple):
   inner_state: optax.OptState
 
 
-def reset_due(count: jax.Array, every: int, last_step: int) -> jax.Array:
-  """True after update `count` (1-based) if a reset follows it: a multiple of `every`, not the last one."""
+def reset_due(count: jax.Array, every: int, last_step: int, until: int = 0) -> jax.Array:
+  """True after update `count` (1-based) if a reset follows it: a multiple of `every`, not the last
+  update, and not after update `until` (when `until` > 0)."""
   if every <= 0:
     return jnp.zeros_like(count, dtype=bool)
-  return (count % every == 0) & (count < last_step)
+  due = (count % every == 0) & (count < last_step)
+  return due & (count <= until) if until > 0 else due
+
+
+def last_reset(every: int, last_step: int, until: int = 0) -> int:
+  """The update after which the final reset happens (0 if there is none)."""
+  if every <= 0:
+    return 0
+  bound = min(last_step - 1, until) if until > 0 else last_step - 1
+  return (bound // every) * every
+
+
+def _keep_moments(new_state: Any, old_state: Any) -> Any:
+  """`new_state` with every `ScaleByAdamState` node taken from `old_state` (moments kept, schedule restarted)."""
+  is_adam = lambda x: isinstance(x, optax.ScaleByAdamState)
+  return jax.tree.map(lambda n, o: o if is_adam(n) else n, new_state, old_state, is_leaf=is_adam)
 
 
 def resample(key: jax.Array, params: Any, *, init_std: float, pad_id: int | None) -> Any:
@@ -51,7 +72,8 @@ def resample(key: jax.Array, params: Any, *, init_std: float, pad_id: int | None
 
 
 def forget(inner: optax.GradientTransformation, *, every: int, last_step: int, init_std: float,
-           pad_id: int | None, seed: int) -> optax.GradientTransformationExtraArgs:
+           pad_id: int | None, seed: int, until: int = 0, reset_optimizer: bool = True,
+           final: optax.GradientTransformation | None = None) -> optax.GradientTransformationExtraArgs:
   """Wraps the optimizer of the leaves to forget (the token embeddings) with periodic resets.
 
   Used as the forgetting group's transformation inside `optax.multi_transform` (see
@@ -66,7 +88,12 @@ def forget(inner: optax.GradientTransformation, *, every: int, last_step: int, i
     init_std: standard deviation of the fresh embeddings.
     pad_id: the row of a 2-D embedding to set to zero after a reset (None for no such row).
     seed: the run's seed; the reset after update s uses `fold_in(fold_in(key(seed), SALT), s)`.
+    until: U > 0: no reset after update U; 0: reset to the end.
+    reset_optimizer: False keeps the group's Adam moments across a reset (the schedule still restarts).
+    final: with `until`, the group's optimizer for the episode after the last reset (same state
+      structure as `inner`, a schedule over that episode's length); None: `inner` throughout.
   """
+  final_from = last_reset(every, last_step, until) if (until > 0 and final is not None) else None
 
   def init_fn(params):
     return ForgetState(count=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
@@ -75,18 +102,24 @@ def forget(inner: optax.GradientTransformation, *, every: int, last_step: int, i
     if params is None:
       raise ValueError("forget() needs `params` in update() to resample the embeddings")
     count = state.count + 1
-    updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    if final_from is None:
+      updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    else:
+      updates, inner_state = jax.lax.cond(
+          count > final_from, lambda u, s: final.update(u, s, params, **extra_args),
+          lambda u, s: inner.update(u, s, params, **extra_args), updates, state.inner_state)
     if every <= 0:
       return updates, ForgetState(count, inner_state)
 
     def do_reset(operand):
-      upd, _ = operand
+      upd, old = operand
       key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _SALT), count)
       fresh = resample(key, params, init_std=init_std, pad_id=pad_id)
       upd = jax.tree.map(lambda u, f, p: (f - p).astype(u.dtype), upd, fresh, params)
-      return upd, inner.init(fresh)
+      new = inner.init(fresh)
+      return upd, new if reset_optimizer else _keep_moments(new, old)
 
-    updates, inner_state = jax.lax.cond(reset_due(count, every, last_step), do_reset, lambda o: o,
+    updates, inner_state = jax.lax.cond(reset_due(count, every, last_step, until), do_reset, lambda o: o,
                                         (updates, inner_state))
     return updates, ForgetState(count, inner_state)
 

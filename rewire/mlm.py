@@ -63,7 +63,7 @@ def all_finite(tree: Any) -> jax.Array:
 
 def make_train_step(model, tx: optax.GradientTransformation, trainable: Any, *, seed: int,
                     masker: MaskingSpec, schedules: optim.Schedules, forget_every: int,
-                    total_steps: int, full_gradient: bool = False) -> Callable:
+                    total_steps: int, forget_until: int = 0, full_gradient: bool = False) -> Callable:
   """Builds `train_step(state, tokens) -> (state, metrics)`.
 
   `full_gradient=True` differentiates every parameter and leaves freezing to the masked optimizer alone;
@@ -94,7 +94,7 @@ def make_train_step(model, tx: optax.GradientTransformation, trainable: Any, *, 
     grad_norm = optax.tree.norm(grads)
     metrics = {
         "loss": loss, "accuracy": acc, "predictions": n, "grad_norm": grad_norm,
-        "forgot": forgetting.reset_due(step, forget_every, total_steps),
+        "forgot": forgetting.reset_due(step, forget_every, total_steps, forget_until),
         "finite": all_finite((loss, grad_norm, params)),  # checked by the loop before any checkpoint
     }
     for group, lr in schedules.rates(step, forget_every).items():
@@ -178,9 +178,13 @@ class Setup:
     self.labels = labels
     self.trainable = optim.trainable_mask(labels)
     groups = sorted(set(jax.tree.leaves(labels)))
-    self.schedules = optim.make_schedules(config.optim, config.total_steps, forget_every, groups)
+    fcfg = config.forget
+    self.schedules = optim.make_schedules(config.optim, config.total_steps, forget_every, groups,
+                                          until=fcfg.until)
+    final = (optim.adamw(config.optim, self.schedules.final) if self.schedules.final is not None else None)
     reset = functools.partial(forgetting.forget, every=forget_every, last_step=config.total_steps,
-                              init_std=config.forget.init_std, pad_id=specials.pad, seed=config.seed)
+                              init_std=fcfg.init_std, pad_id=specials.pad, seed=config.seed, until=fcfg.until,
+                              reset_optimizer=fcfg.reset_optimizer, final=final)
     self.tx = optim.make_stage_optimizer(config.optim, labels, self.schedules,
                                          wrap={optim.FORGET: reset} if forget_every > 0 else None)
 
@@ -197,7 +201,8 @@ class Setup:
 
     train_step = make_train_step(self.model, self.tx, self.trainable, seed=config.seed, masker=self.masker,
                                  schedules=self.schedules, forget_every=forget_every,
-                                 total_steps=config.total_steps, full_gradient=full_gradient)
+                                 total_steps=config.total_steps, forget_until=fcfg.until,
+                                 full_gradient=full_gradient)
     self.train_step = jax.jit(train_step, in_shardings=(self.state_shardings, batch_sh),
                               out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
     eval_step = make_eval_step(self.model, seed=config.seed, masker=self.masker)

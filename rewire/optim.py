@@ -88,8 +88,14 @@ def warmup_linear_decay(peak: float, warmup: int, total: int) -> optax.Schedule:
 
 @dataclasses.dataclass(frozen=True)
 class Schedules:
-  """The learning-rate schedule of each trainable group, indexed by that group's own update count."""
+  """The learning-rate schedule of each trainable group, indexed by that group's own update count.
+
+  With temporary forgetting, `final` is the forgetting group's schedule in the episode that follows its
+  last reset (after update `final_from`), which runs to the end of training.
+  """
   by_group: Mapping[str, optax.Schedule]
+  final: optax.Schedule | None = None
+  final_from: int = 0
 
   def rates(self, step: jax.Array, forget_every: int) -> dict[str, jax.Array]:
     """Learning rate each group used for update number `step` (1-based), for logging."""
@@ -97,25 +103,41 @@ class Schedules:
     for group, sched in self.by_group.items():
       count = step - 1
       if group == FORGET and forget_every > 0:
-        count = count % forget_every
-      out[group] = sched(count)
+        out[group] = sched(count % forget_every)
+        if self.final is not None:
+          out[group] = jnp.where(count >= self.final_from, self.final(count - self.final_from), out[group])
+      else:
+        out[group] = sched(count)
     return out
 
 
-def make_schedules(optim_cfg, total_steps: int, forget_every: int, groups: Sequence[str]) -> Schedules:
-  """Global schedule for every group; the forgetting group replays it compressed into each episode."""
-  by_group = {}
+def _episode_schedule(optim_cfg, total_steps: int, length: int) -> optax.Schedule:
+  # The reference compresses the whole schedule into each episode: warm-up W*L/T updates, then linear
+  # decay to 0 at the episode's end.
+  warm = round(optim_cfg.warmup_steps * length / total_steps)
+  return warmup_linear_decay(optim_cfg.lr, warm, length)
+
+
+def make_schedules(optim_cfg, total_steps: int, forget_every: int, groups: Sequence[str], *,
+                   until: int = 0) -> Schedules:
+  """Global schedule for every group; the forgetting group replays it compressed into each episode.
+
+  With `until` > 0 (no resets after update `until`) the episode after the last reset runs to the end of
+  training, and the schedule is compressed into that episode's length instead.
+  """
+  from rewire.forgetting import last_reset  # forgetting imports nothing from here; keeps optim standalone
+  by_group, final, final_from = {}, None, 0
   for g in groups:
     if g == FROZEN:
       continue
     if g == FORGET and forget_every > 0:
-      # The reference compresses the whole schedule into each K-update episode:
-      # warm-up W*K/T updates, then linear decay to 0 at update K.
-      warm = round(optim_cfg.warmup_steps * forget_every / total_steps)
-      by_group[g] = warmup_linear_decay(optim_cfg.lr, warm, forget_every)
+      by_group[g] = _episode_schedule(optim_cfg, total_steps, forget_every)
+      if until > 0:
+        final_from = last_reset(forget_every, total_steps, until)
+        final = _episode_schedule(optim_cfg, total_steps, total_steps - final_from)
     else:
       by_group[g] = warmup_linear_decay(optim_cfg.lr, optim_cfg.warmup_steps, total_steps)
-  return Schedules(by_group)
+  return Schedules(by_group, final, final_from)
 
 
 def adamw(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:

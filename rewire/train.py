@@ -58,6 +58,8 @@ def _check_run_config(config, mesh) -> None:
     raise UserError(f"data.mask_prob must be in (0, 1), got {config.data.mask_prob}")
   if not config.optim.lr > 0:
     raise UserError(f"optim.lr must be positive, got {config.optim.lr}")
+  if config.forget.until < 0 or not config.forget.init_std > 0:
+    raise UserError("forget.until must be >= 0 (0: reset to the end) and forget.init_std positive")
   if config.optim.warmup_steps < 0 or config.optim.clip_norm < 0:
     raise UserError("optim.warmup_steps and optim.clip_norm must be >= 0")
 

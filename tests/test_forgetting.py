@@ -31,17 +31,20 @@ def optim_cfg(clip=0.5):
                                         clip_norm=clip))
 
 
-def make_tx(params, every=K, rules=((".*", "train"),), clip=0.5, seed=0):
+def make_tx(params, every=K, rules=((".*", "train"),), clip=0.5, seed=0, **variant):
   labels = optim.label_params(params, rules)
   if every:
     labels = optim.relabel(params, labels, EMB, optim.FORGET)
-  scheds = optim.make_schedules(optim_cfg(clip), TOTAL, every, sorted(set(jax.tree.leaves(labels))))
-  return stage_tx(optim_cfg(clip), labels, scheds, every, seed), labels, scheds
+  scheds = optim.make_schedules(optim_cfg(clip), TOTAL, every, sorted(set(jax.tree.leaves(labels))),
+                                until=variant.get("until", 0))
+  return stage_tx(optim_cfg(clip), labels, scheds, every, seed, **variant), labels, scheds
 
 
-def stage_tx(cfg, labels, scheds, every, seed=0):
+def stage_tx(cfg, labels, scheds, every, seed=0, until=0, reset_optimizer=True):
   """The stage optimizer as `rewire.mlm.Setup` builds it: the forgetting group's AdamW wrapped by forget()."""
-  reset = lambda tx: forgetting.forget(tx, every=every, last_step=TOTAL, init_std=0.02, pad_id=PAD, seed=seed)
+  final = optim.adamw(cfg, scheds.final) if scheds.final is not None else None
+  reset = lambda tx: forgetting.forget(tx, every=every, last_step=TOTAL, init_std=0.02, pad_id=PAD, seed=seed,
+                                       until=until, reset_optimizer=reset_optimizer, final=final)
   return optim.make_stage_optimizer(cfg, labels, scheds, wrap={optim.FORGET: reset} if every else None)
 
 
@@ -67,7 +70,7 @@ def leaves_by_path(tree):
 
 def group_state(state, group):
   """The AdamW chain state of a group (under the forgetting wrapper for the forgetting group)."""
-  inner = state[1].inner_states[group].inner_state
+  inner = state[-1].inner_states[group].inner_state
   return inner.inner_state if isinstance(inner, forgetting.ForgetState) else inner
 
 
@@ -183,3 +186,77 @@ def test_forget_pattern_must_match_a_trainable_parameter():
   frozen = optim.label_params(params, ((".*", "frozen"),))
   with pytest.raises(UserError, match="freezes"):
     optim.relabel(params, frozen, EMB, optim.FORGET)
+
+
+def embedding(params):
+  return np.asarray(params["roberta"]["embeddings"]["word_embeddings"]["embedding"])
+
+
+def test_until_stops_resets_and_runs_the_last_episode_to_the_end():
+  """`forget.until=4` with K=3 over 9 updates: one reset (after update 3), none after; the episode after it
+  lasts 6 updates and replays the schedule compressed into 6, not 3, updates."""
+  due = [s for s in range(1, TOTAL + 1) if bool(forgetting.reset_due(jnp.int32(s), K, TOTAL, 4))]
+  assert due == [3]
+  assert forgetting.last_reset(K, TOTAL, 4) == 3 and forgetting.last_reset(K, TOTAL) == 6
+  params = make_params()
+  tx, _, scheds = make_tx(params, until=4)
+  hist = run(tx, params, TOTAL)
+  counts = [int(group_state(st, optim.FORGET)[0].count) for _, st, _ in hist]
+  assert counts == [1, 2, 0, 1, 2, 3, 4, 5, 6]
+  emb = [embedding(p) for p, _, _ in hist]
+  assert np.abs(emb[2] - emb[1]).max() > 0.5 * np.abs(emb[1]).max()  # the reset: a fresh small sample
+  for a, b in zip(emb[2:], emb[3:]):  # after it, smooth Adam steps only
+    assert np.abs(a - b).max() < 0.05
+  lrs = [float(scheds.rates(jnp.int32(s), K)["forget"]) for s in range(1, TOTAL + 1)]
+  episode = optim.warmup_linear_decay(1e-2, round(3 * 6 / TOTAL), 6)
+  np.testing.assert_allclose(lrs[3:], [float(episode(c)) for c in range(6)], rtol=1e-6)
+  assert lrs[3:] != lrs[:3] * 2  # not the K-long episode repeated
+  # The learning rate the optimizer applied matches the logged one: update = -lr * adam direction.
+  last = hist[-1][1]
+  assert int(group_state(last, optim.FORGET)[2].count) == 6
+
+
+def test_until_past_the_end_equals_plain_forgetting():
+  params = make_params()
+  plain = run(make_tx(params)[0], params, TOTAL)
+  late = run(make_tx(params, until=100)[0], params, 2 * K)  # identical through the episodes of length K
+  for (a, _, _), (b, _, _) in zip(plain, late):  # (the branch between two schedules compiles differently)
+    np.testing.assert_allclose(embedding(a), embedding(b), rtol=1e-5, atol=1e-7)
+
+
+def only(tree):
+  """The one array leaf of a group's moment tree (the forgetting group holds only the embedding)."""
+  (leaf,) = jax.tree.leaves(tree)
+  return np.asarray(leaf)
+
+
+def test_reset_optimizer_off_keeps_adam_moments_and_restarts_the_schedule():
+  params = make_params()
+  cfg = optim_cfg(clip=0.0)
+  hists = {}
+  for keep in (False, True):
+    tx, _, _ = make_tx(params, clip=0.0, reset_optimizer=not keep)
+    hists[keep] = run(tx, params, K)
+  reset_state = group_state(hists[True][K - 1][1], optim.FORGET)
+  zeroed_state = group_state(hists[False][K - 1][1], optim.FORGET)
+  # Reset on: moments zeroed, counts restarted.
+  assert not np.any(only(zeroed_state[0].mu)) and int(zeroed_state[0].count) == 0
+  # Reset off: the moments are Adam's after update K, computed by hand from update K-1's state.
+  before = group_state(hists[True][K - 2][1], optim.FORGET)[0]
+  g = embedding(grads_for(K - 1, hists[True][K - 2][0]))
+  mu = cfg.b1 * only(before.mu) + (1 - cfg.b1) * g
+  nu = cfg.b2 * only(before.nu) + (1 - cfg.b2) * g * g
+  np.testing.assert_allclose(only(reset_state[0].mu), mu, rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(only(reset_state[0].nu), nu, rtol=1e-5, atol=1e-10)
+  assert int(reset_state[0].count) == K  # bias correction goes on with the kept moments
+  assert int(reset_state[2].count) == 0  # the schedule episode restarts either way
+  # The parameters are reset either way (same fresh sample).
+  np.testing.assert_array_equal(embedding(hists[True][K - 1][0]), embedding(hists[False][K - 1][0]))
+
+
+def test_reset_std_sets_the_spread_of_the_fresh_sample():
+  params = {"e": jnp.ones((4000, 8))}
+  for std in (0.02, 0.5):
+    fresh = forgetting.resample(jax.random.key(0), params, init_std=std, pad_id=1)["e"]
+    assert not np.any(np.asarray(fresh[1]))
+    np.testing.assert_allclose(float(np.std(np.asarray(fresh))), std, rtol=0.03)
