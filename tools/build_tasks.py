@@ -1,10 +1,10 @@
-"""Builds rewire's bundled demo tasks, `verse_nli` and `verse_qa`, from the verse-aligned Bibles.
+"""Builds rewire's bundled demo tasks, `verse_nli`, `verse_qa` and `verse_genre`, from the verse-aligned Bibles.
 
 Why: the paper's recipe fine-tunes on an English task and evaluates zero-shot in other languages on
 translations of the same test set (XNLI, MLQA, XQuAD). No such labelled data ships in any package here, so
-these two synthetic tasks are built from Bible verses, which line up across translations. They are
-format-compatible stand-ins (XNLI/MultiNLI and SQuAD/MLQA schemas), not real entailment or reading
-comprehension: see README.md next to this file.
+these synthetic tasks are built from Bible verses, which line up across translations. They are
+format-compatible stand-ins (XNLI/MultiNLI and SQuAD/MLQA schemas, and one-text classification), not real
+entailment, reading comprehension or genre judgements: see README.md next to this file.
 
 - verse_nli: {"premise", "hypothesis", "label", "premise_id", "hypothesis_id"}. The premise is a verse;
   the hypothesis is the next verse ("entailment"), another verse of the same chapter at least two verses
@@ -14,6 +14,9 @@ comprehension: see README.md next to this file.
   the question and is cut out; the context is the other k joined by single spaces; the answer is the
   verse that followed the question, a whole verse of the context. The question is never in the context,
   and the answer's position in it varies, so it must be found by content (what follows the question).
+- verse_genre: {"text", "label", "id"}. One verse of at least MIN_WORDS English words; the label is the
+  genre of its book: "narrative" (Genesis-Esther, Matthew-Acts) or "discourse" (Job-Malachi,
+  Romans-Revelation). Trained on the Old Testament, tested on the New (a transfer of genre, not of text).
 
 Splits: train and dev in English from disjoint Old Testament chapters (dev: a seeded 10% of the chapters);
 test from the New Testament, the same examples (same verse ids) in every language of LANGS, using only
@@ -22,7 +25,9 @@ exactly; everything is drawn from random.Random(SEED). The New Testament is what
 leaves out, so adapting to a language on that corpus never sees the test text.
 
 Reproduce (from the repository root, after the Bibles exist): python3 tools/build_tasks.py
-Outputs: verse_{nli,qa}.{train,dev}.en.jsonl.gz and verse_{nli,qa}.test.<lang>.jsonl.gz, gzip mtime 0.
+Outputs: verse_{nli,qa,genre}.{train,dev}.en.jsonl.gz and verse_{nli,qa,genre}.test.<lang>.jsonl.gz, gzip
+mtime 0. The verse_genre draws come after all verse_nli/verse_qa draws, so adding it left their train and
+dev files unchanged.
 """
 
 from __future__ import annotations
@@ -38,12 +43,15 @@ from collections.abc import Callable
 
 from rewire.data.sources import OT_BOOKS, bible_verses
 
-LANGS = ("en", "es", "ja")
+LANGS = ("en", "es", "ja", "uk")
 SIZES = {"nli": {"train": 6000, "dev": 600, "test": 600},
-         "qa": {"train": 4000, "dev": 600, "test": 600}}  # QA contexts are long: 4000 keeps it < 1.3 MB.
+         "qa": {"train": 4000, "dev": 600, "test": 600},  # QA contexts are long: 4000 keeps it < 1.3 MB.
+         "genre": {"train": 6000, "dev": 600, "test": 1000}}
+from rewire.tasks.names import GENRE_LABELS  # noqa: E402
 from rewire.tasks.names import NLI_LABELS as LABELS  # noqa: E402
 SEED = 2307  # arXiv 2307.01163.
 DEV_FRACTION = 0.1
+MIN_WORDS = 5  # verse_genre skips verses shorter than this in English ("Jesus wept.").
 
 Chapter = list[int]  # Verse numbers present (non-empty) in a chapter, ascending.
 
@@ -132,6 +140,32 @@ def build_qa(bibles: Bibles, chapters: list[str], ok: Callable[[str], bool], n: 
   return items
 
 
+def genre(verse_id: str) -> str:
+  """"narrative" for Genesis-Esther (01-17) and Matthew-Acts (40-44); "discourse" for the other books."""
+  book = int(verse_id[:2])
+  return GENRE_LABELS[0] if book <= 17 or 40 <= book <= 44 else GENRE_LABELS[1]
+
+
+def build_genre(bibles: Bibles, chapters: list[str], ok: Callable[[str], bool], n: int,
+                rng: random.Random) -> list[dict[str, str]]:
+  """`n` distinct verse ids of at least MIN_WORDS English words, n/2 per genre, in shuffled order."""
+  en = bibles.text["en"]
+  pools: dict[str, list[str]] = {label: [] for label in GENRE_LABELS}
+  for c in chapters:
+    for v in bibles.chapters[c]:
+      if ok(vid(c, v)) and len(en[vid(c, v)].split()) >= MIN_WORDS:
+        pools[genre(vid(c, v))].append(vid(c, v))
+  if any(len(pool) < n // len(pools) for pool in pools.values()):
+    raise RuntimeError(f"too few verses for {n} genre examples: {({k: len(v) for k, v in pools.items()})}")
+  items = [{"id": i, "label": label} for label in GENRE_LABELS for i in rng.sample(pools[label], n // len(pools))]
+  rng.shuffle(items)
+  return items
+
+
+def genre_records(items: list[dict[str, str]], text: dict[str, str]) -> list[dict[str, str]]:
+  return [{"text": text[i["id"]], "label": i["label"], "id": i["id"]} for i in items]
+
+
 def _ambiguous(question: str, answer: str, context: list[str]) -> bool:
   """True if the answer is not unique in the context, or the question text appears in it."""
   joined = " ".join(context)
@@ -188,6 +222,13 @@ def build(out_dir: str, langs: tuple[str, ...] = LANGS) -> None:
     positions = Counter(list(i["context_ids"]).index(i["answer_id"]) for i in items)  # type: ignore
     print(f"  {split}: labels {dict(Counter(p['label'] for p in pairs))}; "
           f"QA answer positions {dict(sorted(positions.items()))}")
+  for split in ("train", "dev", "test"):  # After every NLI/QA draw: their files do not depend on this task.
+    genres = build_genre(bibles, pools[split], aligned if split == "test" else english, SIZES["genre"][split], rng)
+    for lang in langs if split == "test" else ("en",):
+      path = os.path.join(out_dir, f"verse_genre.{split}.{lang}.jsonl.gz")
+      digest = write_jsonl_gz(genre_records(genres, bibles.text[lang]), path)  # type: ignore[arg-type]
+      print(f"{os.path.basename(path)}: {len(genres)} examples, {os.path.getsize(path)} bytes, sha256 {digest}")
+    print(f"  {split}: genre labels {dict(Counter(g['label'] for g in genres))}")
 
 
 def main() -> None:

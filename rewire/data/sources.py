@@ -4,9 +4,9 @@ A config names its corpus with a single string, so switching from the bundled de
 or to a hub dataset is a one-line change:
 
   bundled:en_web                          the English demo corpus shipped in rewire/data/corpora/
-  bundled:bible_<lang>                    Old Testament chapters of a verse-aligned Bible (en, es, ja); the
+  bundled:bible_<lang>                    Old Testament chapters of a verse-aligned Bible (en, es, ja, uk); the
                                           New Testament is held out: it is the test text of the bundled
-                                          verse_nli / verse_qa tasks (rewire/data/bundled_tasks/)
+                                          verse_nli / verse_qa / verse_genre tasks (rewire/data/bundled_tasks/)
   files:PATTERN[,PATTERN...]              local files (glob patterns): .txt (blank-line-separated
                                           documents, as CC-100 ships them), .jsonl, .parquet; .txt and .jsonl
                                           optionally compressed as .gz, .xz or .zst

@@ -1,1 +1,2 @@
-"""Task adaptation and zero-shot evaluation: NLI and extractive-QA features, QA post-processing, metrics."""
+"""Task adaptation and zero-shot evaluation: NLI, text-classification and extractive-QA features, QA
+post-processing, metrics."""

@@ -1,4 +1,4 @@
-"""Task examples (NLI, extractive QA) from the hub, TFDS, local files or the bundled verse tasks.
+"""Task examples (NLI, extractive QA, classification) from the hub, TFDS, local files or the bundled tasks.
 
 Fine-tuning and zero-shot evaluation read their data through one call, so a config switches between the
 bundled demo tasks and the paper's benchmarks by changing one source string:
@@ -13,10 +13,13 @@ bundled demo tasks and the paper's benchmarks by changing one source string:
   files:PATTERN[,PATTERN...]    local .jsonl(.gz), .json (SQuAD/MLQA nesting or a list of records), .tsv(.gz)
                                 with a header row, .parquet
   bundled:verse_nli:SPLIT       the bundled synthetic tasks (rewire/data/bundled_tasks/README.md): train and dev in
-  bundled:verse_qa:SPLIT        English, test in every shipped language (`lang`, default en)
+  bundled:verse_qa:SPLIT        English, test in every shipped language (`lang`, default en); verse_genre is
+  bundled:verse_genre:SPLIT     task "classify" (labels GENRE_LABELS), the others nli and qa
 
 Canonical examples: nli -> {"premise", "hypothesis", "label"} with the label as a name string;
-qa -> {"id", "question", "context", "answers": {"text": [...], "answer_start": [...]}}.
+classify -> {"text", "label"} (plus "id" if the row has one), the label a name string, or the class index
+where the source names no classes; qa -> {"id", "question", "context", "answers": {"text": [...],
+"answer_start": [...]}}. Field names accepted for classify: text or sentence, label.
 
 Field names accepted for NLI: premise or sentence1, hypothesis or sentence2, label or gold_label (XNLI and
 MultiNLI .tsv files). Integer labels are mapped through the dataset's ClassLabel names (hub, TFDS, Parquet
@@ -47,22 +50,24 @@ from rewire.data import sources
 from rewire.errors import UserError
 
 from rewire.tasks.names import TASKS
-from rewire.tasks.schema import LABEL_FIELDS, label_name, nli_example, plain, qa_example, same_language
+from rewire.tasks.schema import (LABEL_FIELDS, classify_example, label_name, nli_example, plain, qa_example,
+                                 same_language)
 FORMS = "hf:NAME[:CONFIG]:SPLIT, tfds:NAME[:CONFIG]:SPLIT, files:PATTERN[,PATTERN...] or bundled:TASK:SPLIT"
 _TFDS = re.compile(r"^tfds:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
 _BUNDLED = re.compile(r"^bundled:(?P<name>[^:]+):(?P<split>[^:]+)$")
 _FILE_TYPES = (".jsonl", ".jsonl.gz", ".json", ".tsv", ".tsv.gz", ".parquet")
+BUNDLED_TASKS = {"verse_nli": "nli", "verse_qa": "qa", "verse_genre": "classify"}  # bundled name -> task
 
 Rows = Iterable[tuple[str, Mapping[str, Any]]]  # (where, row): where is "path:line" or "source row i".
 
 
 def load_task_split(source: str, *, task: str, lang: str | None = None,
                     data_dir: str | None = None) -> list[dict[str, Any]]:
-  """Examples of one split in the canonical schema of `task` ("nli" or "qa"), in source order.
+  """Examples of one split in the canonical schema of `task` ("nli", "qa" or "classify"), in source order.
 
   Args:
     source: a source string (see the module docstring).
-    task: "nli" or "qa".
+    task: "nli", "qa" or "classify".
     lang: the language to keep or pick (multilingual rows, language columns, bundled test files).
     data_dir: TFDS data directory for tfds: sources (default: TFDS's own, e.g. $TFDS_DATA_DIR).
 
@@ -90,7 +95,12 @@ def load_task_split(source: str, *, task: str, lang: str | None = None,
   for where, row in rows:
     if isinstance(row, Mapping) and lang and not same_language(row, lang):
       continue
-    example = nli_example(row, where, names, lang) if task == "nli" else qa_example(row, where, lang)
+    if task == "nli":
+      example = nli_example(row, where, names, lang)
+    elif task == "classify":
+      example = classify_example(row, where, names, lang)
+    else:
+      example = qa_example(row, where, lang)
     if example is not None:
       examples.append(example)
   if not examples:
@@ -153,8 +163,9 @@ def _bundled(source: str, task: str, lang: str | None) -> Rows:
   if not m:
     raise UserError(f"bad task data source {source!r}; expected bundled:TASK:SPLIT, one of "
                     f"{', '.join(available) or 'none'}")
-  if m["name"] != f"verse_{task}":
-    raise UserError(f"{source!r} is not a {task} task; bundled {task} data: verse_{task}")
+  if BUNDLED_TASKS.get(m["name"]) != task:
+    ours = [name for name, t in BUNDLED_TASKS.items() if t == task]
+    raise UserError(f"{source!r} is not a {task} task; bundled {task} data: {', '.join(ours)}")
   lang = lang or "en"
   path = importlib.resources.files("rewire") / "data" / "bundled_tasks" / f"{m['name']}.{m['split']}.{lang}.jsonl.gz"
   if not path.is_file():
@@ -164,7 +175,7 @@ def _bundled(source: str, task: str, lang: str | None) -> Rows:
 
 
 def bundled_tasks() -> list[str]:
-  """The bundled splits as `NAME:SPLIT (languages)`, e.g. `verse_nli:test (en, es, ja)`."""
+  """The bundled splits as `NAME:SPLIT (languages)`, e.g. `verse_nli:test (en, es, ja, uk)`."""
   root = importlib.resources.files("rewire") / "data" / "bundled_tasks"
   splits: dict[str, list[str]] = {}
   for entry in root.iterdir() if root.is_dir() else []:

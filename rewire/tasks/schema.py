@@ -1,10 +1,12 @@
 """Task rows -> rewire's canonical example schemas, whatever the source called its fields.
 
 NLI: `{"premise", "hypothesis", "label"}` with the label as a name (class indices map through the
-source's label names, default the XNLI order); QA: SQuAD's `{"id", "question", "context", "answers":
-{"text", "answer_start"}}`. Field aliases (`sentence1`, `gold_label`, ...), multilingual text fields
-(`{"de": ...}`), answers nested or flat or as a JSON string, and numpy values from hub rows are accepted.
-Errors name the row (`where`) and the field.
+source's label names, default the XNLI order); classify: `{"text", "label"}` (and `"id"` when the row has
+one), the label a name, or a class index where the source names no classes (the task's `label_names` then
+map it); QA: SQuAD's `{"id", "question", "context", "answers": {"text", "answer_start"}}`. Field aliases
+(`sentence1`, `gold_label`, `sentence`, ...), multilingual text fields (`{"de": ...}`), answers nested or
+flat or as a JSON string, and numpy values from hub rows are accepted. Errors name the row (`where`) and
+the field.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rewire.errors import UserError
 from rewire.tasks.names import NLI_LABELS
 
 _ALIASES = {"premise": ("premise", "sentence1"), "hypothesis": ("hypothesis", "sentence2"),
-            "label": ("label", "gold_label")}
+            "label": ("label", "gold_label"), "text": ("text", "sentence")}
 _UNLABELLED = ("-", "")
 LABEL_FIELDS = _ALIASES["label"]
 
@@ -31,9 +33,13 @@ def check_labels(train_labels: Iterable[str], eval_labels: Iterable[str], source
                     f"(training labels: {sorted(train)})")
 
 
-def label_name(value: Any, names: Sequence[str] | None, where: str) -> str | None:
-  """An NLI label as a name: ints index `names` (default XNLI order); None for unlabelled rows."""
-  names = tuple(names) if names else NLI_LABELS
+def label_name(value: Any, names: Sequence[str] | None, where: str,
+               default: Sequence[str] | None = NLI_LABELS) -> str | int | None:
+  """A label as a name: ints index `names` (else `default`, the XNLI order); None for unlabelled rows.
+
+  With neither `names` nor `default`, a class index is returned as the int itself.
+  """
+  names = tuple(names) if names else (tuple(default) if default else None)
   if isinstance(value, bool) or value is None:
     raise UserError(f"{where}: label {value!r} is neither a class index nor a name")
   if isinstance(value, str):
@@ -51,6 +57,10 @@ def label_name(value: Any, names: Sequence[str] | None, where: str) -> str | Non
     raise UserError(f"{where}: label {value!r} is not a whole class index")
   if index == -1:
     return None
+  if names is None:
+    if index < 0:
+      raise UserError(f"{where}: label {index} is not a class index")
+    return index
   if not 0 <= index < len(names):
     raise UserError(f"{where}: label {index} is outside the classes {list(names)}")
   return names[index]
@@ -64,6 +74,17 @@ def nli_example(row: Mapping[str, Any], where: str, names: Sequence[str] | None,
   return {"premise": _text(_field(row, "premise", where), where, "premise", lang),
           "hypothesis": _text(_field(row, "hypothesis", where), where, "hypothesis", lang),
           "label": label}
+
+
+def classify_example(row: Mapping[str, Any], where: str, names: Sequence[str] | None,
+                     lang: str | None) -> dict[str, Any] | None:
+  label = label_name(_field(row, "label", where), names, where, default=None)
+  if label is None:
+    return None
+  example = {"text": _text(_field(row, "text", where), where, "text", lang), "label": label}
+  if row.get("id") is not None:
+    example["id"] = _text(row["id"], where, "id", lang)
+  return example
 
 
 def qa_example(row: Mapping[str, Any], where: str, lang: str | None) -> dict[str, Any]:

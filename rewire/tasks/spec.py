@@ -1,7 +1,9 @@
 """What differs between tasks, in one place: features, model, loss, predictions and scores.
 
-`TaskSpec` lets one fine-tuning loop and one evaluator serve sentence-pair classification (NLI) and
-extractive QA. Scores are percentages; `primary` names the one that model selection maximises.
+`TaskSpec` lets one fine-tuning loop and one evaluator serve sentence-pair classification (NLI), single-text
+classification ("classify") and extractive QA. Both classifications are a head on `<s>`, trained with cross
+entropy and scored by accuracy; they differ only in the features (a pair or one text). Scores are
+percentages; `primary` names the one that model selection maximises.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from rewire.tasks import nli, qa, scoring
 
 from rewire.tasks.names import NLI_LABELS, TASKS
 
+CLASSIFICATION_TASKS = ("nli", "classify")
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
@@ -29,25 +33,31 @@ class TaskSpec:
   max_query_len: int = 64
 
   @property
+  def is_classification(self) -> bool:
+    return self.name in CLASSIFICATION_TASKS
+
+  @property
   def architecture(self) -> str:
-    return heads.SEQUENCE_CLASSIFICATION if self.name == "nli" else heads.QUESTION_ANSWERING
+    return heads.SEQUENCE_CLASSIFICATION if self.is_classification else heads.QUESTION_ANSWERING
 
   @property
   def num_labels(self) -> int | None:
-    return len(self.label_names) if self.name == "nli" else None
+    return len(self.label_names) if self.is_classification else None
 
   @property
   def primary(self) -> str:
-    return "accuracy" if self.name == "nli" else "f1"
+    return "accuracy" if self.is_classification else "f1"
 
   def features(self, examples: Sequence[Mapping[str, Any]], tok) -> Any:
     if self.name == "nli":
       return nli.prepare_features(examples, tok, max_len=self.max_len, label_names=self.label_names)
+    if self.name == "classify":
+      return nli.prepare_text_features(examples, tok, max_len=self.max_len, label_names=self.label_names)
     return qa.prepare_features(examples, tok, max_len=self.max_len, doc_stride=self.doc_stride,
                                max_query_len=self.max_query_len)
 
   def loss(self, outputs: Any, batch: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
-    if self.name == "nli":
+    if self.is_classification:
       return optax.softmax_cross_entropy_with_integer_labels(outputs, batch["labels"]).mean()
     start, end = outputs
     return 0.5 * (optax.softmax_cross_entropy_with_integer_labels(start, batch["start_position"]).mean()
@@ -56,7 +66,7 @@ class TaskSpec:
   def score(self, examples: Sequence[Mapping[str, Any]], features: Any, outputs: Any,
             lang: str = "en") -> dict[str, float]:
     """Scores in percent from the model outputs over all `features` (host numpy arrays)."""
-    if self.name == "nli":
+    if self.is_classification:
       preds = np.asarray(outputs).argmax(-1)
       return {"accuracy": 100.0 * scoring.accuracy(preds, features.labels)}
     start, end = outputs
@@ -71,5 +81,6 @@ def make_spec(task: str, *, label_names: Sequence[str] = NLI_LABELS, max_len: in
               doc_stride: int = 128, max_query_len: int = 64) -> TaskSpec:
   if task not in TASKS:
     raise UserError(f"unknown task {task!r}; choose one of {TASKS}")
-  max_len = max_len or (128 if task == "nli" else 384)
-  return TaskSpec(task, tuple(label_names) if task == "nli" else (), max_len, doc_stride, max_query_len)
+  max_len = max_len or (128 if task in CLASSIFICATION_TASKS else 384)
+  return TaskSpec(task, tuple(label_names) if task in CLASSIFICATION_TASKS else (), max_len, doc_stride,
+                  max_query_len)

@@ -1,0 +1,126 @@
+"""A small job graph runner: stage runs as child processes, several at once, each skipped when complete.
+
+A study is dozens of independent stage runs (pretraining per variant and seed, a probe per model, ...).
+On a 2-core CPU two single-core processes get more done than one process on two cores, and on an
+accelerator host one process at a time is right; `workers` says how many run at once. Every job is a
+(config, workdir) pair run by `rewire.main.run` in a spawned child, with its output in `logs/<name>.log`;
+a job whose workdir is complete (`summary.json`) is not run again, so an interrupted study resumes where
+it stopped. A failed job stops the graph with one line naming it and its log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from rewire import workdir as rworkdir
+from rewire.errors import UserError
+from rewire.telemetry import hms
+
+
+@dataclasses.dataclass
+class Job:
+  name: str                      # also the log file's name (slashes become '__')
+  config: Any                    # a stage config (ml_collections), or None for `fn`
+  workdir: str
+  after: Sequence[str] = ()      # names of jobs that must finish first
+  fn: Callable[[], None] | None = None  # a Python callable instead of a stage (run in the child)
+  complete: Callable[[str], bool] = rworkdir.is_complete  # whether `workdir` holds the finished job
+
+  def is_complete(self) -> bool:
+    return self.complete(self.workdir)
+
+
+def _child(config, workdir: str, log_path: str, core: int | None, fn) -> None:
+  if core is not None and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {core})
+  fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+  os.dup2(fd, 1)  # the child's stdout and stderr (and any native library's) go to the job's log
+  os.dup2(fd, 2)
+  os.close(fd)
+  try:
+    if fn is not None:
+      fn()
+    else:
+      from rewire.stages import run
+      run(config, workdir)
+  except BaseException as e:
+    from rewire.errors import UserError
+    if isinstance(e, UserError):
+      print(f"rewire: error: {e}", file=sys.stderr, flush=True)
+      raise SystemExit(2)
+    raise
+  finally:
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def run_jobs(jobs: Sequence[Job], *, workers: int, log_dir: str, pin_cores: bool, stream=None) -> dict:
+  """Runs `jobs` respecting `after`, up to `workers` at a time; returns {name: seconds} of those run."""
+  stream = stream or sys.stdout
+  names = {j.name for j in jobs}
+  for j in jobs:
+    for dep in j.after:
+      if dep not in names:
+        raise ValueError(f"job {j.name} waits for unknown job {dep}")
+  os.makedirs(log_dir, exist_ok=True)
+  ctx = multiprocessing.get_context("spawn")
+  pending = [j for j in jobs if not j.is_complete()]
+  done = {j.name for j in jobs} - {j.name for j in pending}
+  running: dict[str, tuple[Any, float, int | None]] = {}
+  timings: dict[str, float] = {}
+  t0, last_line = time.perf_counter(), 0.0
+  total = len(pending)
+  print(f"[study] {len(done)} of {len(jobs)} jobs already complete; {total} to run, {workers} at a time",
+        file=stream, flush=True)
+  while pending or running:
+    for name, (proc, start, core) in list(running.items()):
+      if proc.exitcode is None:
+        continue
+      del running[name]
+      job = next(j for j in jobs if j.name == name)
+      log = os.path.join(log_dir, name.replace("/", "__") + ".log")
+      if proc.exitcode != 0 or not job.is_complete():
+        for other, (p, _, _) in running.items():
+          p.terminate()
+        last = _last_line(log)
+        raise UserError(f"study job {name} failed (exit {proc.exitcode}): {last} -- see {log}; rerun the "
+                        "same command to resume")
+      timings[name] = time.perf_counter() - start
+      done.add(name)
+    free_cores = [c for c in range(workers) if c not in {core for _, _, core in running.values()}]
+    for job in list(pending):
+      if len(running) >= workers:
+        break
+      if all(d in done for d in job.after):
+        pending.remove(job)
+        core = free_cores.pop(0) if pin_cores else None
+        log = os.path.join(log_dir, job.name.replace("/", "__") + ".log")
+        proc = ctx.Process(target=_child, args=(job.config, job.workdir, log, core, job.fn), daemon=False)
+        proc.start()
+        running[job.name] = (proc, time.perf_counter(), core)
+    now = time.perf_counter()
+    if now - last_line > 30 or not (pending or running):
+      finished = len(timings)
+      eta = ""
+      if finished:
+        per = sum(timings.values()) / finished
+        eta = f" | ETA {hms(per * (total - finished) / max(1, workers))}"
+      print(f"[study] {finished}/{total} jobs run | running: {', '.join(running) or '-'} | "
+            f"elapsed {hms(now - t0)}{eta}", file=stream, flush=True)
+      last_line = now
+    time.sleep(0.5)
+  return timings
+
+
+def _last_line(path: str) -> str:
+  try:
+    with open(path, errors="replace") as f:
+      lines = [l.strip() for l in f if l.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+  except OSError:
+    return "(no log)"

@@ -1,0 +1,103 @@
+"""What a probe writes for people: `probe.md` (a table per budget) and `probe.png` (curves with bands), and
+`plasticity.png`, plasticity against pretraining updates for the probes a pretraining run takes."""
+
+from __future__ import annotations
+
+import math
+import os
+
+
+def fmt(stat: dict, digits: int = 3) -> str:
+  """'5.123 ± 0.045' (the t-interval's half-width), or '—' where no value exists."""
+  m = stat.get("mean")
+  if m is None or (isinstance(m, float) and math.isnan(m)):
+    return "—"
+  h = stat.get("half_width", 0.0)
+  return f"{m:.{digits}f} ± {h:.{digits}f}" if h and not math.isnan(h) else f"{m:.{digits}f}"
+
+
+def table_lines(results: dict, budget: str) -> list[str]:
+  lines = ["| language | unigram | target | final loss | AUC (mean loss) | updates to target | reached |",
+           "|---|---|---|---|---|---|---|"]
+  for lang, per in results.items():
+    r = per.get(budget)
+    if r is None:
+      continue
+    lines.append(f"| {lang} | {r['unigram_loss']:.3f} | {r['target_loss']:.3f} | {fmt(r['final_loss'])} | "
+                 f"{fmt(r['auc'])} | {fmt(r['updates_to_target'], 0)} | {r['reached_target']}/{r['seeds']} |")
+  return lines
+
+
+def write_report(out: dict, workdir: str) -> None:
+  level = int(round(100 * out["confidence"]))
+  lines = ["# Plasticity probe", "",
+           f"Body: `{out['init_from']}` at step {out['step']}, frozen. Fresh tokenizer and N(0, 0.02) "
+           f"embeddings per language; {out['total_steps']} updates; {out['seeds']} seeds. Figures are the mean "
+           f"± the half-width of a {level}% t-interval over seeds. AUC is the curve's mean validation MLM loss "
+           "over the updates (lower: learned sooner); the target is the language's unigram baseline minus "
+           "the margin, and 'updates to target' averages the seeds that reached it.", ""]
+  for budget in (str(b) for b in out["token_budgets"]):
+    lines += [f"## Token budget {int(budget):,}", "", *table_lines(out["results"], budget), ""]
+  lines += ["![adaptation curves](probe.png)", ""]
+  with open(os.path.join(workdir, "probe.md"), "w") as f:
+    f.write("\n".join(lines))
+  plot_curves({"probe": out}, os.path.join(workdir, "probe.png"))
+
+
+def plot_curves(runs: dict, path: str, *, colors: dict | None = None) -> str:
+  """One panel per language (at its largest budget): each run's mean curve with its seed band."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  langs = list(next(iter(runs.values()))["results"])
+  fig, axes = plt.subplots(1, len(langs), figsize=(4.2 * len(langs), 3.4), dpi=110, squeeze=False)
+  for ax, lang in zip(axes[0], langs):
+    for i, (name, out) in enumerate(runs.items()):
+      per = out["results"][lang]
+      r = per[max(per, key=int)]
+      c = (colors or {}).get(name, f"C{i}")
+      ax.plot(r["steps"], r["curve"]["mean"], color=c, label=name)
+      ax.fill_between(r["steps"], r["curve"]["low"], r["curve"]["high"], color=c, alpha=0.2)
+    ax.axhline(r["unigram_loss"], color="gray", lw=0.8, ls="--", label="unigram")
+    ax.set_title(f"{lang} (budget {int(max(per, key=int)):,} tokens)")
+    ax.set_xlabel("embedding updates (body frozen)")
+    ax.set_ylabel("validation MLM loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def plot_plasticity(records: list[dict], path: str, *, resets: list[int] = ()) -> str | None:
+  """Probe AUC and final loss per language against pretraining updates (records of `plasticity.jsonl`)."""
+  if not records:
+    return None
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), dpi=110)
+  langs = list(records[0]["results"])
+  for i, lang in enumerate(langs):
+    xs = [r["step"] for r in records]
+    for ax, key in zip(axes, ("auc", "final_loss")):
+      ys, lo, hi = [], [], []
+      for r in records:
+        per = r["results"][lang]
+        s = per[max(per, key=int)][key]
+        ys.append(s["mean"]), lo.append(s["low"]), hi.append(s["high"])
+      ax.plot(xs, ys, "o-", color=f"C{i}", label=lang, ms=3)
+      ax.fill_between(xs, lo, hi, color=f"C{i}", alpha=0.2)
+  for ax, title in zip(axes, ("probe AUC (mean loss over the probe)", "probe final loss")):
+    for s in resets:
+      ax.axvline(s, color="gray", lw=0.4, alpha=0.4)
+    ax.set_xlabel("pretraining update")
+    ax.set_ylabel("nats")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path

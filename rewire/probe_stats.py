@@ -1,0 +1,92 @@
+"""Statistics of adaptation curves: confidence bands over seeds, updates to a target loss, area under the curve.
+
+A probe (`rewire.probe`) trains fresh token embeddings on a frozen body and records validation loss at
+fixed updates. These functions turn a set of such curves (one per seed) into the numbers a plasticity
+comparison needs; they are plain NumPy, so known-answer tests pin them down.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
+  """Mean and the Student-t confidence interval of the mean (the half-width is 0 for a single value).
+
+  NaN values (e.g. a seed that never reached a target) are left out; `n` says how many were used.
+  """
+  from scipy import stats
+  x = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
+  if x.size == 0:
+    return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "half_width": float("nan"), "n": 0}
+  mean = float(x.mean())
+  half = 0.0
+  if x.size > 1:
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+  return {"mean": mean, "low": mean - half, "high": mean + half, "half_width": half, "n": int(x.size)}
+
+
+def band(curves: np.ndarray, level: float = 0.95) -> dict:
+  """Pointwise mean and t-interval of `curves` `[seeds, points]`: lists `mean`, `low`, `high`."""
+  curves = np.asarray(curves, np.float64)
+  per = [mean_ci(curves[:, j], level) for j in range(curves.shape[1])]
+  return {k: [p[k] for p in per] for k in ("mean", "low", "high")}
+
+
+def updates_to_target(steps: Sequence[float], losses: Sequence[float], target: float) -> float:
+  """The first update at which the curve reaches `target`, interpolated linearly between evaluations.
+
+  NaN if the curve never gets to `target`; `steps[0]` if it starts there.
+  """
+  s, l = np.asarray(steps, np.float64), np.asarray(losses, np.float64)
+  hit = np.nonzero(l <= target)[0]
+  if hit.size == 0:
+    return float("nan")
+  j = int(hit[0])
+  if j == 0:
+    return float(s[0])
+  frac = (l[j - 1] - target) / (l[j - 1] - l[j])
+  return float(s[j - 1] + frac * (s[j] - s[j - 1]))
+
+
+def area_under_curve(steps: Sequence[float], losses: Sequence[float]) -> float:
+  """The curve's trapezoid area divided by its span of updates: its mean loss over the run, in nats.
+
+  Lower means the embeddings got good sooner (and stayed good).
+  """
+  s, l = np.asarray(steps, np.float64), np.asarray(losses, np.float64)
+  span = s[-1] - s[0]
+  if span <= 0:
+    return float(l[-1])
+  return float(np.sum((l[1:] + l[:-1]) / 2 * np.diff(s)) / span)
+
+
+def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 10_000,
+                 seed: int = 0) -> dict:
+  """Percentile bootstrap interval of the mean of `values` (resampling the values with replacement)."""
+  x = np.asarray(values, np.float64)
+  rng = np.random.default_rng(seed)
+  means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+  lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+  return {"mean": float(x.mean()), "low": float(lo), "high": float(hi), "n": int(x.size)}
+
+
+def summarize(steps: Sequence[int], curves: np.ndarray, target: float, level: float = 0.95) -> dict:
+  """Everything a probe reports for one language and budget, from its per-seed curves `[seeds, points]`."""
+  curves = np.asarray(curves, np.float64)
+  reach = [updates_to_target(steps, c, target) for c in curves]
+  return {
+      "steps": [int(s) for s in steps],
+      "curve": band(curves, level),
+      "final_loss": mean_ci(curves[:, -1], level),
+      "auc": mean_ci([area_under_curve(steps, c) for c in curves], level),
+      "target_loss": float(target),
+      "updates_to_target": mean_ci(reach, level),
+      "reached_target": int(sum(not math.isnan(r) for r in reach)),
+      "seeds": int(curves.shape[0]),
+      "per_seed": {"final_loss": curves[:, -1].tolist(), "updates_to_target": reach,
+                   "curves": curves.tolist()},
+  }

@@ -1,0 +1,184 @@
+"""Many fresh embedding tables trained at once on one frozen body: the compute of a plasticity probe.
+
+A probe asks how fast a frozen transformer body lets brand-new token embeddings learn a language. Every
+(language, token budget, seed) is a *table*: a fresh N(0, init_std) embedding matrix with its own batches,
+masking and dropout randomness. All tables of one vocabulary size are stacked into one `[T, V, H]` array
+and trained by one jitted, donated step: `jax.vmap` runs the frozen body once per table, differentiating
+only the table (the body is closed over, so it gets no weight gradient), and one AdamW updates the stack,
+which is element-wise and therefore the same as T separate optimizers. `tests/test_probe.py` checks that
+the stacked run gives the curves of running the tables one by one.
+
+The LM head's bias is held at zero (the adaptation recipe re-initialises it to 0 and keeps it frozen),
+and every other leaf is the body's. Batches are drawn on the host from each table's token-budget prefix,
+in a per-table seeded epoch order, so a table's batches do not depend on which other tables share its run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rewire import optim
+from rewire.data.masking import max_predictions_for
+from rewire.mlm import MaskingSpec, mlm_loss
+from rewire.model import RobertaForMaskedLM, ModelConfig
+
+_INIT_SALT, _DROP_SALT, _EVAL_SALT = 0x9B0E, 0xD209, 0xE7A2
+EMBEDDING_PATH = ("roberta", "embeddings", "word_embeddings", "embedding")
+BIAS_PATH = ("lm_head", "bias")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """One curve of a probe: a language, the token budget its embeddings train on, and a seed."""
+  language: str
+  budget: int
+  seed: int
+
+  def key(self) -> jax.Array:
+    """The table's randomness: a function of its own fields only."""
+    k = jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(self.language.encode()) & 0x7FFFFFFF)
+    return jax.random.fold_in(k, self.budget & 0x7FFFFFFF)
+
+
+@dataclasses.dataclass
+class TableData:
+  train: np.ndarray   # [N, L] the budget prefix of the language's training sequences
+  valid: np.ndarray   # [Nv, L] the language's fixed validation sequences
+
+
+def _set(tree: dict, path: Sequence[str], value) -> dict:
+  """A shallow-copied `tree` with the leaf at `path` replaced."""
+  out = dict(tree)
+  if len(path) == 1:
+    out[path[0]] = value
+  else:
+    out[path[0]] = _set(tree[path[0]], path[1:], value)
+  return out
+
+
+class HostBatches:
+  """Per-table batches: each table walks its own seeded permutation of its records, epoch after epoch."""
+
+  def __init__(self, tables: Sequence[Table], data: Sequence[TableData], batch_size: int):
+    for t, d in zip(tables, data):
+      if len(d.train) < batch_size:
+        raise ValueError(f"{t.language}: {len(d.train)} training sequences, fewer than one batch")
+    self.tables, self.data, self.batch_size = list(tables), list(data), batch_size
+    self.rngs = [np.random.default_rng([t.seed, zlib.crc32(t.language.encode()), t.budget]) for t in tables]
+    self.orders = [np.empty(0, np.int64) for _ in tables]
+
+  def next(self) -> np.ndarray:
+    out = []
+    for i, d in enumerate(self.data):
+      if len(self.orders[i]) < self.batch_size:
+        self.orders[i] = np.concatenate([self.orders[i], self.rngs[i].permutation(len(d.train))])
+      take, self.orders[i] = self.orders[i][:self.batch_size], self.orders[i][self.batch_size:]
+      out.append(d.train[np.sort(take)])
+    return np.stack(out).astype(np.int32)
+
+
+class StackedProbe:
+  """The jitted init/step/eval of `num_tables` embedding tables of `vocab_size` rows on one body.
+
+  Compiled once per (number of tables, vocabulary size, shapes); `run` may be called on many bodies (for
+  example every `probe_every` updates of a pretraining run) without recompiling.
+  """
+
+  def __init__(self, model_config: ModelConfig, specials, *, seq_len: int, mask_prob: float, optim_cfg,
+               total_steps: int, init_std: float, mesh, num_tables: int):
+    self.model = RobertaForMaskedLM(model_config)
+    self.vocab_size, self.num_tables, self.total_steps = model_config.vocab_size, num_tables, total_steps
+    self.pad_id, self.init_std = specials.pad, init_std
+    self.masker = MaskingSpec(mask_id=specials.mask, pad_id=specials.pad, vocab_size=specials.vocab_size,
+                              mask_prob=mask_prob, max_predictions=max_predictions_for(seq_len, mask_prob))
+    schedule = optim.warmup_linear_decay(optim_cfg.lr, optim_cfg.warmup_steps, total_steps)
+    self.tx = optim.adamw(optim_cfg, schedule)
+    self.mesh = mesh
+    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
+    stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, batch_axes or None))
+    self._stacked = stacked
+    self._init = jax.jit(self._init_fn, out_shardings=repl)
+    self._step = jax.jit(self._step_fn, in_shardings=(repl, repl, stacked, repl),
+                         out_shardings=(repl, repl), donate_argnums=(0,))
+    self._eval = jax.jit(self._eval_fn, in_shardings=(repl, repl, stacked, repl, None), out_shardings=repl)
+
+  # -- pure functions ------------------------------------------------------------------------------------
+  def _init_fn(self, keys):
+    shape = (self.vocab_size, self.model.config.hidden_size)
+
+    def one(k):
+      x = self.init_std * jax.random.normal(jax.random.fold_in(k, _INIT_SALT), shape, jnp.float32)
+      return x.at[self.pad_id].set(0.0)
+    tables = jax.vmap(one)(keys)
+    return {"step": jnp.zeros([], jnp.int32), "tables": tables, "opt_state": self.tx.init(tables)}
+
+  def _params_with(self, body, table):
+    params = _set(body, EMBEDDING_PATH, table)
+    return _set(params, BIAS_PATH, jnp.zeros((table.shape[0],), jnp.float32))
+
+  def _loss(self, table, body, tokens, rng, deterministic):
+    mask_rng, drop_rng = jax.random.split(rng)
+    batch = self.masker(mask_rng, tokens)
+    attention = (tokens != self.pad_id).astype(jnp.int32)
+    logits = self.model.apply({"params": self._params_with(body, table)}, batch["input_ids"], attention,
+                              batch["masked_positions"], deterministic=deterministic,
+                              rngs=None if deterministic else {"dropout": drop_rng})
+    return mlm_loss(logits, batch["masked_labels"], batch["masked_weights"])
+
+  def _step_fn(self, state, body, tokens, keys):
+    step = state["step"] + 1
+    rngs = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, _DROP_SALT), step))(keys)
+    loss_fn = lambda table, toks, rng: self._loss(table, body, toks, rng, False)[0]
+    losses, grads = jax.vmap(jax.value_and_grad(loss_fn))(state["tables"], tokens, rngs)
+    updates, opt_state = self.tx.update(grads, state["opt_state"], state["tables"])
+    return {"step": step, "tables": state["tables"] + updates, "opt_state": opt_state}, losses
+
+  def _eval_fn(self, tables, body, tokens, keys, index):
+    def one(table, toks, k):
+      loss, _, n = self._loss(table, body, toks, jax.random.fold_in(jax.random.fold_in(k, _EVAL_SALT), index),
+                              True)
+      return loss * n, n
+    return jax.vmap(one)(tables, tokens, keys)
+
+  # -- driving -------------------------------------------------------------------------------------------
+  def evaluate(self, tables, body, valid: np.ndarray, keys, batch_size: int) -> np.ndarray:
+    """Validation MLM loss per table; `valid` is `[T, Nv, L]` (rows of all pad carry no weight)."""
+    sums = np.zeros(self.num_tables)
+    counts = np.zeros(self.num_tables)
+    for i, start in enumerate(range(0, valid.shape[1], batch_size)):
+      chunk = valid[:, start:start + batch_size]
+      if chunk.shape[1] < batch_size:
+        chunk = np.concatenate([chunk, np.full((self.num_tables, batch_size - chunk.shape[1], chunk.shape[2]),
+                                               self.pad_id, chunk.dtype)], axis=1)
+      s, n = jax.device_get(self._eval(tables, body, jax.device_put(chunk, self._stacked), keys, np.int32(i)))
+      sums, counts = sums + s, counts + n
+    return sums / np.maximum(counts, 1.0)
+
+  def run(self, body: Any, tables: Sequence[Table], data: Sequence[TableData], *, batch_size: int,
+          eval_every: int, progress=None) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Trains the tables on `body`; returns (evaluation steps, losses `[T, points]`, final tables)."""
+    if len(tables) != self.num_tables:
+      raise ValueError(f"compiled for {self.num_tables} tables, got {len(tables)}")
+    keys = jnp.stack([t.key() for t in tables])
+    nv = max(len(d.valid) for d in data)
+    valid = np.full((len(data), nv, data[0].valid.shape[1]), self.pad_id, np.int32)
+    for i, d in enumerate(data):
+      valid[i, :len(d.valid)] = d.valid
+    state = self._init(keys)
+    batches = HostBatches(tables, data, batch_size)
+    steps, curve = [0], [self.evaluate(state["tables"], body, valid, keys, batch_size)]
+    for step in range(1, self.total_steps + 1):
+      state, _ = self._step(state, body, jax.device_put(batches.next(), self._stacked), keys)
+      if step % eval_every == 0 or step == self.total_steps:
+        steps.append(step)
+        curve.append(self.evaluate(state["tables"], body, valid, keys, batch_size))
+        if progress is not None:
+          progress(step, curve[-1])
+    return steps, np.stack(curve, axis=1), np.asarray(jax.device_get(state["tables"]))
