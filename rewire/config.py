@@ -78,9 +78,9 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.probe = ml_collections.ConfigDict(dict(
       languages="en=bundled:bible_en", token_budgets=(50_000,), seeds=1, total_steps=100, batch_size=32,
       eval_every=20, target_margin=0.5, targets="", confidence=0.95, init_std=0.02,
-      data=dict(seq_len=64, vocab_size=4096, max_valid_sequences=64, tokenizer_sample_docs=100_000,
-                mask_prob=0.15),
+      data=data_defaults(),
       optim=dict(lr=2e-3, warmup_steps=10, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01)))
+  c.probe.data.update(seq_len=64, vocab_size=4096, max_valid_sequences=64)
 
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=0,              # 0: taken from the tokenizer
@@ -132,13 +132,13 @@ def finetune_defaults() -> ml_collections.ConfigDict:
   base = pretrain_defaults()
   c = ml_collections.ConfigDict()
   c.stage = "finetune"
-  c.task = "nli"                 # "nli" (3-way, from <s>) or "qa" (SQuAD-style extractive)
+  c.task = "nli"                 # "nli" (3-way, from <s>), "classify" (one text) or "qa" (SQuAD-style extractive)
   c.seed = 0
   c.init_from = ""               # the pretrained workdir (required); its tokenizer is used
   c.init_step = 0
   c.train_source = "hf:multi_nli:train"         # see rewire/tasks/data.py for the accepted forms
   c.dev_source = "hf:xnli:en:validation"        # model selection
-  c.label_names = NLI_LABELS
+  c.label_names = NLI_LABELS     # the class names in label-index order (classify: e.g. GENRE_LABELS)
   c.max_train_examples = 0       # >0: the first N training examples
   c.max_len = 128
   c.doc_stride = 128

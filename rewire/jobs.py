@@ -108,13 +108,31 @@ def run_jobs(jobs: Sequence[Job], *, workers: int, log_dir: str, pin_cores: bool
       finished = len(timings)
       eta = ""
       if finished:
-        per = sum(timings.values()) / finished
-        eta = f" | ETA {hms(per * (total - finished) / max(1, workers))}"
+        left = [j.name for j in pending] + list(running)
+        eta = f" | ETA {hms(_eta(timings, left, {n: now - r[1] for n, r in running.items()}, workers))}"
       print(f"[study] {finished}/{total} jobs run | running: {', '.join(running) or '-'} | "
             f"elapsed {hms(now - t0)}{eta}", file=stream, flush=True)
       last_line = now
     time.sleep(0.5)
   return timings
+
+
+def _kind(name: str) -> str:
+  return name.rsplit("/", 1)[-1]
+
+
+def _eta(timings: dict, left: Sequence[str], elapsed: dict, workers: int) -> float:
+  """Seconds left: each remaining job costs the mean time of finished jobs of its kind (the part after the
+  last '/'), or of all finished jobs if none of its kind has finished, less what a running one has done."""
+  by_kind: dict[str, list[float]] = {}
+  for name, t in timings.items():
+    by_kind.setdefault(_kind(name), []).append(t)
+  overall = sum(timings.values()) / len(timings)
+  cost = 0.0
+  for name in left:
+    ts = by_kind.get(_kind(name))
+    cost += max(0.0, (sum(ts) / len(ts) if ts else overall) - elapsed.get(name, 0.0))
+  return cost / max(1, workers)
 
 
 def _last_line(path: str) -> str:

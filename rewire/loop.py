@@ -23,7 +23,7 @@ import math
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -111,9 +111,12 @@ class Loop:
           evaluate: Callable[[Any, int], dict] | None = None,
           after_eval: Callable[[int, Any, dict], None] | None = None,
           save: Callable[[int, Any], None] | None = None, extra: Callable[[int], dict] = lambda step: {},
-          stop_after: int | None = None, preempted: Callable[[int], bool] | None = None) -> Result:
+          stop_after: int | None = None, preempted: Callable[[int], bool] | None = None,
+          periodic: Sequence[tuple[int, Callable[[int, Any], None]]] = ()) -> Result:
     """Steps from `start` to `total_steps` (or until preempted / `stop_after`).
 
+    `periodic` holds `(every, fn)` pairs: `fn(step, state)` runs after every `every`-th update (after the
+    evaluation, before the checkpoint), e.g. a plasticity probe; it must not change `state`.
     `preempted(step)`, if given, replaces the local SIGTERM flag: a multi-host job passes orbax's
     `reached_preemption`, so that every host stops at the same step. A `finite` metric (the step's
     loss, gradient norm and new params all finite) is read with the other metrics at each flush, and for
@@ -147,6 +150,11 @@ class Loop:
           if after_eval is not None:
             after_eval(step, state, last_eval)
           self._t_last, self._timed_steps = time.perf_counter(), 0
+        for every, fn in periodic:
+          if every and step % every == 0:
+            self.flush(extra(step))
+            fn(step, state)
+            self._t_last, self._timed_steps = time.perf_counter(), 0
         if save is not None and ((self.checkpoint_every and step % self.checkpoint_every == 0)
                                  or step == total or stopping):
           if not self._state_finite():  # reads the unflushed steps' flags: a sync at checkpoint cadence only

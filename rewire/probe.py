@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import sys
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from rewire import config as rconfig
@@ -79,15 +81,16 @@ def prepare_languages(cfg, root: str, *, log_stream=None) -> list[Language]:
     valid = corpus.read("valid", 0, int(dcfg.max_valid_sequences) or corpus.num_sequences("valid"))
     if len(valid) == 0:
       raise UserError(f"probe language {name} ({source}) has no validation sequences")
-    budgets, unigram = {}, None
+    budgets = {}
+    # The language's baseline from all its training text, so it does not depend on the budgets probed.
+    unigram = unigram_loss(corpus.unigram_counts(), valid, 4, specials.mask)
     for budget in sorted(int(b) for b in cfg.token_budgets):
       try:
-        n, counts = budget_prefix(corpus, budget, cfg.batch_size)
+        n, _ = budget_prefix(corpus, budget, cfg.batch_size)
       except UserError as e:
         raise UserError(f"probe language {name} ({source}): {e}; lower token_budgets or give it more "
                         "text") from None
       budgets[budget] = TableData(train=corpus.read("train", 0, n), valid=valid)
-      unigram = unigram_loss(counts, valid, 4, specials.mask)  # of the largest budget's counts
     out.append(Language(name, corpus.tokenizer_path, specials, unigram, budgets))
   return out
 
@@ -226,3 +229,53 @@ def results_line(results: dict) -> str:
     parts.append(f"{lang} {per[b]['final_loss']['mean']:.3f}")
   return ", ".join(parts)
 
+
+def merged_config(overrides) -> ml_collections.ConfigDict:
+  """`probe_defaults()` with a (partial) probe group laid over it, e.g. a pretraining config's `probe`."""
+  from rewire.config import probe_defaults
+  c = probe_defaults()
+
+  def merge(dst, src):
+    for k, v in src.items():
+      if isinstance(v, (dict, ml_collections.ConfigDict)) and isinstance(dst.get(k), ml_collections.ConfigDict):
+        merge(dst[k], v)
+      else:
+        dst[k] = v
+  merge(c, overrides)
+  return c
+
+
+class DuringPretraining:
+  """`probe_every`: probes a pretraining run's current body; appends to plasticity.jsonl, plots plasticity.png.
+
+  The probe reads the parameters and nothing else, so the run's trajectory (and its bit-identical resume)
+  does not depend on it; a resumed run skips the steps already recorded.
+  """
+
+  def __init__(self, config, workdir: str, model_config, mesh, *, is_main: bool, log_stream=None):
+    self.cfg = merged_config(config.probe)
+    self.cfg.seed = int(config.seed)
+    self.workdir, self.is_main, self.stream = workdir, is_main, log_stream or sys.stdout
+    self.path = os.path.join(workdir, "plasticity.jsonl")
+    _check(self.cfg)
+    languages = prepare_languages(self.cfg, os.path.join(workdir, "probe_data"), log_stream=log_stream)
+    self.prober = Prober(self.cfg, languages, dataclasses.asdict(model_config), mesh)
+
+  def records(self) -> list[dict]:
+    from rewire.telemetry import read_records
+    return read_records(self.path)
+
+  def __call__(self, step: int, state) -> None:
+    from rewire.probe_report import plot_plasticity
+    from rewire.telemetry import read_records
+    if any(r.get("step") == step for r in self.records()):
+      return
+    results, _ = self.prober.measure(state["params"])
+    if not self.is_main:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": int(step), "results": results}) + "\n")
+    print(f"[probe] at update {step}: final probe loss {results_line(results)}", file=self.stream, flush=True)
+    resets = [r["step"] for r in read_records(os.path.join(self.workdir, "metrics.jsonl"))
+              if r.get("event") == "forget"]
+    plot_plasticity(self.records(), os.path.join(self.workdir, "plasticity.png"), resets=resets)

@@ -234,13 +234,19 @@ def _run(config, setup: Setup, data, state, start: int, ckpt: Checkpointer, writ
                   checkpoint_every=config.checkpoint_every, writer=writer, progress=progress,
                   throughput=throughput, events={"forgot": "forget"}, on_log=ckpt.seal_finished,
                   hint=lambda: f"lower optim.lr or enable optim.clip_norm (last checkpoint: {ckpt.latest_step()})")
+  periodic = []
+  if config.probe_every > 0:
+    from rewire.probe import DuringPretraining
+    periodic.append((config.probe_every, DuringPretraining(config, os.path.dirname(writer.path), setup.model_config,
+                                                           mesh, is_main=jax.process_index() == 0)))
   with jax.set_mesh(mesh), nn.logical_axis_rules(setup.rules):
     result = run.run(
         state, setup.train_step, data.train, lambda batch: sharding.global_batch(batch, mesh), start=start,
         evaluate=lambda state, step: evaluate(setup, state["params"], data.valid, config.batch_size, data.specials.pad),
         after_eval=lambda *_: plot(),
         save=lambda step, state: ckpt.save(step, state, data.train.get_state(), force=True),
-        stop_after=stop_after, preempted=ckpt.reached_preemption if jax.process_count() > 1 else None)
+        stop_after=stop_after, preempted=ckpt.reached_preemption if jax.process_count() > 1 else None,
+        periodic=periodic)
   ckpt.wait()
   ckpt.close()
   plot()

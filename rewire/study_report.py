@@ -1,0 +1,249 @@
+"""The study's statistics and report: `study.json`, `study.md` and its figures, from the jobs' workdirs.
+
+Seeds are pretraining seeds: each (variant, seed) is one pretrained model, probed and carried through the
+task with that seed. Every interval is over those seeds: t-intervals for per-variant means, and a seed
+bootstrap (each variant's seeds resampled with replacement, independently) for the paper's statistic,
+the mean over languages of the relative gain 100 * (forget - standard) / standard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from rewire import probe_stats
+from rewire import workdir as rworkdir
+from rewire.probe import parse_pairs
+from rewire.probe_report import fmt, plot_curves
+from rewire.telemetry import read_records
+
+VARIANTS = ("standard", "forget")
+COLORS = {"standard": "tab:blue", "forget": "tab:red"}
+
+
+def relative_gain(forget: dict, standard: dict) -> float:
+  """Mean over languages of 100 * (F - S) / S (`forget`, `standard`: {lang: score})."""
+  return float(np.mean([100.0 * (forget[l] - standard[l]) / standard[l] for l in standard]))
+
+
+def bootstrap_gain(scores: dict, langs, *, resamples: int, seed: int = 0, level: float = 0.95) -> dict:
+  """Seed-bootstrap interval of `relative_gain`; `scores[variant][lang]` is a list over seeds."""
+  rng = np.random.default_rng(seed)
+  point = relative_gain({l: np.mean(scores["forget"][l]) for l in langs},
+                        {l: np.mean(scores["standard"][l]) for l in langs})
+  arrays = {v: np.asarray([scores[v][l] for l in langs], np.float64) for v in VARIANTS}  # [langs, seeds]
+  draws = []
+  for _ in range(resamples):
+    means = {v: arrays[v][:, rng.integers(0, arrays[v].shape[1], arrays[v].shape[1])].mean(axis=1)
+             for v in VARIANTS}
+    draws.append(float(np.mean(100.0 * (means["forget"] - means["standard"]) / means["standard"])))
+  lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+  return {"mean": point, "low": float(lo), "high": float(hi), "resamples": resamples}
+
+
+def _load(root: str, config) -> dict:
+  models = {}
+  for v in VARIANTS:
+    for s in config.seeds:
+      base = os.path.join(root, f"{v}_s{s}")
+      with open(os.path.join(base, "probe", "probe.json")) as f:
+        probe = json.load(f)
+      models[(v, int(s))] = {
+          "pretrain": rworkdir.read_summary(os.path.join(base, "pretrain")),
+          "pretrain_curve": [(r["step"], r["valid_loss"]) for r in
+                             read_records(os.path.join(base, "pretrain", "metrics.jsonl")) if "valid_loss" in r],
+          "probe": probe,
+          "finetune": rworkdir.read_summary(os.path.join(base, "finetune")),
+          "zero_shot": rworkdir.read_summary(os.path.join(base, "zero_shot"))["results"]}
+  return models
+
+
+def _merged_probe(models: dict, variant: str, seeds, target_of) -> dict:
+  """One variant's probe results with the models' seeds as the seeds (for bands across models)."""
+  first = models[(variant, int(seeds[0]))]["probe"]
+  out = {"results": {}, "token_budgets": first["token_budgets"]}
+  for lang, per in first["results"].items():
+    for b, r in per.items():
+      curves = np.stack([np.asarray(models[(variant, int(s))]["probe"]["results"][lang][b]["per_seed"]["curves"][0])
+                         for s in seeds])
+      out["results"].setdefault(lang, {})[b] = {
+          **probe_stats.summarize(r["steps"], curves, target_of(lang, b, r)), "unigram_loss": r["unigram_loss"]}
+  return out
+
+
+def compute(config, root: str) -> dict:
+  models = _load(root, config)
+  seeds = [int(s) for s in config.seeds]
+  langs = list(parse_pairs(config.languages, "languages"))
+  budgets = [str(b) for b in sorted(int(b) for b in config.probe.token_budgets)]
+  main = budgets[-1]
+  level = float(config.probe.confidence)
+  out = {"seeds": seeds, "languages": langs, "budgets": [int(b) for b in budgets], "main_budget": int(main)}
+
+  pre = {}
+  for v in VARIANTS:
+    runs = [models[(v, s)]["pretrain"] for s in seeds]
+    pre[v] = {"valid_loss": probe_stats.mean_ci([r["valid_loss"] for r in runs], level),
+              "unigram_loss": float(np.mean([r["unigram_loss"] for r in runs])),
+              "below_unigram": probe_stats.mean_ci([r["unigram_loss"] - r["valid_loss"] for r in runs], level),
+              "resets": [len(r.get("resets", [])) for r in runs]}
+  out["pretrain"] = pre
+
+  task = {}
+  for v in VARIANTS:
+    task[v] = {"dev": probe_stats.mean_ci([models[(v, s)]["finetune"][k] for s in seeds
+                                           for k in models[(v, s)]["finetune"] if k.startswith("best_dev_")], level),
+               "test_en": probe_stats.mean_ci([models[(v, s)]["zero_shot"]["en"]["full"]["accuracy"]
+                                               for s in seeds], level)}
+  out["task_en"] = task
+
+  zs = {v: {b: {l: [models[(v, s)]["zero_shot"][l][b]["accuracy"] for s in seeds] for l in langs}
+            for b in budgets} for v in VARIANTS}
+  out["zero_shot"] = {v: {b: {l: probe_stats.mean_ci(zs[v][b][l], level) for l in langs} for b in budgets}
+                      for v in VARIANTS}
+  out["relative_gain"] = {b: {**bootstrap_gain({v: zs[v][b] for v in VARIANTS}, langs,
+                                               resamples=int(config.bootstrap), level=level),
+                              "per_language": {l: 100.0 * (np.mean(zs["forget"][b][l]) - np.mean(zs["standard"][b][l]))
+                                               / np.mean(zs["standard"][b][l]) for l in langs}}
+                          for b in budgets}
+
+  # Adaptation: probe curves across model seeds; the target of the speed statistic is the standard
+  # model's mean final adaptation loss, per language and budget.
+  std = _merged_probe(models, "standard", seeds, lambda l, b, r: r["target_loss"])
+  final_std = {l: {b: r["final_loss"]["mean"] for b, r in per.items()} for l, per in std["results"].items()}
+  probes = {v: _merged_probe(models, v, seeds, lambda l, b, r: final_std[l][b]) for v in VARIANTS}
+  out["adaptation"] = {
+      l: {b: {v: {"final_loss": probes[v]["results"][l][b]["final_loss"], "auc": probes[v]["results"][l][b]["auc"],
+                  "updates_to_standard_final": probes[v]["results"][l][b]["updates_to_target"],
+                  "reached": probes[v]["results"][l][b]["reached_target"]} for v in VARIANTS}
+          for b in probes["standard"]["results"][l]}
+      for l in probes["standard"]["results"]}
+  out["adaptation_updates"] = int(config.probe.total_steps)
+  out["_probes"] = probes
+  out["_pretrain_curves"] = {f"{v}_s{s}": models[(v, s)]["pretrain_curve"] for v in VARIANTS for s in seeds}
+  out["headline"] = {"relative_gain": out["relative_gain"][main]["mean"],
+                     "relative_gain_low": out["relative_gain"][main]["low"],
+                     "relative_gain_high": out["relative_gain"][main]["high"]}
+  return out
+
+
+def _plot_pretraining(curves: dict, unigram: float, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+  for name, pts in curves.items():
+    if pts:
+      v = name.rsplit("_s", 1)[0]
+      ax.plot(*zip(*pts), color=COLORS[v], alpha=0.7, label=v if name.endswith("_s0") else None)
+  ax.axhline(unigram, color="gray", ls="--", lw=0.8, label="unigram")
+  ax.set_xlabel("pretraining update")
+  ax.set_ylabel("English validation MLM loss (nats)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def _plot_budgets(stats: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  langs, budgets = stats["languages"], [str(b) for b in stats["budgets"]]
+  fig, axes = plt.subplots(1, len(langs), figsize=(3.8 * len(langs), 3.3), dpi=110, squeeze=False)
+  for ax, l in zip(axes[0], langs):
+    for v in VARIANTS:
+      s = [stats["zero_shot"][v][b][l] for b in budgets]
+      ax.errorbar([int(b) for b in budgets], [x["mean"] for x in s], yerr=[x["half_width"] for x in s],
+                  color=COLORS[v], marker="o", capsize=3, label=v)
+    ax.set_xscale("log")
+    ax.set_title(f"zero-shot {l}")
+    ax.set_xlabel("adaptation token budget")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def _gain(g: dict) -> str:
+  return f"{g['mean']:+.1f}% [{g['low']:+.1f}, {g['high']:+.1f}]"
+
+
+def write_study(config, root: str) -> dict:
+  """Computes the study's statistics and writes study.json, study.md and the figures; returns the stats."""
+  stats = compute(config, root)
+  probes, curves = stats.pop("_probes"), stats.pop("_pretrain_curves")
+  level = int(round(100 * float(config.probe.confidence)))
+  timings = []
+  path = os.path.join(root, "timings.jsonl")
+  if os.path.isfile(path):
+    with open(path) as f:
+      timings = [json.loads(l) for l in f if l.strip()]
+  stats["wall_s"] = float(sum(t["invocation_s"] for t in timings))
+  stats["job_s"] = float(sum(sum(t["jobs_s"].values()) for t in timings))
+  with open(os.path.join(root, "study.json"), "w") as f:
+    json.dump(stats, f, indent=2)
+  _plot_pretraining(curves, stats["pretrain"]["standard"]["unigram_loss"], os.path.join(root, "pretraining.png"))
+  plot_curves(probes, os.path.join(root, "adaptation.png"), colors=COLORS)
+  _plot_budgets(stats, os.path.join(root, "zero_shot.png"))
+  with open(os.path.join(root, "study.md"), "w") as f:
+    f.write("\n".join(report_lines(config, stats, level)) + "\n")
+  return stats
+
+
+def report_lines(config, stats: dict, level: int) -> list[str]:
+  seeds, langs, main = stats["seeds"], stats["languages"], str(stats["main_budget"])
+  p = config.pretrain
+  lines = [
+      "# Plasticity study: standard against forgetting pretraining", "",
+      f"{len(seeds)} pretraining seeds per variant ({', '.join(map(str, seeds))}). Every ± is the half-width of a "
+      f"{level}% t-interval over those seeds; brackets are {level}% seed-bootstrap intervals "
+      f"({config.bootstrap:,} resamples). Wall time {stats['wall_s'] / 60:.1f} min "
+      f"({stats['job_s'] / 60:.1f} min of job time on {config.workers or os.cpu_count()} workers).", "",
+      "## Pretraining (English)", "",
+      f"{p.model.num_layers}-layer, hidden-{p.model.hidden_size} RoBERTa, vocab {p.data.vocab_size}, batch "
+      f"{p.batch_size}x{p.data.seq_len}, {p.total_steps:,} updates on `{p.data.source}`; forgetting every "
+      f"{config.forget_every} updates.", "",
+      "| variant | validation loss | unigram baseline | below unigram (nats) | resets per run |",
+      "|---|---|---|---|---|"]
+  for v in VARIANTS:
+    r = stats["pretrain"][v]
+    lines.append(f"| {v} | {fmt(r['valid_loss'])} | {r['unigram_loss']:.3f} | {fmt(r['below_unigram'])} | "
+                 f"{', '.join(map(str, r['resets']))} |")
+  lines += ["", "![pretraining](pretraining.png)", "",
+            "## English task (`verse_genre`, majority class 50%)", "",
+            "| variant | dev accuracy (OT) | test accuracy (NT, English) |", "|---|---|---|"]
+  for v in VARIANTS:
+    t = stats["task_en"][v]
+    lines.append(f"| {v} | {fmt(t['dev'], 1)} | {fmt(t['test_en'], 1)} |")
+  lines += ["", f"## Zero-shot accuracy (%), embeddings adapted on {int(main):,} tokens", "",
+            "| variant | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+  for v in VARIANTS:
+    lines.append(f"| {v} | " + " | ".join(fmt(stats["zero_shot"][v][main][l], 1) for l in langs) + " |")
+  g = stats["relative_gain"][main]
+  lines += ["", f"Mean per-language relative gain of forgetting (the paper's statistic): **{_gain(g)}**; per "
+            "language: " + ", ".join(f"{l} {x:+.1f}%" for l, x in g["per_language"].items()) + ".", "",
+            "## Low-data ablation: zero-shot accuracy against the adaptation budget", "",
+            "| budget (tokens) | standard (mean over languages) | forget | relative gain |", "|---|---|---|---|"]
+  for b in (str(x) for x in stats["budgets"]):
+    means = {v: np.mean([stats["zero_shot"][v][b][l]["mean"] for l in langs]) for v in VARIANTS}
+    lines.append(f"| {int(b):,} | {means['standard']:.1f} | {means['forget']:.1f} | "
+                 f"{_gain(stats['relative_gain'][b])} |")
+  lines += ["", "![zero-shot against budget](zero_shot.png)", "",
+            f"## Adaptation speed (fresh embeddings, body frozen, {stats['adaptation_updates']} updates)", "",
+            "Target: the standard model's mean final adaptation loss for that language and budget. 'Updates' is "
+            "how many updates each variant needs to get there (mean over the seeds that did; reached/seeds).", "",
+            "| language | budget | standard final loss | forget final loss | standard AUC | forget AUC | "
+            "forget: updates to standard's final | reached |", "|---|---|---|---|---|---|---|---|"]
+  for l, per in stats["adaptation"].items():
+    for b, r in per.items():
+      s, f_ = r["standard"], r["forget"]
+      lines.append(f"| {l} | {int(b):,} | {fmt(s['final_loss'])} | {fmt(f_['final_loss'])} | {fmt(s['auc'])} | "
+                   f"{fmt(f_['auc'])} | {fmt(f_['updates_to_standard_final'], 0)} | {f_['reached']}/{len(seeds)} |")
+  lines += ["", "![adaptation curves](adaptation.png)", ""]
+  return lines

@@ -1,0 +1,183 @@
+"""The plasticity probe: statistics on known answers, stacked tables = tables one by one, the stage end to end."""
+
+import json
+import math
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from rewire import probe, probe_stats, sharding
+from rewire.config import probe_defaults
+from rewire.data.tokenizer import SpecialIds
+from rewire.errors import UserError
+from rewire.heads import init_variables
+from rewire.model import ModelConfig, RobertaForMaskedLM
+from rewire.probe_train import StackedProbe, Table, TableData
+
+
+# -- statistics ----------------------------------------------------------------------------------------------
+
+def test_mean_ci_is_the_student_t_interval():
+  r = probe_stats.mean_ci([1.0, 2.0, 3.0])
+  # t(0.975, df=2) = 4.302653; sd = 1; half-width = 4.302653 / sqrt(3)
+  assert r["mean"] == 2.0 and r["n"] == 3
+  assert r["half_width"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+  assert probe_stats.mean_ci([5.0])["half_width"] == 0.0
+  assert probe_stats.mean_ci([1.0, float("nan"), 3.0])["n"] == 2
+  assert math.isnan(probe_stats.mean_ci([float("nan")])["mean"])
+
+
+def test_updates_to_target_interpolates_between_evaluations():
+  steps = [0, 10, 20, 30]
+  assert probe_stats.updates_to_target(steps, [5.0, 3.0, 1.0, 0.5], 2.0) == pytest.approx(15.0)
+  assert probe_stats.updates_to_target(steps, [5.0, 3.0, 1.0, 0.5], 3.0) == pytest.approx(10.0)
+  assert probe_stats.updates_to_target(steps, [1.0, 0.9, 0.8, 0.7], 2.0) == 0.0
+  assert math.isnan(probe_stats.updates_to_target(steps, [5.0, 4.0, 3.0, 2.5], 2.0))
+  # The first crossing counts, even if the curve goes back up.
+  assert probe_stats.updates_to_target(steps, [5.0, 1.0, 6.0, 1.0], 3.0) == pytest.approx(5.0)
+
+
+def test_area_under_curve_is_the_mean_loss_over_updates():
+  assert probe_stats.area_under_curve([0, 10, 20], [4.0, 2.0, 2.0]) == pytest.approx(2.5)
+  assert probe_stats.area_under_curve([0, 10, 30], [3.0, 3.0, 3.0]) == pytest.approx(3.0)
+
+
+def test_bootstrap_interval_contains_the_mean_and_collapses_for_constants():
+  r = probe_stats.bootstrap_ci([1.0, 2.0, 3.0, 4.0], resamples=2000)
+  assert r["low"] < 2.5 < r["high"] and 1.0 <= r["low"] and r["high"] <= 4.0
+  c = probe_stats.bootstrap_ci([7.0, 7.0, 7.0])
+  assert c["low"] == c["high"] == 7.0
+
+
+def test_summarize_counts_seeds_that_reach_the_target():
+  s = probe_stats.summarize([0, 10, 20], np.array([[6.0, 4.0, 3.0], [6.0, 5.0, 4.5]]), 4.0)
+  assert s["reached_target"] == 1 and s["updates_to_target"]["mean"] == 10.0
+  assert s["final_loss"]["mean"] == pytest.approx(3.75)
+  assert s["curve"]["mean"] == [6.0, 4.5, 3.75]
+
+
+# -- stacked training ----------------------------------------------------------------------------------------
+
+V, L, B = 64, 16, 4
+SPECIALS = SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=V - 1, vocab_size=V)
+
+
+def _body():
+  mc = ModelConfig(vocab_size=V, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                   max_position_embeddings=L + 2, dropout=0.1, attention_dropout=0.1)
+  params = init_variables(RobertaForMaskedLM(mc), jax.random.key(0), L)["params"]
+  return mc, jax.tree.map(np.asarray, params)
+
+
+def _data(seed):
+  rng = np.random.default_rng(seed)
+  train = rng.integers(4, V - 1, size=(24, L)).astype(np.int32)
+  train[:, -3:] = SPECIALS.pad  # padded tails, as packed sequences have
+  return TableData(train=train, valid=rng.integers(4, V - 1, size=(6, L)).astype(np.int32))
+
+
+def _probe(mc, num_tables):
+  optim_cfg = ml_collections.ConfigDict(dict(lr=1e-2, warmup_steps=2, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01))
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)), jax.devices()[:1])
+  return StackedProbe(mc, SPECIALS, seq_len=L, mask_prob=0.15, optim_cfg=optim_cfg, total_steps=6,
+                      init_std=0.02, mesh=mesh, num_tables=num_tables)
+
+
+def test_stacked_tables_give_the_curves_of_tables_run_one_by_one():
+  mc, body = _body()
+  tables = [Table("aa", 1000, 0), Table("aa", 1000, 1), Table("bb", 1000, 0), Table("bb", 500, 0)]
+  data = [_data(0), _data(0), _data(1), _data(2)]
+  steps, stacked, finals = _probe(mc, 4).run(body, tables, data, batch_size=B, eval_every=2)
+  assert steps == [0, 2, 4, 6] and stacked.shape == (4, 4)
+  one = _probe(mc, 1)
+  for i, (t, d) in enumerate(zip(tables, data)):
+    s, curve, final = one.run(body, [t], [d], batch_size=B, eval_every=2)
+    np.testing.assert_allclose(curve[0], stacked[i], rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(final[0], finals[i], rtol=1e-4, atol=1e-6)
+  # The tables differ by seed (fresh samples, batch orders and masks of their own).
+  assert not np.allclose(finals[0], finals[1])
+
+
+def test_the_body_is_not_changed_by_a_probe():
+  mc, body = _body()
+  before = jax.tree.map(np.copy, body)
+  _probe(mc, 1).run(body, [Table("aa", 1, 0)], [_data(0)], batch_size=B, eval_every=3)
+  jax.tree.map(np.testing.assert_array_equal, body, before)
+
+
+# -- the stage -----------------------------------------------------------------------------------------------
+
+def micro_probe(init_from, **kw):
+  c = probe_defaults()
+  c.update(init_from=str(init_from), languages="en=bundled:bible_en,es=bundled:bible_es", token_budgets=(3000,),
+           seeds=2, total_steps=6, batch_size=8, eval_every=3)
+  c.data.update(seq_len=32, vocab_size=300, max_documents=60, max_valid_sequences=16)
+  c.update(**kw)
+  return c
+
+
+@pytest.fixture(scope="module")
+def probed(tiny_runs, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("probe")
+  with open(os.devnull, "w") as sink:
+    out = probe.run(micro_probe(tiny_runs("one_device")[0], save_embeddings=True), str(workdir), log_stream=sink)
+  return workdir, out
+
+
+def test_probe_writes_its_report_for_every_language(probed):
+  workdir, out = probed
+  for name in ("probe.json", "probe.md", "probe.png", "summary.json"):
+    assert os.path.isfile(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "probe.json")) as f:
+    saved = json.load(f)
+  assert set(saved["results"]) == {"en", "es"}
+  r = saved["results"]["es"]["3000"]
+  assert r["seeds"] == 2 and r["steps"] == [0, 3, 6] and len(r["per_seed"]["curves"]) == 2
+  assert r["target_loss"] == pytest.approx(r["unigram_loss"] - 0.5)
+  assert "| es |" in open(os.path.join(workdir, "probe.md")).read()
+
+
+def test_saved_probe_embeddings_assemble_into_a_task_model(probed, tiny_runs, tmp_path):
+  from rewire.assemble import assemble
+  workdir, out = probed
+  assert set(out["embeddings"]) == {"en/3000/0", "en/3000/1", "es/3000/0", "es/3000/1"}
+  assemble(str(tiny_runs("finetuned_nli")[0]), out["embeddings"]["es/3000/1"], str(tmp_path / "assembled"))
+  assert os.path.isfile(tmp_path / "assembled" / "tokenizer.json")
+
+
+def test_probe_refuses_a_budget_larger_than_the_corpus(tiny_runs, tmp_path):
+  c = micro_probe(tiny_runs("one_device")[0], token_budgets=(10_000_000,))
+  with pytest.raises(UserError, match=r"probe language en \(bundled:bible_en\).*token_budget 10000000 exceeds"):
+    probe.run(c, str(tmp_path / "p"), log_stream=open(os.devnull, "w"))
+  assert not os.path.exists(tmp_path / "p" / "probe.json")
+
+
+def test_probe_refuses_a_missing_step_and_a_model_without_mlm_head(tiny_runs, tmp_path):
+  with pytest.raises(UserError, match="no checkpoint for step 999"):
+    probe.run(micro_probe(tiny_runs("one_device")[0], init_step=999), str(tmp_path / "a"))
+  with pytest.raises(UserError, match="no MLM head"):
+    probe.run(micro_probe(tiny_runs("finetuned_nli")[0]), str(tmp_path / "b"))
+  with pytest.raises(UserError, match="not NAME=VALUE"):
+    probe.run(micro_probe(tiny_runs("one_device")[0], languages="bundled:bible_es"), str(tmp_path / "c"))
+
+
+def test_probe_every_records_plasticity_and_leaves_the_run_unchanged(tiny_runs, tmp_path):
+  from conftest import losses, run_tiny, tiny_config
+  c = tiny_config()
+  c.probe_every = 6
+  c.probe.update(languages="es=bundled:bible_es", token_budgets=(2000,), total_steps=4, batch_size=8, eval_every=2)
+  c.probe.data.update(seq_len=32, vocab_size=300, max_valid_sequences=8, max_documents=40)
+  out = run_tiny(c, tmp_path / "run", devices=jax.devices()[:1])
+  from rewire.telemetry import read_records
+  recs = read_records(str(tmp_path / "run" / "plasticity.jsonl"))
+  assert [r["step"] for r in recs] == [6, 12]
+  assert recs[0]["results"]["es"]["2000"]["steps"] == [0, 2, 4]
+  assert os.path.isfile(tmp_path / "run" / "plasticity.png")
+  # The probe only reads the body: the run's losses and parameters are those of the same run without it.
+  ref_dir, ref = tiny_runs("one_device")
+  assert losses(tmp_path / "run") == losses(ref_dir)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(out["state"]["params"]),
+               jax.device_get(ref["state"]["params"]))

@@ -1,0 +1,81 @@
+"""The study's machinery: its statistics on known answers, the job runner, and a micro study end to end."""
+
+import functools
+import json
+import os
+
+import numpy as np
+import pytest
+
+from rewire import workdir as rworkdir
+from rewire.errors import UserError
+from rewire.jobs import Job, run_jobs
+from rewire.study_report import bootstrap_gain, relative_gain
+
+
+def test_relative_gain_is_the_mean_over_languages():
+  assert relative_gain({"a": 110.0, "b": 90.0}, {"a": 100.0, "b": 100.0}) == pytest.approx(0.0)
+  assert relative_gain({"a": 60.0, "b": 75.0}, {"a": 50.0, "b": 50.0}) == pytest.approx(35.0)
+
+
+def test_seed_bootstrap_of_the_gain():
+  same = {"standard": {"a": [50.0, 50.0, 50.0]}, "forget": {"a": [60.0, 60.0, 60.0]}}
+  g = bootstrap_gain(same, ["a"], resamples=500)
+  assert g["mean"] == g["low"] == g["high"] == pytest.approx(20.0)
+  spread = {"standard": {"a": [40.0, 50.0, 60.0], "b": [50.0, 50.0, 50.0]},
+            "forget": {"a": [50.0, 55.0, 60.0], "b": [45.0, 55.0, 65.0]}}
+  g = bootstrap_gain(spread, ["a", "b"], resamples=2000)
+  assert g["low"] < g["mean"] < g["high"]
+  # Every resample's gain is bounded by the extreme seeds: a = (50 - 60)/60 .. (60 - 40)/40, b = -10% .. +30%.
+  assert g["low"] >= np.mean([-100 / 6, -10]) - 1e-9 and g["high"] <= np.mean([50, 30]) + 1e-9
+
+
+def _record(order_file, name, workdir, fail=False):
+  with open(order_file, "a") as f:
+    f.write(name + "\n")
+  if fail:
+    raise UserError(f"{name} could not finish")
+  os.makedirs(workdir, exist_ok=True)
+  rworkdir.write_summary(workdir, {"finished": True})
+
+
+def test_jobs_respect_order_skip_complete_work_and_name_a_failure(tmp_path):
+  order = str(tmp_path / "order.txt")
+  jobs = [Job(n, None, str(tmp_path / n), after=a, fn=functools.partial(_record, order, n, str(tmp_path / n)))
+          for n, a in (("a", ()), ("b", ("a",)), ("c", ("a",)), ("d", ("b", "c")))]
+  timings = run_jobs(jobs, workers=2, log_dir=str(tmp_path / "logs"), pin_cores=False, stream=open(os.devnull, "w"))
+  ran = open(order).read().split()
+  assert sorted(ran) == ["a", "b", "c", "d"] and set(timings) == set(ran)
+  assert ran[0] == "a" and ran[-1] == "d"
+  assert run_jobs(jobs, workers=2, log_dir=str(tmp_path / "logs"), pin_cores=False,
+                  stream=open(os.devnull, "w")) == {}  # all complete: nothing runs again
+  bad = [Job("x", None, str(tmp_path / "x"), fn=functools.partial(_record, order, "x", str(tmp_path / "x"), True))]
+  with pytest.raises(UserError, match=r"study job x failed \(exit 2\): rewire: error: x could not finish -- see"):
+    run_jobs(bad, workers=1, log_dir=str(tmp_path / "logs"), pin_cores=False, stream=open(os.devnull, "w"))
+  with pytest.raises(ValueError, match="unknown job"):
+    run_jobs([Job("y", None, str(tmp_path / "y"), after=("z",))], workers=1, log_dir=str(tmp_path / "logs"),
+             pin_cores=False)
+
+
+def test_micro_study_end_to_end_and_resume(tmp_path):
+  from configs.study import get_config
+  from rewire.study import run
+  c = get_config("micro")
+  c.relearn = ""
+  c.seeds = (0,)  # one model per variant keeps the test short; the intervals then have zero width
+  c.workers, c.pin_cores = 2, False
+  out = run(c, str(tmp_path / "study"))
+  root = tmp_path / "study"
+  for name in ("study.md", "study.json", "pretraining.png", "adaptation.png", "zero_shot.png", "summary.json"):
+    assert os.path.isfile(root / name), name
+  stats = json.load(open(root / "study.json"))
+  assert stats["pretrain"]["forget"]["resets"] == [3] and stats["pretrain"]["standard"]["resets"] == [0]
+  assert set(stats["zero_shot"]["forget"]["8000"]) == {"es"}
+  assert set(stats["adaptation"]["es"]) == {"4000", "8000"}
+  text = open(root / "study.md").read()
+  assert "Mean per-language relative gain" in text and "| 4,000 |" in text
+  assert out["headline"]["relative_gain"] == pytest.approx(stats["relative_gain"]["8000"]["mean"])
+  # A second invocation finds every job complete and only rewrites the report.
+  run(c, str(root))
+  timings = [json.loads(l) for l in open(root / "timings.jsonl")]
+  assert len(timings) == 2 and timings[1]["jobs_s"] == {}
