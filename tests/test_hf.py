@@ -335,3 +335,16 @@ def test_export_rejects_params_that_do_not_fit_model_json(exported, tmp_path):
     hf.export_checkpoint(wd, str(tmp_path / "out"))
   with pytest.raises(UserError, match="already holds a model"):
     hf.write_workdir(wd, info, params)
+
+
+def test_probe_runs_on_an_imported_model(exported, tmp_path):
+  """`configs/probe.py` accepts a directory made by `python -m rewire.hf import` as `init_from`."""
+  from test_probe import micro_probe
+  from rewire import probe
+  _, out, _, _ = exported
+  assert hf.main(["import", f"--hf={out}", f"--out={tmp_path / 'imported'}"]) == 0
+  c = micro_probe(tmp_path / "imported", seeds=1, languages="es=bundled:bible_es")
+  with open(os.devnull, "w") as sink:
+    result = probe.run(c, str(tmp_path / "probe"), log_stream=sink)
+  assert result["step"] == 0 and set(result["results"]) == {"es"}
+  assert os.path.isfile(tmp_path / "probe" / "probe.png")
