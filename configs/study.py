@@ -7,9 +7,10 @@ zero-shot task in three languages. Results in `study.md` (tables with intervals)
   Results section for the measured wall time). English pretraining on the bundled World English Bible
   (2-layer, hidden-128 RoBERTa, vocab 2048, batch 32x64, 4,100 updates; forgetting: K=100, so 40 resets),
   then per model: a probe that trains fresh embeddings (vocab 4096) for 300 updates at token budgets of
-  25k, 100k and 400k in English (relearned), Spanish, Japanese and Ukrainian (Old Testament text), an
-  English fine-tune on `verse_genre` (narrative vs discourse verses, Old Testament), and the zero-shot
-  test on New Testament verses in es, ja and uk with each budget's embeddings.
+  25k, 100k and 400k in English (relearned), Spanish, Japanese and Ukrainian (Old Testament text); the
+  language adaptation proper, the same recipe for 1,000 updates (`adapt_steps`) in es, ja and uk at each
+  budget; an English fine-tune on `verse_genre` (narrative vs discourse verses, Old Testament); and the
+  zero-shot test on New Testament verses in es, ja and uk with each budget's adapted embeddings.
 * `micro`: the same graph in about two minutes, for the test suite and for trying the machinery.
 
 Interrupted? Run the same command again: finished jobs are skipped (see `logs/` for each job's output).
@@ -51,6 +52,7 @@ def get_config(preset: str = "cpu"):
     c.relearn = "en=bundled:bible_en"
     c.languages = "es=bundled:bible_es"
     q.update(token_budgets=(4_000, 8_000), total_steps=10, batch_size=8, eval_every=5)
+    c.adapt_steps = 10
     q.data.update(vocab_size=1024, max_documents=120, max_valid_sequences=16)
     f.update(max_train_examples=64, epochs=1, batch_size=16, max_len=32)
     c.evaluate.max_examples = 40

@@ -37,7 +37,7 @@ class Job:
 
 def _child(config, workdir: str, log_path: str, core: int | None, fn) -> None:
   if core is not None and hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {core})
+    os.sched_setaffinity(0, {core % (os.cpu_count() or 1)})
   fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
   os.dup2(fd, 1)  # the child's stdout and stderr (and any native library's) go to the job's log
   os.dup2(fd, 2)
@@ -73,10 +73,22 @@ def run_jobs(jobs: Sequence[Job], *, workers: int, log_dir: str, pin_cores: bool
   done = {j.name for j in jobs} - {j.name for j in pending}
   running: dict[str, tuple[Any, float, int | None]] = {}
   timings: dict[str, float] = {}
-  t0, last_line = time.perf_counter(), 0.0
   total = len(pending)
   print(f"[study] {len(done)} of {len(jobs)} jobs already complete; {total} to run, {workers} at a time",
         file=stream, flush=True)
+  try:
+    _loop(jobs, pending, running, done, timings, ctx, workers, log_dir, pin_cores, total, stream)
+  finally:
+    for proc, _, _ in running.values():  # interrupted (Ctrl-C, SIGTERM, a failed job): stop the others
+      if proc.exitcode is None:
+        proc.terminate()
+        proc.join(30)
+  return timings
+
+
+def _loop(jobs, pending, running, done, timings, ctx, workers, log_dir, pin_cores, total, stream) -> None:
+  from multiprocessing.connection import wait
+  t0, last_line = time.perf_counter(), 0.0
   while pending or running:
     for name, (proc, start, core) in list(running.items()):
       if proc.exitcode is None:
@@ -85,8 +97,6 @@ def run_jobs(jobs: Sequence[Job], *, workers: int, log_dir: str, pin_cores: bool
       job = next(j for j in jobs if j.name == name)
       log = os.path.join(log_dir, name.replace("/", "__") + ".log")
       if proc.exitcode != 0 or not job.is_complete():
-        for other, (p, _, _) in running.items():
-          p.terminate()
         last = _last_line(log)
         raise UserError(f"study job {name} failed (exit {proc.exitcode}): {last} -- see {log}; rerun the "
                         "same command to resume")
@@ -113,8 +123,11 @@ def run_jobs(jobs: Sequence[Job], *, workers: int, log_dir: str, pin_cores: bool
       print(f"[study] {finished}/{total} jobs run | running: {', '.join(running) or '-'} | "
             f"elapsed {hms(now - t0)}{eta}", file=stream, flush=True)
       last_line = now
-    time.sleep(0.5)
-  return timings
+    if not running:
+      if pending:
+        raise ValueError(f"jobs {[j.name for j in pending]} wait for each other (a cycle in `after`)")
+      break
+    wait([proc.sentinel for proc, _, _ in running.values()], timeout=30)  # a job ends, or a progress line
 
 
 def _kind(name: str) -> str:

@@ -103,7 +103,7 @@ class StackedProbe:
     repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
     stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, batch_axes or None))
-    self._stacked = stacked
+    self._stacked, self._repl = stacked, repl
     self._init = jax.jit(self._init_fn, out_shardings=repl)
     self._step = jax.jit(self._step_fn, in_shardings=(repl, repl, stacked, repl),
                          out_shardings=(repl, repl), donate_argnums=(0,))
@@ -166,6 +166,7 @@ class StackedProbe:
     """Trains the tables on `body`; returns (evaluation steps, losses `[T, points]`, final tables)."""
     if len(tables) != self.num_tables:
       raise ValueError(f"compiled for {self.num_tables} tables, got {len(tables)}")
+    body = jax.device_put(body, self._repl)  # e.g. a pretraining run's fsdp-sharded params, replicated
     keys = jnp.stack([t.key() for t in tables])
     nv = max(len(d.valid) for d in data)
     valid = np.full((len(data), nv, data[0].valid.shape[1]), self.pad_id, np.int32)

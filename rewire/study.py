@@ -8,8 +8,11 @@ on its own:
 
     data/<name>                       prepared corpora (English pretraining text, each probe language)
     <variant>_s<seed>/pretrain        pretraining (variant = standard | forget)
-    <variant>_s<seed>/probe           fresh embeddings per language and token budget on the frozen body
-                                      (the language adaptation; tables saved under probe/embeddings/)
+    <variant>_s<seed>/probe           plasticity: fresh embeddings per language and token budget on the
+                                      frozen body, `probe.total_steps` updates, curves
+    <variant>_s<seed>/adapt           the language adaptation for the zero-shot test: the probe's recipe on
+                                      the zero-shot languages, `adapt_steps` updates, tables saved under
+                                      adapt/embeddings/
     <variant>_s<seed>/finetune        the English task model (body trained, embeddings frozen)
     <variant>_s<seed>/zero_shot       the task model assembled with each language's embeddings, evaluated
     study.json, study.md, *.png       the statistics (`rewire.study_report`)
@@ -52,6 +55,8 @@ def build_jobs(config, root: str) -> list[Job]:
   for name, source in languages.items():
     jobs.append(_prepare_job(root, name, source, config.probe.data))
   prepared = ",".join(f"{n}=prepared:{os.path.join(root, 'data', n)}" for n in languages)
+  zero_shot_prepared = ",".join(f"{n}=prepared:{os.path.join(root, 'data', n)}"
+                                for n in parse_pairs(config.languages, "languages"))
   per_model = []
   for seed in config.seeds:
     for variant in VARIANTS:
@@ -66,22 +71,26 @@ def build_jobs(config, root: str) -> list[Job]:
       jobs.append(Job(f"{variant}_s{seed}/pretrain", pre, os.path.join(base, "pretrain"),
                       after=("data/pretrain", *[f"data/{n}" for n in languages])))
       probe = copy.deepcopy(config.probe)
-      probe.update(init_from=os.path.join(base, "pretrain"), seed=int(seed), seeds=1, languages=prepared,
-                   save_embeddings=True)
+      probe.update(init_from=os.path.join(base, "pretrain"), seed=int(seed), seeds=1, languages=prepared)
+      # The embeddings for the zero-shot test: the same recipe, trained longer, zero-shot languages only.
+      adapt = copy.deepcopy(probe)
+      adapt.update(languages=zero_shot_prepared, total_steps=int(config.adapt_steps),
+                   eval_every=max(1, int(config.adapt_steps) // 10), save_embeddings=True)
       ft = copy.deepcopy(config.finetune)
       ft.update(init_from=os.path.join(base, "pretrain"), seed=int(seed))
       zs = functools.partial(zero_shot, config.to_dict(), base)
       per_model += [
           Job(f"{variant}_s{seed}/probe", probe, os.path.join(base, "probe"), after=(f"{variant}_s{seed}/pretrain",)),
+          Job(f"{variant}_s{seed}/adapt", adapt, os.path.join(base, "adapt"), after=(f"{variant}_s{seed}/pretrain",)),
           Job(f"{variant}_s{seed}/finetune", ft, os.path.join(base, "finetune"),
               after=(f"{variant}_s{seed}/pretrain",)),
           Job(f"{variant}_s{seed}/zero_shot", None, os.path.join(base, "zero_shot"), fn=zs,
-              after=(f"{variant}_s{seed}/probe", f"{variant}_s{seed}/finetune"))]
+              after=(f"{variant}_s{seed}/adapt", f"{variant}_s{seed}/finetune"))]
   return jobs + per_model
 
 
 def zero_shot(config: dict, base: str) -> None:
-  """Assembles the task model with every (language, budget) embedding of the probe and evaluates it."""
+  """Assembles the task model with every (language, budget) embedding of `adapt` and evaluates it."""
   from rewire import sharding
   from rewire.assemble import assemble
   from rewire.evaluate import evaluate_model
@@ -89,7 +98,7 @@ def zero_shot(config: dict, base: str) -> None:
   ev = config["evaluate"]
   mesh = sharding.make_mesh(config["finetune"]["mesh"])
   rules = sharding.rules_from_config(config["finetune"]["mesh"]["rules"])
-  with open(os.path.join(base, "probe", "probe.json")) as f:
+  with open(os.path.join(base, "adapt", "probe.json")) as f:
     tables = json.load(f)["embeddings"]
   ft = os.path.join(base, "finetune")
   results = {"en": {"full": evaluate_model(ft, ev["test_source"], "en", mesh=mesh, rules=rules,

@@ -55,9 +55,15 @@ def _load(root: str, config) -> dict:
           "pretrain_curve": [(r["step"], r["valid_loss"]) for r in
                              read_records(os.path.join(base, "pretrain", "metrics.jsonl")) if "valid_loss" in r],
           "probe": probe,
+          "adapt": _read_json(os.path.join(base, "adapt", "probe.json")),
           "finetune": rworkdir.read_summary(os.path.join(base, "finetune")),
           "zero_shot": rworkdir.read_summary(os.path.join(base, "zero_shot"))["results"]}
   return models
+
+
+def _read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
 
 
 def _merged_probe(models: dict, variant: str, seeds, target_of) -> dict:
@@ -121,6 +127,10 @@ def compute(config, root: str) -> dict:
           for b in probes["standard"]["results"][l]}
       for l in probes["standard"]["results"]}
   out["adaptation_updates"] = int(config.probe.total_steps)
+  out["adapt_steps"] = int(config.adapt_steps)
+  out["adapted_loss"] = {l: {b: {v: probe_stats.mean_ci([models[(v, s)]["adapt"]["results"][l][b]["final_loss"]["mean"]
+                                                         for s in seeds], level) for v in VARIANTS}
+                             for b in budgets} for l in langs}
   out["_probes"] = probes
   out["_pretrain_curves"] = {f"{v}_s{s}": models[(v, s)]["pretrain_curve"] for v in VARIANTS for s in seeds}
   out["headline"] = {"relative_gain": out["relative_gain"][main]["mean"],
@@ -221,7 +231,8 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
   for v in VARIANTS:
     t = stats["task_en"][v]
     lines.append(f"| {v} | {fmt(t['dev'], 1)} | {fmt(t['test_en'], 1)} |")
-  lines += ["", f"## Zero-shot accuracy (%), embeddings adapted on {int(main):,} tokens", "",
+  lines += ["", f"## Zero-shot accuracy (%), embeddings adapted on {int(main):,} tokens for "
+            f"{stats['adapt_steps']:,} updates", "",
             "| variant | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
   for v in VARIANTS:
     lines.append(f"| {v} | " + " | ".join(fmt(stats["zero_shot"][v][main][l], 1) for l in langs) + " |")
@@ -234,6 +245,11 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
     means = {v: np.mean([stats["zero_shot"][v][b][l]["mean"] for l in langs]) for v in VARIANTS}
     lines.append(f"| {int(b):,} | {means['standard']:.1f} | {means['forget']:.1f} | "
                  f"{_gain(stats['relative_gain'][b])} |")
+  lines += ["", f"Validation MLM loss of the adapted embeddings ({stats['adapt_steps']:,} updates) that these "
+            "zero-shot models use:", "", "| language | budget | standard | forget |", "|---|---|---|---|"]
+  for l, per in stats["adapted_loss"].items():
+    for b, r in per.items():
+      lines.append(f"| {l} | {int(b):,} | {fmt(r['standard'])} | {fmt(r['forget'])} |")
   lines += ["", "![zero-shot against budget](zero_shot.png)", "",
             f"## Adaptation speed (fresh embeddings, body frozen, {stats['adaptation_updates']} updates)", "",
             "Target: the standard model's mean final adaptation loss for that language and budget. 'Updates' is "

@@ -52,6 +52,9 @@ def test_jobs_respect_order_skip_complete_work_and_name_a_failure(tmp_path):
   bad = [Job("x", None, str(tmp_path / "x"), fn=functools.partial(_record, order, "x", str(tmp_path / "x"), True))]
   with pytest.raises(UserError, match=r"study job x failed \(exit 2\): rewire: error: x could not finish -- see"):
     run_jobs(bad, workers=1, log_dir=str(tmp_path / "logs"), pin_cores=False, stream=open(os.devnull, "w"))
+  with pytest.raises(ValueError, match="a cycle"):
+    run_jobs([Job("p", None, str(tmp_path / "p"), after=("q",)), Job("q", None, str(tmp_path / "q"), after=("p",))],
+             workers=1, log_dir=str(tmp_path / "logs"), pin_cores=False, stream=open(os.devnull, "w"))
   with pytest.raises(ValueError, match="unknown job"):
     run_jobs([Job("y", None, str(tmp_path / "y"), after=("z",))], workers=1, log_dir=str(tmp_path / "logs"),
              pin_cores=False)
