@@ -38,25 +38,16 @@ def _variant_pretrain_config(config, variant: str):
 
 def plot_adaptation(root: str, variants, languages, out_path: str) -> str | None:
   """Adaptation curves: MLM loss against updates, one panel per language, a line per variant."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(languages), figsize=(4.5 * len(languages), 3.6), dpi=110, squeeze=False)
-  for ax, lang in zip(axes[0], languages):
+  from rewire.plot import panels, save, style
+  fig, axes = panels(len(languages), width=4.5, height=3.6)
+  for ax, lang in zip(axes, languages):
     for variant in variants:
       recs = read_records(os.path.join(root, variant, f"adapt_{lang}", "metrics.jsonl"))
       train = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
       if train:
         ax.plot(*zip(*train), label=variant, color="tab:red" if variant == "forget" else "tab:blue")
-    ax.set_title(f"adaptation to {lang}")
-    ax.set_xlabel("update")
-    ax.set_ylabel("MLM loss (nats)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(out_path)
-  plt.close(fig)
-  return out_path
+    style(ax, "update", "MLM loss (nats)", f"adaptation to {lang}")
+  return save(fig, out_path)
 
 
 def run(config, workdir: str) -> dict:

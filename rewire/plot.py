@@ -1,10 +1,41 @@
-"""The loss-curve PNG: training and validation MLM loss against updates, with every reset marked."""
+"""Figures: the loss-curve PNG of a run (training and validation MLM loss, every reset marked), and the
+few helpers every rewire figure is drawn with (Agg backend, one row of panels, common styling, atomic save)."""
 
 from __future__ import annotations
 
 import os
 
 from rewire.telemetry import read_records
+
+
+def panels(n: int = 1, *, width: float = 4.5, height: float = 3.5):
+  """A figure with one row of `n` panels; returns (figure, list of axes)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, n, figsize=(width * n, height), dpi=110, squeeze=False)
+  return fig, list(axes[0])
+
+
+def style(ax, xlabel: str, ylabel: str, title: str | None = None, *, legend: str | None = "best") -> None:
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.grid(alpha=0.3)
+  if legend:
+    ax.legend(loc=legend, fontsize=8)
+
+
+def save(fig, path: str) -> str:
+  """Lays out, writes atomically (a reader never sees half a PNG) and closes `fig`; returns `path`."""
+  import matplotlib.pyplot as plt
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path
 
 
 def plot_losses(metrics_path: str, out_path: str, *, title: str = "") -> str | None:
@@ -17,11 +48,7 @@ def plot_losses(metrics_path: str, out_path: str, *, title: str = "") -> str | N
   if not train and not valid:
     return None
 
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+  fig, (ax,) = panels(width=9, height=4.5)
   for i, s in enumerate(resets):
     ax.axvline(s, color="tab:red", alpha=0.35, lw=1, ls="--", label="embedding reset" if i == 0 else None)
   if train:
@@ -30,14 +57,6 @@ def plot_losses(metrics_path: str, out_path: str, *, title: str = "") -> str | N
     ax.plot(*zip(*valid), "o-", color="tab:orange", ms=4, lw=1.2, label="validation MLM loss")
   if baseline is not None:
     ax.axhline(baseline, color="gray", lw=1, ls=":", label="unigram baseline")
-  ax.set_xlabel("update")
-  ax.set_ylabel("MLM loss (nats)")
-  ax.set_title(title or os.path.basename(os.path.dirname(os.path.abspath(metrics_path))))
-  ax.grid(alpha=0.3)
-  ax.legend(loc="upper right", fontsize=8)
-  fig.tight_layout()
-  tmp = out_path + ".tmp.png"
-  fig.savefig(tmp)
-  plt.close(fig)
-  os.replace(tmp, out_path)
-  return out_path
+  style(ax, "update", "MLM loss (nats)", title or os.path.basename(os.path.dirname(os.path.abspath(metrics_path))),
+        legend="upper right")
+  return save(fig, out_path)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import os
 
+from rewire.plot import panels, save, style
+
 
 def fmt(stat: dict, digits: int = 3) -> str:
   """'5.123 ± 0.045' (the t-interval's half-width), or '—' where no value exists."""
@@ -46,12 +48,9 @@ def write_report(out: dict, workdir: str) -> None:
 
 def plot_curves(runs: dict, path: str, *, colors: dict | None = None) -> str:
   """One panel per language (at its largest budget): each run's mean curve with its seed band."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   langs = list(next(iter(runs.values()))["results"])
-  fig, axes = plt.subplots(1, len(langs), figsize=(4.2 * len(langs), 3.4), dpi=110, squeeze=False)
-  for ax, lang in zip(axes[0], langs):
+  fig, axes = panels(len(langs), width=4.2, height=3.4)
+  for ax, lang in zip(axes, langs):
     for i, (name, out) in enumerate(runs.items()):
       per = out["results"][lang]
       r = per[max(per, key=int)]
@@ -59,25 +58,16 @@ def plot_curves(runs: dict, path: str, *, colors: dict | None = None) -> str:
       ax.plot(r["steps"], r["curve"]["mean"], color=c, label=name)
       ax.fill_between(r["steps"], r["curve"]["low"], r["curve"]["high"], color=c, alpha=0.2)
     ax.axhline(r["unigram_loss"], color="gray", lw=0.8, ls="--", label="unigram")
-    ax.set_title(f"{lang} (budget {int(max(per, key=int)):,} tokens)")
-    ax.set_xlabel("embedding updates (body frozen)")
-    ax.set_ylabel("validation MLM loss (nats)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+    style(ax, "embedding updates (body frozen)", "validation MLM loss (nats)",
+          f"{lang} (budget {int(max(per, key=int)):,} tokens)")
+  return save(fig, path)
 
 
 def plot_plasticity(records: list[dict], path: str, *, resets: list[int] = ()) -> str | None:
   """Probe AUC and final loss per language against pretraining updates (records of `plasticity.jsonl`)."""
   if not records:
     return None
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), dpi=110)
+  fig, axes = panels(2, width=4.75, height=3.4)
   langs = list(records[0]["results"])
   for i, lang in enumerate(langs):
     xs = [r["step"] for r in records]
@@ -92,12 +82,5 @@ def plot_plasticity(records: list[dict], path: str, *, resets: list[int] = ()) -
   for ax, title in zip(axes, ("probe AUC (mean loss over the probe)", "probe final loss")):
     for s in resets:
       ax.axvline(s, color="gray", lw=0.4, alpha=0.4)
-    ax.set_xlabel("pretraining update")
-    ax.set_ylabel("nats")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+    style(ax, "pretraining update", "nats", title)
+  return save(fig, path)

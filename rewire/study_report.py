@@ -16,6 +16,7 @@ import numpy as np
 from rewire import probe_stats
 from rewire import workdir as rworkdir
 from rewire.probe import parse_pairs
+from rewire.plot import panels, save, style
 from rewire.probe_report import fmt, plot_curves
 from rewire.telemetry import read_records
 
@@ -140,44 +141,27 @@ def compute(config, root: str) -> dict:
 
 
 def _plot_pretraining(curves: dict, unigram: float, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+  fig, (ax,) = panels(width=6, height=3.6)
   for name, pts in curves.items():
     if pts:
       v = name.rsplit("_s", 1)[0]
       ax.plot(*zip(*pts), color=COLORS[v], alpha=0.7, label=v if name.endswith("_s0") else None)
   ax.axhline(unigram, color="gray", ls="--", lw=0.8, label="unigram")
-  ax.set_xlabel("pretraining update")
-  ax.set_ylabel("English validation MLM loss (nats)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  style(ax, "pretraining update", "English validation MLM loss (nats)")
+  save(fig, path)
 
 
 def _plot_budgets(stats: dict, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   langs, budgets = stats["languages"], [str(b) for b in stats["budgets"]]
-  fig, axes = plt.subplots(1, len(langs), figsize=(3.8 * len(langs), 3.3), dpi=110, squeeze=False)
-  for ax, l in zip(axes[0], langs):
+  fig, axes = panels(len(langs), width=3.8, height=3.3)
+  for ax, l in zip(axes, langs):
     for v in VARIANTS:
       s = [stats["zero_shot"][v][b][l] for b in budgets]
       ax.errorbar([int(b) for b in budgets], [x["mean"] for x in s], yerr=[x["half_width"] for x in s],
                   color=COLORS[v], marker="o", capsize=3, label=v)
     ax.set_xscale("log")
-    ax.set_title(f"zero-shot {l}")
-    ax.set_xlabel("adaptation token budget")
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+    style(ax, "adaptation token budget", "accuracy (%)", f"zero-shot {l}")
+  save(fig, path)
 
 
 def _gain(g: dict) -> str:
