@@ -8,7 +8,7 @@ zero-shot task in three languages. Results in `study.md` (tables with intervals)
   (2-layer, hidden-128 RoBERTa, vocab 2048, batch 32x64, 4,100 updates; forgetting: K=100, so 40 resets),
   then per model: a probe that trains fresh embeddings (vocab 4096) for 300 updates at token budgets of
   25k, 100k and 400k in English (relearned), Spanish, Japanese and Ukrainian (Old Testament text); the
-  language adaptation proper, the same recipe for 1,000 updates (`adapt_steps`) in es, ja and uk at each
+  language adaptation proper, the same recipe for 600 updates (`adapt_steps`) in es, ja and uk at each
   budget; an English fine-tune on `verse_genre` (narrative vs discourse verses, Old Testament); and the
   zero-shot test on New Testament verses in es, ja and uk with each budget's adapted embeddings.
 * `micro`: the same graph in about two minutes, for the test suite and for trying the machinery.

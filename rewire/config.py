@@ -243,7 +243,7 @@ def study_defaults() -> ml_collections.ConfigDict:
   c.finetune = finetune_defaults()
   c.evaluate = ml_collections.ConfigDict(dict(test_source="bundled:verse_genre:test", eval_batch_size=64,
                                               max_examples=0))
-  c.adapt_steps = 1000           # updates of the language adaptation whose embeddings go to the zero-shot test
+  c.adapt_steps = 600            # updates of the language adaptation whose embeddings go to the zero-shot test
   c.bootstrap = 10_000           # seed-bootstrap resamples of the relative gain
   return c
 

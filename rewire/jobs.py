@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -76,14 +78,29 @@ def run_jobs(jobs: Sequence[Job], *, workers: int, log_dir: str, pin_cores: bool
   total = len(pending)
   print(f"[study] {len(done)} of {len(jobs)} jobs already complete; {total} to run, {workers} at a time",
         file=stream, flush=True)
+  def on_sigterm(signum, frame):
+    raise _Terminated()
+
+  main_thread = threading.current_thread() is threading.main_thread()
+  old = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
   try:
     _loop(jobs, pending, running, done, timings, ctx, workers, log_dir, pin_cores, total, stream)
+  except _Terminated:
+    print(f"[study] SIGTERM: stopping {', '.join(running) or 'nothing'} (a training job saves a checkpoint "
+          "first); rerun the same command to resume", file=stream, flush=True)
+    raise SystemExit(128 + signal.SIGTERM) from None
   finally:
+    if main_thread:
+      signal.signal(signal.SIGTERM, old)
     for proc, _, _ in running.values():  # interrupted (Ctrl-C, SIGTERM, a failed job): stop the others
       if proc.exitcode is None:
-        proc.terminate()
-        proc.join(30)
+        proc.terminate()  # SIGTERM: a training job saves and exits, as when preempted
+        proc.join(120)
   return timings
+
+
+class _Terminated(Exception):
+  pass
 
 
 def _loop(jobs, pending, running, done, timings, ctx, workers, log_dir, pin_cores, total, stream) -> None:

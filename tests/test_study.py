@@ -82,3 +82,39 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
   run(c, str(root))
   timings = [json.loads(l) for l in open(root / "timings.jsonl")]
   assert len(timings) == 2 and timings[1]["jobs_s"] == {}
+
+
+def _wait_until_killed(fifo):
+  import signal
+  with open(fifo, "w") as f:
+    f.write("started\n")
+  signal.pause()
+
+
+def test_sigterm_stops_the_study_and_its_running_jobs(tmp_path):
+  """SIGTERM to the driver (a preempted host) stops the running jobs and exits 143; nothing is complete."""
+  import select
+  import signal
+  import subprocess
+  import sys
+  fifo = str(tmp_path / "started")
+  os.mkfifo(fifo)
+  script = (
+      "import functools, test_study\n"
+      "from rewire.jobs import Job, run_jobs\n"
+      f"run_jobs([Job('w', None, {str(tmp_path / 'w')!r}, fn=functools.partial(test_study._wait_until_killed, {fifo!r}))],\n"
+      f"         workers=1, log_dir={str(tmp_path / 'logs')!r}, pin_cores=False)\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(root, "tests"), root]))
+  proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+  fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+  try:
+    ready, _, _ = select.select([fd], [], [], 120)  # the job has started (bounded wait, no polling)
+    assert ready and os.read(fd, 64) == b"started\n", "the job never started"
+  finally:
+    os.close(fd)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 143
+  assert "SIGTERM: stopping w" in out
+  assert not rworkdir.is_complete(str(tmp_path / "w"))
