@@ -31,10 +31,10 @@ def optim_cfg(clip=0.5):
                                         clip_norm=clip))
 
 
-def make_tx(params, every=K, rules=((".*", "train"),), clip=0.5, seed=0, **variant):
+def make_tx(params, every=K, rules=((".*", "train"),), clip=0.5, seed=0, pattern=EMB, **variant):
   labels = optim.label_params(params, rules)
   if every:
-    labels = optim.relabel(params, labels, EMB, optim.FORGET)
+    labels = optim.relabel(params, labels, pattern, optim.FORGET)
   scheds = optim.make_schedules(optim_cfg(clip), TOTAL, every, sorted(set(jax.tree.leaves(labels))),
                                 until=variant.get("until", 0))
   return stage_tx(optim_cfg(clip), labels, scheds, every, seed, **variant), labels, scheds
@@ -260,3 +260,16 @@ def test_reset_std_sets_the_spread_of_the_fresh_sample():
     fresh = forgetting.resample(jax.random.key(0), params, init_std=std, pad_id=1)["e"]
     assert not np.any(np.asarray(fresh[1]))
     np.testing.assert_allclose(float(np.std(np.asarray(fresh))), std, rtol=0.03)
+
+
+def test_pattern_chooses_the_leaves_that_are_reset():
+  """`forget.pattern` naming the position embeddings resets those and leaves the token embeddings alone."""
+  params = make_params()
+  pos = "roberta/embeddings/position_embeddings/embedding"
+  hist = run(make_tx(params, pattern=pos)[0], params, K + 1)
+  before, after = hist[K - 2][0], hist[K - 1][0]
+  get = lambda p, path: np.asarray(leaves_by_path(p)[path])
+  # The token embeddings move by one smooth Adam step across update K; the position embeddings are resampled.
+  assert np.abs(get(after, EMB) - get(before, EMB)).max() < 0.05
+  assert np.abs(get(after, pos) - get(before, pos)).max() > 0.5
+  assert abs(float(np.std(get(after, pos)[np.arange(8) != PAD])) - 0.02) < 0.01
