@@ -11,8 +11,9 @@ on its own:
     <variant>_s<seed>/probe           plasticity: fresh embeddings per language and token budget on the
                                       frozen body, `probe.total_steps` updates, curves
     <variant>_s<seed>/adapt           the language adaptation for the zero-shot test: the probe's recipe on
-                                      the zero-shot languages, `adapt_steps` updates, tables saved under
-                                      adapt/embeddings/
+                                      the zero-shot languages at the largest budget, `adapt_steps` updates,
+                                      tables saved under adapt/embeddings/
+    <variant>_s<seed>/adapt_ablation  the same for `ablation_languages` at the smaller budgets
     <variant>_s<seed>/finetune        the English task model (body trained, embeddings frozen)
     <variant>_s<seed>/zero_shot       the task model assembled with each language's embeddings, evaluated
     study.json, study.md, *.png       the statistics (`rewire.study_report`)
@@ -55,8 +56,11 @@ def build_jobs(config, root: str) -> list[Job]:
   for name, source in languages.items():
     jobs.append(_prepare_job(root, name, source, config.probe.data))
   prepared = ",".join(f"{n}=prepared:{os.path.join(root, 'data', n)}" for n in languages)
-  zero_shot_prepared = ",".join(f"{n}=prepared:{os.path.join(root, 'data', n)}"
-                                for n in parse_pairs(config.languages, "languages"))
+  at = lambda names: ",".join(f"{n}=prepared:{os.path.join(root, 'data', n)}" for n in names)
+  zero_shot_prepared = at(parse_pairs(config.languages, "languages"))
+  ablation_prepared = at(ablation_languages(config))
+  budgets = sorted(int(b) for b in config.probe.token_budgets)
+  main_budget, small_budgets = budgets[-1], tuple(budgets[:-1])
   per_model = []
   for seed in config.seeds:
     for variant in VARIANTS:
@@ -74,19 +78,37 @@ def build_jobs(config, root: str) -> list[Job]:
       probe.update(init_from=os.path.join(base, "pretrain"), seed=int(seed), seeds=1, languages=prepared)
       # The embeddings for the zero-shot test: the same recipe, trained longer, zero-shot languages only.
       adapt = copy.deepcopy(probe)
-      adapt.update(languages=zero_shot_prepared, total_steps=int(config.adapt_steps),
+      adapt.update(languages=zero_shot_prepared, token_budgets=(main_budget,), total_steps=int(config.adapt_steps),
                    eval_every=max(1, int(config.adapt_steps) // 10), save_embeddings=True)
+      ablation = copy.deepcopy(adapt)
+      ablation.update(languages=ablation_prepared, token_budgets=small_budgets)
       ft = copy.deepcopy(config.finetune)
       ft.update(init_from=os.path.join(base, "pretrain"), seed=int(seed))
       zs = functools.partial(zero_shot, config.to_dict(), base)
       per_model += [
           Job(f"{variant}_s{seed}/probe", probe, os.path.join(base, "probe"), after=(f"{variant}_s{seed}/pretrain",)),
-          Job(f"{variant}_s{seed}/adapt", adapt, os.path.join(base, "adapt"), after=(f"{variant}_s{seed}/pretrain",)),
+          Job(f"{variant}_s{seed}/adapt", adapt, os.path.join(base, "adapt"), after=(f"{variant}_s{seed}/pretrain",))]
+      adapted = [f"{variant}_s{seed}/adapt"]
+      if small_budgets and ablation_prepared:
+        per_model.append(Job(f"{variant}_s{seed}/adapt_ablation", ablation, os.path.join(base, "adapt_ablation"),
+                             after=(f"{variant}_s{seed}/pretrain",)))
+        adapted.append(f"{variant}_s{seed}/adapt_ablation")
+      per_model += [
           Job(f"{variant}_s{seed}/finetune", ft, os.path.join(base, "finetune"),
               after=(f"{variant}_s{seed}/pretrain",)),
           Job(f"{variant}_s{seed}/zero_shot", None, os.path.join(base, "zero_shot"), fn=zs,
-              after=(f"{variant}_s{seed}/adapt", f"{variant}_s{seed}/finetune"))]
+              after=(*adapted, f"{variant}_s{seed}/finetune"))]
   return jobs + per_model
+
+
+def ablation_languages(config) -> list[str]:
+  """The zero-shot languages of the low-data ablation (adapted at every budget, not only the largest)."""
+  langs = parse_pairs(config.languages, "languages")
+  chosen = [l.strip() for l in str(config.ablation_languages).split(",") if l.strip()]
+  unknown = [l for l in chosen if l not in langs]
+  if unknown:
+    raise UserError(f"ablation_languages {unknown} are not zero-shot languages ({', '.join(langs)})")
+  return chosen
 
 
 def zero_shot(config: dict, base: str) -> None:
@@ -98,8 +120,12 @@ def zero_shot(config: dict, base: str) -> None:
   ev = config["evaluate"]
   mesh = sharding.make_mesh(config["finetune"]["mesh"])
   rules = sharding.rules_from_config(config["finetune"]["mesh"]["rules"])
-  with open(os.path.join(base, "adapt", "probe.json")) as f:
-    tables = json.load(f)["embeddings"]
+  tables = {}
+  for job in ("adapt", "adapt_ablation"):
+    path = os.path.join(base, job, "probe.json")
+    if os.path.isfile(path):
+      with open(path) as f:
+        tables.update(json.load(f)["embeddings"])
   ft = os.path.join(base, "finetune")
   results = {"en": {"full": evaluate_model(ft, ev["test_source"], "en", mesh=mesh, rules=rules,
                                            batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])}}

@@ -56,15 +56,22 @@ def _load(root: str, config) -> dict:
           "pretrain_curve": [(r["step"], r["valid_loss"]) for r in
                              read_records(os.path.join(base, "pretrain", "metrics.jsonl")) if "valid_loss" in r],
           "probe": probe,
-          "adapt": _read_json(os.path.join(base, "adapt", "probe.json")),
+          "adapt": _adapted(base),
           "finetune": rworkdir.read_summary(os.path.join(base, "finetune")),
           "zero_shot": rworkdir.read_summary(os.path.join(base, "zero_shot"))["results"]}
   return models
 
 
-def _read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
+def _adapted(base: str) -> dict:
+  """{lang: {budget: result}} of the adaptation jobs (the largest budget, and the ablation's smaller ones)."""
+  out = {}
+  for job in ("adapt", "adapt_ablation"):
+    path = os.path.join(base, job, "probe.json")
+    if os.path.isfile(path):
+      with open(path) as f:
+        for lang, per in json.load(f)["results"].items():
+          out.setdefault(lang, {}).update(per)
+  return out
 
 
 def _merged_probe(models: dict, variant: str, seeds, target_of) -> dict:
@@ -106,15 +113,23 @@ def compute(config, root: str) -> dict:
                                                for s in seeds], level)}
   out["task_en"] = task
 
-  zs = {v: {b: {l: [models[(v, s)]["zero_shot"][l][b]["accuracy"] for s in seeds] for l in langs}
+  from rewire.study import ablation_languages
+  ablation = ablation_languages(config)
+  at = {b: (langs if b == main else ablation) for b in budgets}  # the languages adapted at each budget
+  budgets = [b for b in budgets if at[b]]
+  out["budgets"], out["ablation_languages"] = [int(b) for b in budgets], ablation
+  zs = {v: {b: {l: [models[(v, s)]["zero_shot"][l][b]["accuracy"] for s in seeds] for l in at[b]}
             for b in budgets} for v in VARIANTS}
-  out["zero_shot"] = {v: {b: {l: probe_stats.mean_ci(zs[v][b][l], level) for l in langs} for b in budgets}
+  out["zero_shot"] = {v: {b: {l: probe_stats.mean_ci(zs[v][b][l], level) for l in at[b]} for b in budgets}
                       for v in VARIANTS}
-  out["relative_gain"] = {b: {**bootstrap_gain({v: zs[v][b] for v in VARIANTS}, langs,
+  out["relative_gain"] = {b: {**bootstrap_gain({v: zs[v][b] for v in VARIANTS}, at[b],
                                                resamples=int(config.bootstrap), level=level),
                               "per_language": {l: 100.0 * (np.mean(zs["forget"][b][l]) - np.mean(zs["standard"][b][l]))
-                                               / np.mean(zs["standard"][b][l]) for l in langs}}
+                                               / np.mean(zs["standard"][b][l]) for l in at[b]}}
                           for b in budgets}
+  # The ablation's own statistic at the largest budget, over the same languages as the smaller budgets.
+  out["relative_gain_ablation_main"] = bootstrap_gain({v: {l: zs[v][main][l] for l in ablation} for v in VARIANTS},
+                                                      ablation, resamples=int(config.bootstrap), level=level)
 
   # Adaptation: probe curves across model seeds; the target of the speed statistic is the standard
   # model's mean final adaptation loss, per language and budget.
@@ -129,9 +144,9 @@ def compute(config, root: str) -> dict:
       for l in probes["standard"]["results"]}
   out["adaptation_updates"] = int(config.probe.total_steps)
   out["adapt_steps"] = int(config.adapt_steps)
-  out["adapted_loss"] = {l: {b: {v: probe_stats.mean_ci([models[(v, s)]["adapt"]["results"][l][b]["final_loss"]["mean"]
+  out["adapted_loss"] = {l: {b: {v: probe_stats.mean_ci([models[(v, s)]["adapt"][l][b]["final_loss"]["mean"]
                                                          for s in seeds], level) for v in VARIANTS}
-                             for b in budgets} for l in langs}
+                             for b in budgets if l in at[b]} for l in langs}
   out["_probes"] = probes
   out["_pretrain_curves"] = {f"{v}_s{s}": models[(v, s)]["pretrain_curve"] for v in VARIANTS for s in seeds}
   out["headline"] = {"relative_gain": out["relative_gain"][main]["mean"],
@@ -156,8 +171,9 @@ def _plot_budgets(stats: dict, path: str) -> None:
   fig, axes = panels(len(langs), width=3.8, height=3.3)
   for ax, l in zip(axes, langs):
     for v in VARIANTS:
-      s = [stats["zero_shot"][v][b][l] for b in budgets]
-      ax.errorbar([int(b) for b in budgets], [x["mean"] for x in s], yerr=[x["half_width"] for x in s],
+      have = [b for b in budgets if l in stats["zero_shot"][v][b]]
+      s = [stats["zero_shot"][v][b][l] for b in have]
+      ax.errorbar([int(b) for b in have], [x["mean"] for x in s], yerr=[x["half_width"] for x in s],
                   color=COLORS[v], marker="o", capsize=3, label=v)
     ax.set_xscale("log")
     style(ax, "adaptation token budget", "accuracy (%)", f"zero-shot {l}")
@@ -223,12 +239,14 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
   g = stats["relative_gain"][main]
   lines += ["", f"Mean per-language relative gain of forgetting (the paper's statistic): **{_gain(g)}**; per "
             "language: " + ", ".join(f"{l} {x:+.1f}%" for l, x in g["per_language"].items()) + ".", "",
-            "## Low-data ablation: zero-shot accuracy against the adaptation budget", "",
-            "| budget (tokens) | standard (mean over languages) | forget | relative gain |", "|---|---|---|---|"]
+            f"## Low-data ablation ({', '.join(stats['ablation_languages'])}): zero-shot accuracy against the "
+            "adaptation budget", "",
+            "| budget (tokens) | standard | forget | relative gain |", "|---|---|---|---|"]
   for b in (str(x) for x in stats["budgets"]):
-    means = {v: np.mean([stats["zero_shot"][v][b][l]["mean"] for l in langs]) for v in VARIANTS}
-    lines.append(f"| {int(b):,} | {means['standard']:.1f} | {means['forget']:.1f} | "
-                 f"{_gain(stats['relative_gain'][b])} |")
+    abl = stats["ablation_languages"]
+    means = {v: np.mean([stats["zero_shot"][v][b][l]["mean"] for l in abl]) for v in VARIANTS}
+    gain = stats["relative_gain"][b] if b != main else stats["relative_gain_ablation_main"]
+    lines.append(f"| {int(b):,} | {means['standard']:.1f} | {means['forget']:.1f} | {_gain(gain)} |")
   lines += ["", f"Validation MLM loss of the adapted embeddings ({stats['adapt_steps']:,} updates) that these "
             "zero-shot models use:", "", "| language | budget | standard | forget |", "|---|---|---|---|"]
   for l, per in stats["adapted_loss"].items():
