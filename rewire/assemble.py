@@ -8,6 +8,7 @@ its own -- `model.json`, `tokenizer.json`, `checkpoints/0` -- that evaluation, e
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -67,3 +68,12 @@ def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> di
   workdir.write_model_info(out_workdir, info)
   workdir.write_summary(out_workdir, {"finished": True, **info["assembled_from"]})
   return info
+
+
+def assemble_once(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> str:
+  """`assemble` unless `out_workdir` already holds a complete assembly; a partial one is replaced."""
+  if not workdir.is_complete(out_workdir):
+    if os.path.isdir(out_workdir):
+      shutil.rmtree(out_workdir)  # an interrupted assembly (it has no summary.json)
+    assemble(task_workdir, embeddings_workdir, out_workdir)
+  return out_workdir

@@ -51,7 +51,7 @@ def plot_adaptation(root: str, variants, languages, out_path: str) -> str | None
 
 
 def run(config, workdir: str) -> dict:
-  from rewire.assemble import assemble
+  from rewire.assemble import assemble_once
   from rewire.evaluate import write_results, evaluate_model
   from rewire.finetune import train_and_evaluate as finetune
   from rewire.train import train_and_evaluate as pretrain_or_adapt
@@ -92,12 +92,8 @@ def run(config, workdir: str) -> dict:
     timings[f"{variant}/finetune_{task}"] = time.perf_counter() - t
     dirs[variant] = {"en": ft}
     for lang in config.languages:
-      out = os.path.join(base, f"assembled_{task}_{lang}")
-      if not rworkdir.is_complete(out):
-        if os.path.isdir(out):
-          shutil.rmtree(out)
-        assemble(ft, os.path.join(base, f"adapt_{lang}"), out)
-      dirs[variant][lang] = out
+      dirs[variant][lang] = assemble_once(ft, os.path.join(base, f"adapt_{lang}"),
+                                          os.path.join(base, f"assembled_{task}_{lang}"))
 
   mesh = sharding.make_mesh(config.evaluate.mesh)
   rules = sharding.rules_from_config(config.evaluate.mesh.rules)

@@ -112,20 +112,21 @@ class Prober:
     if model_info.get("max_position_embeddings", seq_len + 2) < seq_len + 2:
       raise UserError(f"data.seq_len={seq_len} is too long for the model "
                       f"(max_position_embeddings={model_info['max_position_embeddings']})")
-    self.groups: dict[int, StackedProbe] = {}
+    # One compiled probe per vocabulary size, with the tables it trains.
+    self.groups: list[tuple[StackedProbe, list[Table]]] = []
     for vocab in sorted({l.specials.vocab_size for l in languages}):
       members = [t for t in self.tables if self.data[t.language].specials.vocab_size == vocab]
       specials = self.data[members[0].language].specials
       mc = task_model_config({**model_info, "vocab_size": vocab, "pad_token_id": specials.pad}, cfg.model)
-      self.groups[vocab] = StackedProbe(mc, specials, seq_len=seq_len, mask_prob=cfg.data.mask_prob,
-                                        optim_cfg=cfg.optim, total_steps=int(cfg.total_steps),
-                                        init_std=float(cfg.init_std), mesh=mesh, num_tables=len(members))
+      self.groups.append((StackedProbe(mc, specials, seq_len=seq_len, mask_prob=cfg.data.mask_prob,
+                                       optim_cfg=cfg.optim, total_steps=int(cfg.total_steps),
+                                       init_std=float(cfg.init_std), mesh=mesh, num_tables=len(members)),
+                          members))
 
   def measure(self, params: Any, *, progress=None) -> tuple[dict, dict]:
     """Trains every table on the body of `params`; returns (results per language/budget, final tables)."""
     curves, finals, steps = {}, {}, None
-    for vocab, probe in self.groups.items():
-      members = [t for t in self.tables if self.data[t.language].specials.vocab_size == vocab]
+    for probe, members in self.groups:
       data = [self.data[t.language].budgets[t.budget] for t in members]
       steps, losses, tables = probe.run(params, members, data, batch_size=int(self.cfg.batch_size),
                                         eval_every=int(self.cfg.eval_every), progress=progress)
@@ -261,21 +262,19 @@ class DuringPretraining:
     languages = prepare_languages(self.cfg, os.path.join(workdir, "probe_data"), log_stream=log_stream)
     self.prober = Prober(self.cfg, languages, dataclasses.asdict(model_config), mesh)
 
-  def records(self) -> list[dict]:
-    from rewire.telemetry import read_records
-    return read_records(self.path)
-
   def __call__(self, step: int, state) -> None:
     from rewire.probe_report import plot_plasticity
     from rewire.telemetry import read_records
-    if any(r.get("step") == step for r in self.records()):
+    records = read_records(self.path)
+    if any(r.get("step") == step for r in records):
       return
     results, _ = self.prober.measure(state["params"])
     if not self.is_main:
       return
+    records.append({"step": int(step), "results": results})
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), "results": results}) + "\n")
+      f.write(json.dumps(records[-1]) + "\n")
     print(f"[probe] at update {step}: final probe loss {results_line(results)}", file=self.stream, flush=True)
     resets = [r["step"] for r in read_records(os.path.join(self.workdir, "metrics.jsonl"))
               if r.get("event") == "forget"]
-    plot_plasticity(self.records(), os.path.join(self.workdir, "plasticity.png"), resets=resets)
+    plot_plasticity(records, os.path.join(self.workdir, "plasticity.png"), resets=resets)

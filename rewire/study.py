@@ -114,7 +114,7 @@ def ablation_languages(config) -> list[str]:
 def zero_shot(config: dict, base: str) -> None:
   """Assembles the task model with every (language, budget) embedding of `adapt` and evaluates it."""
   from rewire import sharding
-  from rewire.assemble import assemble
+  from rewire.assemble import assemble_once
   from rewire.evaluate import evaluate_model
   out_dir = os.path.join(base, "zero_shot")
   ev = config["evaluate"]
@@ -129,16 +129,12 @@ def zero_shot(config: dict, base: str) -> None:
   ft = os.path.join(base, "finetune")
   results = {"en": {"full": evaluate_model(ft, ev["test_source"], "en", mesh=mesh, rules=rules,
                                            batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])}}
+  zero_shot_languages = parse_pairs(config["languages"], "languages")
   for key, emb_dir in sorted(tables.items()):
     lang, budget, _ = key.split("/")
-    if lang not in parse_pairs(config["languages"], "languages"):
+    if lang not in zero_shot_languages:
       continue  # the relearned pretraining language has no zero-shot test of its own
-    assembled = os.path.join(out_dir, "models", f"{lang}_b{budget}")
-    if not rworkdir.is_complete(assembled):
-      if os.path.isdir(assembled):
-        import shutil
-        shutil.rmtree(assembled)
-      assemble(ft, emb_dir, assembled)
+    assembled = assemble_once(ft, emb_dir, os.path.join(out_dir, "models", f"{lang}_b{budget}"))
     scores = evaluate_model(assembled, ev["test_source"], lang, mesh=mesh, rules=rules,
                             batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])
     results.setdefault(lang, {})[budget] = scores
