@@ -9,7 +9,7 @@
    (a) "single process": today's former path -- every document of the corpus read into memory, then
        `pack_documents` (the `tokenizers` encoder's own Rust thread pool uses every core) and one
        `np.save`;
-   (b) "beam": `rewire.data.prepare.prepare_into` with the DirectRunner and `--workers` processes, which
+   (b) "beam": `rewire.data.build.prepare_into` with the DirectRunner and `--workers` processes, which
        writes ArrayRecord shards and the manifest.
    Both give the same multiset of sequences (checked).
 4. Decompression alone (xz) against tokenization, per core, to size `parts_per_file`.
@@ -84,7 +84,7 @@ def side_single(pattern: str, tok_path: str, seq_len: int, out: str) -> dict:
 
 def side_beam(pattern: str, tok_path: str, seq_len: int, out: str, workers: int) -> dict:
   from rewire.config import data_defaults
-  from rewire.data.prepare import Engine, Settings, prepare_into
+  from rewire.data.build import Engine, Settings, prepare_into
   d = data_defaults()
   d.update(source=f"files:{pattern}", tokenizer=tok_path, seq_len=seq_len, valid_fraction=0.001, workers=workers)
   t = time.perf_counter()
@@ -125,7 +125,7 @@ def decompress_vs_tokenize(path: str, tok_path: str) -> dict:
 
 def reader(prepared_dir: str, rows: int, steps: int) -> dict:
   from rewire.data.batches import corpus_batches
-  from rewire.data.prepared import open_prepared
+  from rewire.data.corpus import open_prepared
   p = open_prepared(prepared_dir, verify=False)
   it = corpus_batches(p, rows, seed=0)
   next(it)

@@ -1,6 +1,6 @@
 """Plasticity probe: T embedding tables stacked on one frozen body vs the same T tables one after another.
 
-Both sides run `rewire.probe_train.StackedProbe` on the shapes of the study's probe (`configs/study.py`): a
+Both sides run `rewire.probe.stacked.StackedProbe` on the shapes of the study's probe (`configs/study.py`): a
 2-layer, hidden-128 RoBERTa body (4 heads, FFN 512), vocab 4096, batch 32 x 64 per table, fp32, dropout
 0.1, AdamW. The stacked side trains all T tables in one compiled step (`jax.vmap` over the tables); the
 sequential side trains each table alone with a one-table probe, T times. Each side does the same work:
@@ -27,9 +27,9 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rewire.data.tokenizer import SpecialIds  # noqa: E402
-from rewire.heads import init_variables  # noqa: E402
-from rewire.model import ModelConfig, RobertaForMaskedLM  # noqa: E402
-from rewire.probe_train import StackedProbe, Table, TableData  # noqa: E402
+from rewire.models.heads import init_variables  # noqa: E402
+from rewire.models.roberta import ModelConfig, RobertaForMaskedLM  # noqa: E402
+from rewire.probe.stacked import StackedProbe, Table, TableData  # noqa: E402
 from rewire.sharding import make_mesh  # noqa: E402
 
 VOCAB, HIDDEN, LAYERS, HEADS, FFN = 4096, 128, 2, 4, 512

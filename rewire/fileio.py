@@ -1,6 +1,6 @@
 """File helpers every on-disk contract shares: sha256 checksums and atomic JSON writes.
 
-Prepared corpora (`rewire.data.prepared`), workdirs (`rewire.workdir`) and checkpoint seals
+Prepared corpora (`rewire.data.corpus`), workdirs (`rewire.workdir`) and checkpoint seals
 (`rewire.checkpoint`) all write JSON that a reader must never see half-written, and all verify files by
 their sha256; they do it through these two functions.
 """

@@ -95,7 +95,7 @@ def main(argv) -> None:
     if _DRY_RUN.value:
       import json
       from rewire import config as rconfig
-      from rewire.train import plan
+      from rewire.stages.pretrain import plan
       rconfig.validate(_CONFIG.value)
       print(json.dumps(plan(_CONFIG.value), indent=2))
       return

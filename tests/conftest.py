@@ -40,7 +40,7 @@ def shared_corpus() -> str:
   if "corpus" not in _SHARED:
     import tempfile
     from rewire.config import data_defaults
-    from rewire.data.prepare import Settings, prepare_into
+    from rewire.data.build import Settings, prepare_into
     d = data_defaults()
     d.update(seq_len=32, tokenizer=shared_tokenizer(), workers=1)
     out = os.path.join(tempfile.mkdtemp(prefix="rewire-corpus-"), "en")
@@ -87,7 +87,7 @@ def tiny_cli(workdir, *overrides):
 
 
 def run_tiny(config, workdir, **kw):
-  from rewire.train import train_and_evaluate
+  from rewire.stages.pretrain import train_and_evaluate
   with open(os.devnull, "w") as sink:
     return train_and_evaluate(config, str(workdir), log_stream=sink, **kw)
 
@@ -150,7 +150,7 @@ def tiny_runs(tmp_path_factory):
       corpus = new_language_corpus(tmp_path_factory.mktemp("lang"))
       return run_tiny(adapt_config(get("one_device")[0], corpus), workdir, devices=one())
     if name == "finetuned_nli":
-      from rewire.finetune import train_and_evaluate
+      from rewire.stages.finetune import train_and_evaluate
       with open(os.devnull, "w") as sink:
         return train_and_evaluate(finetune_config(get("one_device")[0]), str(workdir), devices=one(),
                                   log_stream=sink)

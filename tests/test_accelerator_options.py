@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rewire import flops
+from rewire.models import flops
 from rewire.telemetry import read_records
 
 from conftest import losses, run_tiny, tiny_config

@@ -12,8 +12,8 @@ from rewire.checkpoint import load_params
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.telemetry import read_records
-from rewire.mlm import Setup
-from rewire.train import train_and_evaluate
+from rewire.models.mlm import Setup
+from rewire.stages.pretrain import train_and_evaluate
 from rewire import sharding
 
 from conftest import adapt_config, new_language_corpus
@@ -69,7 +69,7 @@ def test_adaptation_curve_is_recorded_and_falls(adapted):
 def test_embedding_only_step_computes_no_body_weight_gradient(adapted, new_language):
   source, _, _ = adapted
   c = adapt_config(source, new_language)
-  from rewire.warm_start import adopt_model_shape
+  from rewire.stages.warm_start import adopt_model_shape
   adopt_model_shape(c)
   mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
   specials = SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=299, vocab_size=300)
@@ -127,7 +127,7 @@ def test_warm_start_names_missing_and_mismatched_parameters(tiny_runs, new_langu
     train_and_evaluate(c, str(tmp_path / "a"), devices=jax.devices()[:1])
   c = adapt_config(source, new_language)
   c.model.num_layers = 2  # the source has one layer: layer 1 is missing
-  from rewire.warm_start import adopt_model_shape, initial_params
+  from rewire.stages.warm_start import adopt_model_shape, initial_params
   adopt_model_shape(c)
   c.model.num_layers = 2
   mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])

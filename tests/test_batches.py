@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rewire.data import batches
-from rewire.data.prepared import open_prepared
+from rewire.data.corpus import open_prepared
 from rewire.errors import UserError
 
 from conftest import shared_corpus

@@ -8,12 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from rewire import heads, sharding
+from rewire.models import heads
+from rewire import sharding
 from rewire.config import pretrain_defaults
 from rewire.data.sources import bible_verses, load_documents
 from rewire.data.tokenizer import train_tokenizer
 from rewire.errors import UserError
-from rewire.tasks import data, schema
+from rewire.tasks import loading as data, schema
 from rewire.tasks.names import GENRE_LABELS
 from rewire.tasks.nli import prepare_text_features
 from rewire.tasks.spec import make_spec
@@ -121,8 +122,8 @@ def test_classify_spec_is_a_classification_scored_by_accuracy():
 
 def test_finetune_and_evaluate_classify(tiny_runs, tmp_path):
   from rewire.config import tiny_stage_config
-  from rewire.evaluate import evaluate_model
-  from rewire.finetune import train_and_evaluate
+  from rewire.stages.evaluate import evaluate_model
+  from rewire.stages.finetune import train_and_evaluate
   pre, _ = tiny_runs("one_device")
   c = tiny_stage_config("finetune_nli")
   c.update(task="classify", label_names=GENRE_LABELS, train_source="bundled:verse_genre:train",

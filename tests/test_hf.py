@@ -1,4 +1,4 @@
-"""Tests for rewire.hf and rewire.heads: export/import against transformers 4.57.6 (Flax and PyTorch).
+"""Tests for rewire.hf and rewire.models.heads: export/import against transformers 4.57.6 (Flax and PyTorch).
 
 Every model is tiny and made here (a 12-update rewire run, or random transformers models with odd sizes);
 nothing is downloaded. Numerical checks feed the same ids to both sides and allow a max abs diff of 1e-5;
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from rewire import heads, hf, hf_convert
+from rewire.models import heads
+from rewire.hf import cli as hf, convert as hf_convert
 from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.model import ModelConfig, RobertaForMaskedLM
+from rewire.models.roberta import ModelConfig, RobertaForMaskedLM
 
 TOL = 1e-5
 B, L, M = 3, 20, 4
@@ -340,7 +341,7 @@ def test_export_rejects_params_that_do_not_fit_model_json(exported, tmp_path):
 def test_probe_runs_on_an_imported_model(exported, tmp_path):
   """`configs/probe.py` accepts a directory made by `python -m rewire.hf import` as `init_from`."""
   from test_probe import micro_probe
-  from rewire import probe
+  from rewire.probe import stage as probe
   _, out, _, _ = exported
   assert hf.main(["import", f"--hf={out}", f"--out={tmp_path / 'imported'}"]) == 0
   c = micro_probe(tmp_path / "imported", seeds=1, languages="es=bundled:bible_es")

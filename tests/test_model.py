@@ -1,4 +1,4 @@
-"""Tests for rewire.model: HF parity, MLM head only at masked positions, partitioning, dropout.
+"""Tests for rewire.models.roberta: HF parity, MLM head only at masked positions, partitioning, dropout.
 
 The reference is transformers 4.57.6's `FlaxRobertaForMaskedLM` (the last release with Flax models), built
 from a tiny random config and fed the same params. Every parity check uses perturbed params (non-zero biases,
@@ -17,9 +17,9 @@ import pytest
 from jax.sharding import AxisType, Mesh, PartitionSpec as P
 from transformers import FlaxRobertaForMaskedLM, RobertaConfig
 
-from rewire import layers
-from rewire import model as rm
-from rewire.heads import init_variables
+from rewire.models import layers
+from rewire.models import roberta as rm
+from rewire.models.heads import init_variables
 from rewire.errors import UserError
 
 B, L, M = 3, 16, 5
@@ -263,7 +263,7 @@ def test_config_from_dict():
 
 def test_gelu_custom_derivative_matches_autodiff():
   import math
-  from rewire.layers import gelu
+  from rewire.models.layers import gelu
   x = jnp.linspace(-6.0, 6.0, 2001, dtype=jnp.float32)
   plain = lambda v: v * (0.5 + 0.5 * jax.lax.erf(v / math.sqrt(2.0)))
   np.testing.assert_allclose(gelu(x), plain(x), atol=0, rtol=0)

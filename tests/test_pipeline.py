@@ -6,7 +6,7 @@ import os
 import pytest
 
 from rewire.config import pipeline_preset
-from rewire.pipeline import run
+from rewire.stages.pipeline import run
 
 from conftest import finetune_config, shared_tokenizer, tiny_config
 

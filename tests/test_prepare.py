@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rewire.config import data_defaults
-from rewire.data import beam_jobs, prepare, prepared
+from rewire.data import beam as beam_jobs, build as prepare, corpus as prepared
 from rewire.data.packing import pack_documents
 from rewire.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from rewire.errors import UserError
@@ -240,7 +240,7 @@ def test_corrupt_or_missing_shard_is_a_one_line_error_naming_it(prepared_corpus,
 
 
 def test_a_manifest_with_another_tokenizer_than_the_run_is_refused(prepared_corpus, tmp_path):
-  from rewire.data.pretrain import check_tokenizer
+  from rewire.data.run_data import check_tokenizer
   cfg = data_defaults()
   other = tmp_path / "other.json"
   save_tokenizer(train_tokenizer(["some other words for another tokenizer"] * 10, 40), str(other))
@@ -276,7 +276,7 @@ def test_bad_inputs_are_one_line_errors_naming_the_file_and_leave_earlier_output
 
 def test_a_stage_prepares_a_raw_source_into_its_workdir_once(corpus, tmp_path, monkeypatch):
   from rewire.data import sources
-  from rewire.data.pretrain import pretraining_data
+  from rewire.data.run_data import pretraining_data
   d, _ = corpus
   cfg = data_defaults()
   cfg.update(source=f"files:{d}/a.txt,{d}/c.txt.xz", seq_len=L, tokenizer=shared_tokenizer(), valid_fraction=0.2,
@@ -300,7 +300,7 @@ def test_a_stage_prepares_a_raw_source_into_its_workdir_once(corpus, tmp_path, m
 
 
 def test_a_failing_stage_leaves_a_new_workdir_as_it_was(corpus, tmp_path):
-  from rewire.data.pretrain import pretraining_data
+  from rewire.data.run_data import pretraining_data
   d, _ = corpus
   cfg = data_defaults()
   cfg.update(source=f"files:{d}/a.txt", seq_len=L, tokenizer=shared_tokenizer(), valid_fraction=0.2, workers=1)

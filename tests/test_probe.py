@@ -9,13 +9,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rewire import probe, probe_stats, sharding
+from rewire.probe import stage as probe, stats as probe_stats
+from rewire import sharding
 from rewire.config import probe_defaults
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
-from rewire.heads import init_variables
-from rewire.model import ModelConfig, RobertaForMaskedLM
-from rewire.probe_train import StackedProbe, Table, TableData
+from rewire.models.heads import init_variables
+from rewire.models.roberta import ModelConfig, RobertaForMaskedLM
+from rewire.probe.stacked import StackedProbe, Table, TableData
 
 
 # -- statistics ----------------------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ def test_probe_writes_its_report_for_every_language(probed):
 
 
 def test_saved_probe_embeddings_assemble_into_a_task_model(probed, tiny_runs, tmp_path):
-  from rewire.assemble import assemble
+  from rewire.stages.assemble import assemble
   workdir, out = probed
   assert set(out["embeddings"]) == {"en/3000/0", "en/3000/1", "es/3000/0", "es/3000/1"}
   assemble(str(tiny_runs("finetuned_nli")[0]), out["embeddings"]["es/3000/1"], str(tmp_path / "assembled"))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from rewire import optim
-from rewire.assemble import assemble
+from rewire.stages.assemble import assemble
 from rewire.checkpoint import load_params
 from rewire.errors import UserError
-from rewire.evaluate import evaluate_model, results_table, write_results
+from rewire.stages.evaluate import evaluate_model, results_table, write_results
 from rewire.telemetry import read_records
 from rewire import sharding
 from rewire.config import pretrain_defaults

@@ -9,8 +9,8 @@ import pytest
 
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
-from rewire.jobs import Job, run_jobs
-from rewire.study_report import bootstrap_gain, relative_gain
+from rewire.study.jobs import Job, run_jobs
+from rewire.study.report import bootstrap_gain, relative_gain
 
 
 def test_relative_gain_is_the_mean_over_languages():
@@ -62,7 +62,7 @@ def test_jobs_respect_order_skip_complete_work_and_name_a_failure(tmp_path):
 
 def test_micro_study_end_to_end_and_resume(tmp_path):
   from configs.study import get_config
-  from rewire.study import run
+  from rewire.study.graph import run
   c = get_config("micro")
   c.relearn = ""
   c.seeds = (0,)  # one model per variant keeps the test short; the intervals then have zero width
@@ -101,7 +101,7 @@ def test_sigterm_stops_the_study_and_its_running_jobs(tmp_path):
   os.mkfifo(fifo)
   script = (
       "import functools, test_study\n"
-      "from rewire.jobs import Job, run_jobs\n"
+      "from rewire.study.jobs import Job, run_jobs\n"
       f"run_jobs([Job('w', None, {str(tmp_path / 'w')!r}, fn=functools.partial(test_study._wait_until_killed, {fifo!r}))],\n"
       f"         workers=1, log_dir={str(tmp_path / 'logs')!r}, pin_cores=False)\n")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""Tests for rewire.tasks.data: task examples from hub-style folders, TFDS array_record, local files.
+"""Tests for rewire.tasks.loading: task examples from hub-style folders, TFDS array_record, local files.
 
 The hub is unreachable here, so the fixtures are tiny datasets in the real schemas, built at test time and
 read through the same code paths: `datasets.load_dataset` on folders laid out like the hub repos (README
@@ -13,7 +13,7 @@ import pytest
 
 from rewire.data import sources
 from rewire.errors import UserError
-from rewire.tasks import data, schema
+from rewire.tasks import loading as data, schema
 
 _CLASS_LABEL = """  - name: label
     dtype:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rewire.data.prepared import Prepared
+from rewire.data.corpus import Prepared
 from rewire.errors import UserError
 
 _SEED_SPREAD = 0x9E3779B1  # Spreads run seeds over grain's 32-bit seed space (its epochs use seed + epoch).

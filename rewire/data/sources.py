@@ -18,7 +18,7 @@ or to a hub dataset is a one-line change:
 
 Nothing here holds a corpus in memory. `plan_units` cuts a source into *units* -- a file, an interleaved
 part of a big file, a hub dataset's shard, a range of a TFDS split -- and `read_unit` streams one unit's
-documents, so the units can be read in parallel by different workers (see `rewire.data.prepare`). The
+documents, so the units can be read in parallel by different workers (see `rewire.data.build`). The
 units of a source, in order, give its documents in a deterministic order. `load_documents` reads a whole
 (small) source into a list, for tests and task fixtures.
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rewire import heads
+from rewire.models import heads
 from rewire.errors import UserError
 from rewire.tasks import nli, qa, scoring
 

@@ -13,31 +13,31 @@ def run(config, workdir: str) -> dict:
   from rewire import config as rconfig
   rconfig.validate(config)
   if config.stage == "prepare":
-    from rewire.data.prepare import Engine, Settings, prepare_into
+    from rewire.data.build import Engine, Settings, prepare_into
     corpus = prepare_into(Settings.from_config(config.data), workdir, engine=Engine.from_config(config.data))
     splits = corpus.manifest["splits"]
     print(f"done: {corpus.directory}  " + ", ".join(
         f"{k} {v['sequences']:,} sequences ({v['tokens']:,} tokens)" for k, v in splits.items()))
     return {}
   if config.stage in ("pretrain", "adapt_language"):
-    from rewire.train import train_and_evaluate
+    from rewire.stages.pretrain import train_and_evaluate
     return train_and_evaluate(config, workdir)
   if config.stage == "finetune":
-    from rewire.finetune import train_and_evaluate
+    from rewire.stages.finetune import train_and_evaluate
     return train_and_evaluate(config, workdir)
   if config.stage == "assemble":
-    from rewire.assemble import assemble
+    from rewire.stages.assemble import assemble
     return assemble(config.task_from, config.embeddings_from, workdir)
   if config.stage == "evaluate":
-    from rewire.evaluate import run as evaluate
+    from rewire.stages.evaluate import run as evaluate
     return evaluate(config, workdir)
   if config.stage == "probe":
-    from rewire.probe import run as probe
+    from rewire.probe.stage import run as probe
     return probe(config, workdir)
   if config.stage == "study":
-    from rewire.study import run as study
+    from rewire.study.graph import run as study
     return study(config, workdir)
   if config.stage == "pipeline":
-    from rewire.pipeline import run as pipeline
+    from rewire.stages.pipeline import run as pipeline
     return pipeline(config, workdir)
   raise UserError(f"stage {config.stage!r} is not implemented")

@@ -19,14 +19,15 @@ import optax
 from flax import linen as nn
 
 from rewire import config as rconfig
-from rewire import loop, optim, sharding, warm_start
+from rewire import loop, optim, sharding
+from rewire.stages import warm_start
 from rewire import workdir as rworkdir
 from rewire.checkpoint import Checkpointer, has_checkpoint
 from rewire.data.batches import array_batches
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.task_model import TaskModel, spec_from, task_model_config, task_model_info
-from rewire.tasks.data import load_task_split
+from rewire.models.task_model import TaskModel, spec_from, task_model_config, task_model_info
+from rewire.tasks.loading import load_task_split
 from rewire.telemetry import MetricsWriter, Progress
 
 

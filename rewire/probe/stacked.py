@@ -25,8 +25,8 @@ import numpy as np
 
 from rewire import optim
 from rewire.data.masking import max_predictions_for
-from rewire.mlm import MaskingSpec, mlm_loss
-from rewire.model import RobertaForMaskedLM, ModelConfig
+from rewire.models.mlm import MaskingSpec, mlm_loss
+from rewire.models.roberta import RobertaForMaskedLM, ModelConfig
 
 _INIT_SALT, _DROP_SALT, _EVAL_SALT = 0x9B0E, 0xD209, 0xE7A2
 EMBEDDING_PATH = ("roberta", "embeddings", "word_embeddings", "embedding")

@@ -6,10 +6,10 @@ For every probe language (any text source, the pretraining language included) th
 tokenizer, and for every token budget and seed a fresh N(0, init_std) embedding table; it trains only the
 tables, on the frozen body of `init_from` (a rewire workdir at `init_step`, or a `python -m rewire.hf
 import` directory), for a fixed number of updates, and records validation MLM loss along the way. All
-tables run together in one compiled step (`rewire.probe_train`). Per language and budget it reports, as
+tables run together in one compiled step (`rewire.probe.stacked`). Per language and budget it reports, as
 the mean and a t-interval over seeds: the adaptation curve, the updates needed to reach a target loss
 (the language's unigram baseline minus `target_margin`, unless `targets` says otherwise), the area under
-the curve and the final loss (`rewire.probe_stats`), in `probe.json`, `probe.md` and `probe.png`.
+the curve and the final loss (`rewire.probe.stats`), in `probe.json`, `probe.md` and `probe.png`.
 
 `Prober` is the reusable part: it prepares the languages once and measures any number of bodies of one
 shape, which is how pretraining probes itself every `probe_every` updates (`plasticity.png`).
@@ -29,17 +29,19 @@ import ml_collections
 import numpy as np
 
 from rewire import config as rconfig
-from rewire import heads, probe_stats, sharding
+from rewire.models import heads
+from rewire.probe import stats as probe_stats
+from rewire import sharding
 from rewire import workdir as rworkdir
 from rewire.checkpoint import load_params
 from rewire.data.batches import budget_prefix
-from rewire.data.pretrain import open_corpus
+from rewire.data.run_data import open_corpus
 from rewire.data.tokenizer import load_tokenizer, special_ids
 from rewire.errors import UserError
 from rewire.fileio import write_json_atomic
-from rewire.mlm import unigram_loss
-from rewire.probe_train import StackedProbe, Table, TableData
-from rewire.task_model import task_model_config
+from rewire.models.mlm import unigram_loss
+from rewire.probe.stacked import StackedProbe, Table, TableData
+from rewire.models.task_model import task_model_config
 
 
 def parse_pairs(entries, what: str) -> dict[str, str]:
@@ -157,7 +159,7 @@ def check_mlm_source(init_from: str) -> dict:
 
 def run(config, workdir: str, *, log_stream=None) -> dict:
   """The `probe` stage: probes `config.init_from` and writes probe.json, probe.md and probe.png."""
-  from rewire.probe_report import write_report
+  from rewire.probe.report import write_report
   rconfig.validate(config)
   _check(config)
   info = check_mlm_source(config.init_from)
@@ -194,7 +196,7 @@ def run(config, workdir: str, *, log_stream=None) -> dict:
 
 def save_embeddings(params: Any, finals: dict, languages: list[Language], info: dict, workdir: str) -> dict:
   """Writes each table as a language-adapted workdir (body + new embedding + tokenizer) for `assemble`."""
-  from rewire.probe_train import BIAS_PATH, EMBEDDING_PATH, _set
+  from rewire.probe.stacked import BIAS_PATH, EMBEDDING_PATH, _set
   host = jax.device_get(params)
   by_name = {l.name: l for l in languages}
   written = {}
@@ -263,7 +265,7 @@ class DuringPretraining:
     self.prober = Prober(self.cfg, languages, dataclasses.asdict(model_config), mesh)
 
   def __call__(self, step: int, state) -> None:
-    from rewire.probe_report import plot_plasticity
+    from rewire.probe.report import plot_plasticity
     from rewire.telemetry import read_records
     records = read_records(self.path)
     if any(r.get("step") == step for r in records):

@@ -12,12 +12,12 @@ import difflib
 import ml_collections
 
 from rewire.errors import UserError
-from rewire.model import WORD_EMBEDDING
+from rewire.models.roberta import WORD_EMBEDDING
 from rewire.tasks.names import NLI_LABELS
 
 
 def data_defaults() -> ml_collections.ConfigDict:
-  """The `data` group: what a corpus is prepared from (`rewire.data.prepare`) and how a run reads it."""
+  """The `data` group: what a corpus is prepared from (`rewire.data.build`) and how a run reads it."""
   return ml_collections.ConfigDict(dict(
       # prepared:DIR (from configs/prepare.py) | bundled:NAME | files:GLOB[,GLOB] | hf:NAME[:CONFIG]:SPLIT
       # | tfds:NAME[:CONFIG]:SPLIT; a raw source is prepared into <workdir>/data first
@@ -228,7 +228,7 @@ def probe_defaults() -> ml_collections.ConfigDict:
 
 
 def study_defaults() -> ml_collections.ConfigDict:
-  """The plasticity study (`rewire.study`): standard vs forgetting, several seeds, probed and zero-shot."""
+  """The plasticity study (`rewire.study.graph`): standard vs forgetting, several seeds, probed and zero-shot."""
   c = ml_collections.ConfigDict()
   c.stage = "study"
   c.seeds = (0, 1, 2)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from rewire.errors import UserError
-from rewire.layers import Dense, LayerNorm, attention, dropout, gelu, logical_param, qkv_projection, word_embedding_init
+from rewire.models.layers import Dense, LayerNorm, attention, dropout, gelu, logical_param, qkv_projection, word_embedding_init
 
 WORD_EMBEDDING = "roberta/embeddings/word_embeddings/embedding"  # the token embeddings, tied to the LM decoder
 

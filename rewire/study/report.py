@@ -13,11 +13,11 @@ import os
 
 import numpy as np
 
-from rewire import probe_stats
+from rewire.probe import stats as probe_stats
 from rewire import workdir as rworkdir
-from rewire.probe import parse_pairs
+from rewire.probe.stage import parse_pairs
 from rewire.plot import panels, save, style
-from rewire.probe_report import fmt, plot_curves
+from rewire.probe.report import fmt, plot_curves
 from rewire.telemetry import read_records
 
 VARIANTS = ("standard", "forget")
@@ -113,7 +113,7 @@ def compute(config, root: str) -> dict:
                                                for s in seeds], level)}
   out["task_en"] = task
 
-  from rewire.study import ablation_languages
+  from rewire.study.graph import ablation_languages
   ablation = ablation_languages(config)
   at = {b: (langs if b == main else ablation) for b in budgets}  # the languages adapted at each budget
   budgets = [b for b in budgets if at[b]]

@@ -20,10 +20,10 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from rewire import heads
+from rewire.models import heads
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
-from rewire.model import ModelConfig
+from rewire.models.roberta import ModelConfig
 
 _HF_PREFIXES = ("Flax", "TF")
 _HF_FAMILIES = ("Roberta", "XLMRoberta")

@@ -1,6 +1,6 @@
 """Statistics of adaptation curves: confidence bands over seeds, updates to a target loss, area under the curve.
 
-A probe (`rewire.probe`) trains fresh token embeddings on a frozen body and records validation loss at
+A probe (`rewire.probe.stage`) trains fresh token embeddings on a frozen body and records validation loss at
 fixed updates. These functions turn a set of such curves (one per seed) into the numbers a plasticity
 comparison needs; they are plain NumPy, so known-answer tests pin them down.
 """

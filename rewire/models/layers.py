@@ -2,7 +2,7 @@
 
 Dense and LayerNorm layers, the token-embedding initialiser, dropout with cheap Threefry bits, exact GELU
 with an explicit derivative, and attention. Each is tuned for a fast train step on any backend (the
-measurements are in `benchmarks/README.md`); `rewire.model` assembles them into the encoder and heads.
+measurements are in `benchmarks/README.md`); `rewire.models.roberta` assembles them into the encoder and heads.
 """
 
 from __future__ import annotations

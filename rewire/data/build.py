@@ -2,11 +2,11 @@
 
     python -m rewire.main --config=configs/prepare.py --workdir=data/en --config.data.source=files:en/*.txt.xz
 
-The driver checks everything it can before writing, then runs up to two Beam jobs (`rewire.data.beam_jobs`):
+The driver checks everything it can before writing, then runs up to two Beam jobs (`rewire.data.beam`):
 a seeded sample of documents for the tokenizer (skipped when `data.tokenizer` names one), and the
 tokenization and packing of every unit into shards. Both write under `<out>/.staging/`; only when every
 unit has succeeded does the driver move the shards into place and write `manifest.json` last (see
-`rewire.data.prepared`). So an interrupted run leaves nothing a reader accepts, and a rerun starts clean.
+`rewire.data.corpus`). So an interrupted run leaves nothing a reader accepts, and a rerun starts clean.
 
 The manifest records a fingerprint of the inputs and of every setting that changes the sequences. Running
 again with the same fingerprint is a no-op; a different one is refused, so nothing prepared earlier is
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from rewire import workdir as rworkdir
-from rewire.data import beam_jobs, prepared, sources
+from rewire.data import beam as beam_jobs, corpus as prepared, sources
 from rewire.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
 from rewire.errors import UserError
 from rewire.fileio import sha256_file, write_json_atomic

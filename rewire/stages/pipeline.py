@@ -51,10 +51,10 @@ def plot_adaptation(root: str, variants, languages, out_path: str) -> str | None
 
 
 def run(config, workdir: str) -> dict:
-  from rewire.assemble import assemble_once
-  from rewire.evaluate import write_results, evaluate_model
-  from rewire.finetune import train_and_evaluate as finetune
-  from rewire.train import train_and_evaluate as pretrain_or_adapt
+  from rewire.stages.assemble import assemble_once
+  from rewire.stages.evaluate import write_results, evaluate_model
+  from rewire.stages.finetune import train_and_evaluate as finetune
+  from rewire.stages.pretrain import train_and_evaluate as pretrain_or_adapt
   from rewire import sharding
 
   rconfig.validate(config)

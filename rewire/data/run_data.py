@@ -2,7 +2,7 @@
 
 `data.source` is either `prepared:DIR` (a directory written by `configs/prepare.py`) or a raw text source
 (`bundled:`, `files:`, `hf:`, `tfds:`), which is first prepared into `<workdir>/data` by the same code
-(`rewire.data.prepare.prepare_into`). Either way training reads ArrayRecord shards through grain, and a
+(`rewire.data.build.prepare_into`). Either way training reads ArrayRecord shards through grain, and a
 resumed run finds `<workdir>/data` already prepared and reads no text at all.
 
 The run's `tokenizer.json` is copied into the workdir, where later stages and the exporter find it; a
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from rewire.data import prepare, prepared
+from rewire.data import build as prepare, corpus as prepared
 from rewire.data.batches import Batches, budget_prefix, corpus_batches
 from rewire.data.tokenizer import SpecialIds, load_tokenizer, special_ids
 from rewire.errors import UserError

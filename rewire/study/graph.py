@@ -2,7 +2,7 @@
 
 `python -m rewire.main --config=configs/study.py --workdir=runs/study`
 
-The study is a job graph (`rewire.jobs`); every job is an ordinary stage run in its own workdir, so an
+The study is a job graph (`rewire.study.jobs`); every job is an ordinary stage run in its own workdir, so an
 interrupted study resumes where it stopped, and every model it makes can be inspected, probed or exported
 on its own:
 
@@ -16,7 +16,7 @@ on its own:
     <variant>_s<seed>/adapt_ablation  the same for `ablation_languages` at the smaller budgets
     <variant>_s<seed>/finetune        the English task model (body trained, embeddings frozen)
     <variant>_s<seed>/zero_shot       the task model assembled with each language's embeddings, evaluated
-    study.json, study.md, *.png       the statistics (`rewire.study_report`)
+    study.json, study.md, *.png       the statistics (`rewire.study.report`)
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import time
 
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
-from rewire.jobs import Job, run_jobs
-from rewire.probe import parse_pairs
+from rewire.study.jobs import Job, run_jobs
+from rewire.probe.stage import parse_pairs
 
 VARIANTS = ("standard", "forget")
 
@@ -44,7 +44,7 @@ def _prepare_job(root: str, name: str, source: str, data_cfg) -> Job:
   c = prepare_defaults()
   c.data = copy.deepcopy(data_cfg)
   c.data.source = source
-  from rewire.data.prepared import MANIFEST
+  from rewire.data.corpus import MANIFEST
   return Job(f"data/{name}", c, os.path.join(root, "data", name),
              complete=lambda d: os.path.isfile(os.path.join(d, MANIFEST)))
 
@@ -114,8 +114,8 @@ def ablation_languages(config) -> list[str]:
 def zero_shot(config: dict, base: str) -> None:
   """Assembles the task model with every (language, budget) embedding of `adapt` and evaluates it."""
   from rewire import sharding
-  from rewire.assemble import assemble_once
-  from rewire.evaluate import evaluate_model
+  from rewire.stages.assemble import assemble_once
+  from rewire.stages.evaluate import evaluate_model
   out_dir = os.path.join(base, "zero_shot")
   ev = config["evaluate"]
   mesh = sharding.make_mesh(config["finetune"]["mesh"])
@@ -158,7 +158,7 @@ def run(config, workdir: str) -> dict:
   history_path = os.path.join(workdir, "timings.jsonl")
   with open(history_path, "a") as f:
     f.write(json.dumps({"invocation_s": time.perf_counter() - t0, "jobs_s": timings}) + "\n")
-  from rewire.study_report import write_study
+  from rewire.study.report import write_study
   summary = write_study(config, workdir)
   rworkdir.write_summary(workdir, {"finished": True, **summary["headline"]})
   return summary

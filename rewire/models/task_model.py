@@ -1,7 +1,7 @@
 """A task model (sequence classification or extractive QA) on a mesh: shapes, shardings, prediction.
 
 Fine-tuning trains one, evaluation and assembly read one; both build it here from a `model.json`-style
-shape and a `TaskSpec` (`rewire.tasks.spec`). The flax modules themselves are in `rewire.heads`.
+shape and a `TaskSpec` (`rewire.tasks.spec`). The flax modules themselves are in `rewire.models.heads`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from rewire import heads, sharding
-from rewire.model import ModelConfig
+from rewire.models import heads
+from rewire import sharding
+from rewire.models.roberta import ModelConfig
 from rewire.tasks.spec import TaskSpec, make_spec
 
 

@@ -13,12 +13,12 @@ import shutil
 import jax
 import numpy as np
 
-from rewire import heads
+from rewire.models import heads
 from rewire import workdir
 from rewire.checkpoint import has_checkpoint, load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.model import WORD_EMBEDDING as WORD_EMBEDDING_PATH
+from rewire.models.roberta import WORD_EMBEDDING as WORD_EMBEDDING_PATH
 
 WORD_EMBEDDING = tuple(WORD_EMBEDDING_PATH.split("/"))
 

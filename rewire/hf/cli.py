@@ -1,6 +1,6 @@
 """Hugging Face interop: export a rewire workdir to a model directory, and import one into a workdir.
 
-Why: rewire's param trees already use HF's Flax RoBERTa names (`rewire.model`, `rewire.heads`), so
+Why: rewire's param trees already use HF's Flax RoBERTa names (`rewire.models.roberta`, `rewire.models.heads`), so
 conversion is renaming-free on the Flax side; PyTorch needs one explicit, reversible name/transpose map,
 written out here (as Levanter does) rather than going through transformers' torch-dependent converters.
 
@@ -38,12 +38,12 @@ import flax.serialization
 import jax
 import numpy as np
 
-from rewire import heads
+from rewire.models import heads
 from rewire import workdir as rworkdir
 from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.hf_convert import (ModelInfo, check_params, expected_shapes, flatten, load_hf_params, read_model_info,
+from rewire.hf.convert import (ModelInfo, check_params, expected_shapes, flatten, load_hf_params, read_model_info,
                                to_pytorch)
 
 _SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
@@ -199,6 +199,3 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(json.dumps(summary))
   return 0
 
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -1,7 +1,7 @@
 """The pretraining and language-adaptation stage: `train_and_evaluate(config, workdir)`.
 
 It validates everything it can before it writes anything, prepares or opens the corpus
-(`rewire.data.pretrain`), builds the state abstractly and places it sharded over the mesh (`rewire.mlm.Setup`:
+(`rewire.data.run_data`), builds the state abstractly and places it sharded over the mesh (`rewire.models.mlm.Setup`:
 one donated train step for the whole run), resumes on its own from the newest checkpoint in
 `<workdir>/checkpoints`, and hands the steps to `rewire.loop`. Process 0 writes `metrics.jsonl`, the
 progress line, `loss.png` and `summary.json`.
@@ -20,14 +20,16 @@ import jax
 from flax import linen as nn
 
 from rewire import config as rconfig
-from rewire import flops, heads, loop, sharding, warm_start
+from rewire.models import flops, heads
+from rewire import loop, sharding
+from rewire.stages import warm_start
 from rewire import workdir as rworkdir
 from rewire.checkpoint import Checkpointer, has_checkpoint
-from rewire.data.pretrain import pretraining_data
+from rewire.data.run_data import pretraining_data
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.mlm import Setup, evaluate, step_flops_of, unigram_loss
-from rewire.model import WORD_EMBEDDING
+from rewire.models.mlm import Setup, evaluate, step_flops_of, unigram_loss
+from rewire.models.roberta import WORD_EMBEDDING
 from rewire.plot import plot_losses
 from rewire.telemetry import MetricsWriter, Progress, read_records
 
@@ -107,7 +109,7 @@ def _check_tokenizer_against_checkpoint(config, workdir: str, ckpt: Checkpointer
   """A resumed run's tokenizer must fit its checkpoint's embedding (checked before any data is read).
 
   That it is the very tokenizer of the run is checked against the corpus manifest afterwards
-  (`rewire.data.pretrain.check_tokenizer`).
+  (`rewire.data.run_data.check_tokenizer`).
   """
   if ckpt is None or ckpt.latest_step() is None:
     return
@@ -236,7 +238,7 @@ def _run(config, setup: Setup, data, state, start: int, ckpt: Checkpointer, writ
                   hint=lambda: f"lower optim.lr or enable optim.clip_norm (last checkpoint: {ckpt.latest_step()})")
   periodic = []
   if config.probe_every > 0:
-    from rewire.probe import DuringPretraining
+    from rewire.probe.stage import DuringPretraining
     periodic.append((config.probe_every, DuringPretraining(config, os.path.dirname(writer.path), setup.model_config,
                                                            mesh, is_main=jax.process_index() == 0)))
   with jax.set_mesh(mesh), nn.logical_axis_rules(setup.rules):

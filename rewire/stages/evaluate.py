@@ -21,8 +21,8 @@ from rewire import workdir as rworkdir
 from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.task_model import TaskModel, task_model_config
-from rewire.tasks.data import load_task_split
+from rewire.models.task_model import TaskModel, task_model_config
+from rewire.tasks.loading import load_task_split
 from rewire.tasks.scoring import relative_gain
 from rewire.tasks.spec import make_spec
 

@@ -20,11 +20,12 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from rewire import flops, forgetting, heads, optim, sharding
+from rewire.models import flops, heads
+from rewire import forgetting, optim, sharding
 from rewire.data import masking
 from rewire.data.batches import eval_batches
 from rewire.errors import UserError
-from rewire.model import ModelConfig, RobertaForMaskedLM
+from rewire.models.roberta import ModelConfig, RobertaForMaskedLM
 
 _EVAL_SALT = 0xE7A1
 

@@ -1,7 +1,7 @@
 """Task models on the rewire encoder: sequence classification (NLI) and extractive QA (flax.linen).
 
 Why: task adaptation trains the RoBERTa body plus a small head, and assembly/evaluation must be able to
-hand the result to Hugging Face. So these modules reuse `rewire.model.RobertaModel` (the subtree is named
+hand the result to Hugging Face. So these modules reuse `rewire.models.roberta.RobertaModel` (the subtree is named
 `roberta`, as in HF) and give the heads Hugging Face's Flax names and numerics:
 
 * `RobertaForSequenceClassification(config, num_labels)` = HF `FlaxRobertaForSequenceClassification`:
@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from rewire.errors import UserError
-from rewire.layers import Dense, dropout
-from rewire.model import ModelConfig, RobertaForMaskedLM, RobertaModel, dummy_inputs
+from rewire.models.layers import Dense, dropout
+from rewire.models.roberta import ModelConfig, RobertaForMaskedLM, RobertaModel, dummy_inputs
 
 Array = jax.Array
 
