@@ -1,6 +1,6 @@
 """Language-adaptation step: embedding-only gradients vs a full gradient with a masked optimizer.
 
-Both sides run rewire's real adaptation train step (`rewire.models.mlm.Setup` with the `adapt_language` label
+Both sides run rewire's real adaptation train step (`rewire.stages.pretrain_setup.Setup` with the `adapt_language` label
 table: only the token embeddings train, everything else is frozen by `optax.multi_transform`) on the same
 shapes as `pretrain_step.py`: 4 layers, hidden 256, 4 heads, FFN 1024, vocab 8192, batch 32 x 128, fp32,
 dropout 0.1 (the recipe's; `--dropout 0` for the dropout-free figure).
@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from rewire.config import adapt_language_defaults  # noqa: E402
 from rewire.data.tokenizer import SpecialIds  # noqa: E402
 from rewire.sharding import make_mesh  # noqa: E402
-from rewire.models.mlm import Setup  # noqa: E402
+from rewire.stages.pretrain_setup import Setup  # noqa: E402
 
 VOCAB, HIDDEN, LAYERS, HEADS, FFN = 8192, 256, 4, 4, 1024
 BATCH, SEQ = 32, 128

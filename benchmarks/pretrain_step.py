@@ -5,7 +5,7 @@ on hidden states and attention probabilities) on the same batch shape (32 x 128)
 (AdamW b1=0.9, b2=0.98, eps=1e-6, wd=0.01 off biases and LayerNorm scales), on whatever JAX backend is
 active (the reference figures are for a 2-core CPU).
 
-(a) rewire: `rewire.models.mlm.Setup(...).train_step`, the real step of a forgetting run: raw token ids go
+(a) rewire: `rewire.stages.pretrain_setup.Setup(...).train_step`, the real step of a forgetting run: raw token ids go
     in; 15% masking (80/10/10) happens on device with a fixed number of gathered positions per sequence;
     the MLM head runs only at those positions; clipping, the forgetting wrapper (whose reset is a
     `lax.cond` in the step) and AdamW; one `jax.jit` with the state donated.
@@ -80,7 +80,7 @@ def make_tokens(rng: np.random.Generator) -> np.ndarray:
 
 
 def make_rewire_step(cfg: rewire_model.ModelConfig) -> tuple[Any, Callable]:
-  """rewire's real train step (`rewire.models.mlm.Setup`): the forgetting preset's optimizer (clip 0.5, K=1000,
+  """rewire's real train step (`rewire.stages.pretrain_setup.Setup`): the forgetting preset's optimizer (clip 0.5, K=1000,
   the reset `lax.cond` inside the step), on-device masking, the head at the gathered masked positions.
 
   Returns (initial state, step(state, tokens) -> (state, metrics)); the step is jitted with donation.
@@ -88,7 +88,7 @@ def make_rewire_step(cfg: rewire_model.ModelConfig) -> tuple[Any, Callable]:
   from rewire.config import pretrain_preset
   from rewire.data.tokenizer import SpecialIds
   from rewire.sharding import make_mesh
-  from rewire.models.mlm import Setup
+  from rewire.stages.pretrain_setup import Setup
   c = pretrain_preset("base", forgetting=True)
   c.update(total_steps=100_000, batch_size=BATCH)
   c.model.update(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,

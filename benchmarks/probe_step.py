@@ -27,8 +27,9 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rewire.data.tokenizer import SpecialIds  # noqa: E402
-from rewire.models.heads import init_variables  # noqa: E402
-from rewire.models.roberta import ModelConfig, RobertaForMaskedLM  # noqa: E402
+from rewire.models.registry import init_variables  # noqa: E402
+from rewire.models.roberta import ModelConfig  # noqa: E402
+from rewire.models.roberta_heads import RobertaForMaskedLM  # noqa: E402
 from rewire.probe.stacked import StackedProbe, Table, TableData  # noqa: E402
 from rewire.sharding import make_mesh  # noqa: E402
 

@@ -92,6 +92,21 @@ class Result:
   interrupted: bool = False  # stopped by Ctrl-C (after saving)
 
 
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+  """What a stage plugs into the loop; every hook is optional."""
+  evaluate: Callable[[Any, int], dict] | None = None    # (state, step) -> metrics, every eval_every and at the end
+  after_eval: Callable[[int, Any, dict], None] | None = None  # (step, state, metrics), e.g. keep the best
+  save: Callable[[int, Any], None] | None = None        # (step, state): a checkpoint
+  extra: Callable[[int], dict] = lambda step: {}        # fields added to every record (e.g. the epoch)
+  # (every, fn) pairs: fn(step, state) after every `every`-th update (after the evaluation, before the
+  # checkpoint), e.g. a plasticity probe; it must not change `state`.
+  periodic: Sequence[tuple[int, Callable[[int, Any], None]]] = ()
+  # Replaces the local SIGTERM flag: a multi-host job passes orbax's `reached_preemption`, so that every
+  # host stops at the same step.
+  preempted: Callable[[int], bool] | None = None
+
+
 @dataclasses.dataclass
 class Loop:
   """The cadence and the sinks of one run (see the module docstring)."""
@@ -108,20 +123,12 @@ class Loop:
   on_log: Callable[[], None] = lambda: None  # after every metrics flush (e.g. sealing finished checkpoints)
 
   def run(self, state: Any, train_step: Callable, batches: Iterator, place: Callable, *, start: int = 0,
-          evaluate: Callable[[Any, int], dict] | None = None,
-          after_eval: Callable[[int, Any, dict], None] | None = None,
-          save: Callable[[int, Any], None] | None = None, extra: Callable[[int], dict] = lambda step: {},
-          stop_after: int | None = None, preempted: Callable[[int], bool] | None = None,
-          periodic: Sequence[tuple[int, Callable[[int, Any], None]]] = ()) -> Result:
-    """Steps from `start` to `total_steps` (or until preempted / `stop_after`).
+          hooks: Hooks = Hooks(), stop_after: int | None = None) -> Result:
+    """Steps from `start` to `total_steps` (or until preempted / `stop_after`), calling the stage's `hooks`.
 
-    `periodic` holds `(every, fn)` pairs: `fn(step, state)` runs after every `every`-th update (after the
-    evaluation, before the checkpoint), e.g. a plasticity probe; it must not change `state`.
-    `preempted(step)`, if given, replaces the local SIGTERM flag: a multi-host job passes orbax's
-    `reached_preemption`, so that every host stops at the same step. A `finite` metric (the step's
-    loss, gradient norm and new params all finite) is read with the other metrics at each flush, and for
-    the steps since the last flush before a checkpoint; no checkpoint is written from a state after a
-    non-finite step.
+    A `finite` metric (the step's loss, gradient norm and new params all finite) is read with the other
+    metrics at each flush, and for the steps since the last flush before a checkpoint; no checkpoint is
+    written from a state after a non-finite step.
     """
     self._pending: list[tuple[int, Any]] = []
     self._finite = True  # every flushed step so far had a finite state
@@ -138,30 +145,30 @@ class Loop:
           self._t_last = time.perf_counter()
         else:
           self._timed_steps += 1
-        signalled = preempted(step) if preempted is not None else preempt.requested
+        signalled = hooks.preempted(step) if hooks.preempted is not None else preempt.requested
         stopping = signalled or (stop_after is not None and step >= stop_after)
         if step % self.log_every == 0 or step == total or stopping:
-          self.flush(extra(step))
-        if evaluate is not None and ((self.eval_every and step % self.eval_every == 0) or step == total):
-          self.flush(extra(step))  # so the steps before the evaluation are timed without it
-          last_eval = {**extra(step), **evaluate(state, step)}
+          self.flush(hooks.extra(step))
+        if hooks.evaluate is not None and ((self.eval_every and step % self.eval_every == 0) or step == total):
+          self.flush(hooks.extra(step))  # so the steps before the evaluation are timed without it
+          last_eval = {**hooks.extra(step), **hooks.evaluate(state, step)}
           self.writer.write({"step": step, **last_eval})
           self.progress.log(step, last_eval)
-          if after_eval is not None:
-            after_eval(step, state, last_eval)
+          if hooks.after_eval is not None:
+            hooks.after_eval(step, state, last_eval)
           self._t_last, self._timed_steps = time.perf_counter(), 0
-        for every, fn in periodic:
+        for every, fn in hooks.periodic:
           if every and step % every == 0:
-            self.flush(extra(step))
+            self.flush(hooks.extra(step))
             fn(step, state)
             self._t_last, self._timed_steps = time.perf_counter(), 0
-        if save is not None and ((self.checkpoint_every and step % self.checkpoint_every == 0)
+        if hooks.save is not None and ((self.checkpoint_every and step % self.checkpoint_every == 0)
                                  or step == total or stopping):
           if not self._state_finite():  # reads the unflushed steps' flags: a sync at checkpoint cadence only
-            self.flush(extra(step))
+            self.flush(hooks.extra(step))
             raise UserError(f"{self.what} diverged by step {step}: the state is not finite, so no checkpoint "
                             f"was written from it; {self.hint()}")
-          save(step, state)
+          hooks.save(step, state)
         if stopping and step < total:
           break
     stopped = stopping and step < total and signalled

@@ -7,13 +7,16 @@ Kept short on purpose: it parses flags, checks the config and hands it to the st
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rewire import config as rconfig
 from rewire.errors import UserError
+from rewire.stages import run
 
 # SIGTERM (a scheduler's preemption): the checkpoint is saved and the run exits with 128 + SIGTERM, what a
 # process killed by SIGTERM reports, so Slurm/Kubernetes/TPU queued resources treat it as preempted and
@@ -56,9 +59,6 @@ def default_workdir(config_path: str) -> str:
   return os.path.join("runs", stem)
 
 
-from rewire.stages import run  # noqa: E402  (the dispatch lives in its own module)
-
-
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a bad `--config.KEY=...` override reported as one line instead of a traceback."""
   try:
@@ -93,9 +93,7 @@ def main(argv) -> None:
   workdir = _WORKDIR.value or default_workdir(config_path)
   try:
     if _DRY_RUN.value:
-      import json
-      from rewire import config as rconfig
-      from rewire.stages.pretrain import plan
+      from rewire.stages.pretrain import plan  # only a dry run needs the pretraining stage up front
       rconfig.validate(_CONFIG.value)
       print(json.dumps(plan(_CONFIG.value), indent=2))
       return

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from rewire.errors import UserError
+from rewire.forgetting import last_reset
 
 FROZEN = "frozen"
 TRAIN = "train"
@@ -30,6 +31,20 @@ FORGET = "forget"  # the trainable group that the forgetting transformation rese
 def path_str(path: Sequence[Any]) -> str:
   """`(DictKey('roberta'), DictKey('embeddings'), ...)` -> 'roberta/embeddings/...'."""
   return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
+
+
+def get_path(tree: Any, path: Sequence[str]) -> Any:
+  """The subtree of a nested dict at `path` (e.g. a family's `word_embedding_path()`)."""
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def with_path(tree: dict, path: Sequence[str], value: Any) -> dict:
+  """A copy of nested dict `tree` (shallow along `path` only) with the leaf at `path` replaced."""
+  out = dict(tree)
+  out[path[0]] = value if len(path) == 1 else with_path(tree[path[0]], path[1:], value)
+  return out
 
 
 def label_params(params: Any, rules: Sequence[Sequence[str]]) -> Any:
@@ -125,7 +140,6 @@ def make_schedules(optim_cfg, total_steps: int, forget_every: int, groups: Seque
   With `until` > 0 (no resets after update `until`) the episode after the last reset runs to the end of
   training, and the schedule is compressed into that episode's length instead.
   """
-  from rewire.forgetting import last_reset  # forgetting imports nothing from here; keeps optim standalone
   by_group, final, final_from = {}, None, 0
   for g in groups:
     if g == FROZEN:

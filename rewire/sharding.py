@@ -78,6 +78,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batches stacked along a leading axis (one per probe table): each table's batch split like a batch."""
+  return NamedSharding(mesh, P(None, BATCH_AXES))
+
+
 def num_batch_shards(mesh: Mesh) -> int:
   return math.prod(mesh.shape[a] for a in BATCH_AXES)
 

@@ -1,5 +1,6 @@
 """The workdir contract: what every stage writes into its run directory and reads from an earlier one.
 
+  config.json      the config the stage ran with
   model.json       the model's architecture and shape (a task model adds its task, labels and lengths)
   tokenizer.json   the tokenizer the model's ids belong to
   checkpoints/N/   orbax checkpoints: a run's train state, or params only (assembly, import, fine-tuning)
@@ -20,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from rewire.checkpoint import Checkpointer, has_checkpoint
 from rewire.errors import UserError
 from rewire.fileio import write_json_atomic
 
+CONFIG = "config.json"
 MODEL_INFO = "model.json"
 TOKENIZER = "tokenizer.json"
 SUMMARY = "summary.json"
@@ -69,6 +72,12 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, CHECKPOINTS)
 
 
+def write_config(workdir: str, config) -> None:
+  """`config.json`: the (ml_collections) config the stage ran with, written atomically."""
+  os.makedirs(workdir, exist_ok=True)
+  write_json_atomic(os.path.join(workdir, CONFIG), json.loads(config.to_json_best_effort()), indent=2)
+
+
 def read_model_info(workdir: str) -> dict:
   """`model.json` of a workdir; UserError when there is none."""
   path = os.path.join(workdir, MODEL_INFO)
@@ -99,7 +108,6 @@ def copy_tokenizer(source: str, workdir: str) -> None:
 
 def write_params(workdir: str, params: Any, note: dict | None = None) -> None:
   """A params-only checkpoint `checkpoints/0 = {step: 0, params}` (for workdirs no run trains further)."""
-  from rewire.checkpoint import Checkpointer, has_checkpoint
   if has_checkpoint(checkpoint_dir(workdir)):
     raise UserError(f"{workdir} already holds a model; choose a new workdir")
   os.makedirs(workdir, exist_ok=True)

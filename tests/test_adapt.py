@@ -12,7 +12,7 @@ from rewire.checkpoint import load_params
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.telemetry import read_records
-from rewire.models.mlm import Setup
+from rewire.stages.pretrain_setup import Setup
 from rewire.stages.pretrain import train_and_evaluate
 from rewire import sharding
 

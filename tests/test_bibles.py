@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from rewire.data import sources
+from rewire.data import bundled, sources
 
-ROOT = os.path.join(os.path.dirname(sources.__file__))
+ROOT = os.path.dirname(sources.__file__)
 LANGS = ("en", "es", "ja", "uk")
 
 
@@ -24,7 +24,7 @@ def _module(path, name):
 
 @functools.cache
 def bible(lang):
-  return {v["id"]: v for v in sources.bible_verses(f"bible_{lang}")}
+  return {v["id"]: v for v in bundled.bible_verses(f"bible_{lang}")}
 
 
 @functools.cache
@@ -39,7 +39,7 @@ def task(name, split, lang):
     ("ja", 31063, 30820, "元始に神天地を創造たまへり", 1_500_000),
     ("uk", 31102, 31016, "На початку Бог створив Небо та землю.", 1_700_000)])  # Cyrillic: 2 bytes a letter.
 def test_bible_files(lang, verses, aligned, first, max_bytes):
-  path = sources.bundled_path(f"bible_{lang}")
+  path = bundled.bundled_path(f"bible_{lang}")
   with open(path, "rb") as f:
     head = f.read(10)
   assert head[4:8] == b"\0\0\0\0" and os.path.getsize(path) < max_bytes  # mtime 0; small.

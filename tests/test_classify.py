@@ -8,13 +8,15 @@ import jax
 import numpy as np
 import pytest
 
-from rewire.models import heads
 from rewire import sharding
-from rewire.config import pretrain_defaults
-from rewire.data.sources import bible_verses, load_documents
+from rewire.config import pretrain_defaults, tiny_stage_config
+from rewire.data.bundled import bible_verses
+from rewire.data.sources import load_documents
 from rewire.data.tokenizer import train_tokenizer
 from rewire.errors import UserError
-from rewire.tasks import loading as data, schema
+from rewire.stages.evaluate import evaluate_model
+from rewire.stages.finetune import train_and_evaluate
+from rewire.tasks import loading, schema
 from rewire.tasks.names import GENRE_LABELS
 from rewire.tasks.nli import prepare_text_features
 from rewire.tasks.spec import make_spec
@@ -30,7 +32,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def genre_test():
-  return {lang: data.load_task_split("bundled:verse_genre:test", task="classify", lang=lang) for lang in LANGS}
+  return {lang: loading.load_task_split("bundled:verse_genre:test", task="classify", lang=lang) for lang in LANGS}
 
 
 def test_verse_genre_test_is_the_same_examples_in_every_language(genre_test):
@@ -53,7 +55,7 @@ def test_verse_genre_test_is_the_same_examples_in_every_language(genre_test):
 def test_verse_genre_train_and_dev_are_balanced_old_testament_chapters():
   chapters = {}
   for split, n in (("train", 6000), ("dev", 600)):
-    rows = data.load_task_split(f"bundled:verse_genre:{split}", task="classify")
+    rows = loading.load_task_split(f"bundled:verse_genre:{split}", task="classify")
     assert len(rows) == n and collections.Counter(e["label"] for e in rows) == {"narrative": n // 2,
                                                                                "discourse": n // 2}
     assert len({e["id"] for e in rows}) == n and all(int(e["id"][:2]) <= 39 for e in rows)
@@ -61,11 +63,11 @@ def test_verse_genre_train_and_dev_are_balanced_old_testament_chapters():
     chapters[split] = {e["id"][:5] for e in rows}
   assert not chapters["train"] & chapters["dev"]
   with pytest.raises(UserError, match=r"no bundled verse_genre split 'train' in language 'uk'"):
-    data.load_task_split("bundled:verse_genre:train", task="classify", lang="uk")
+    loading.load_task_split("bundled:verse_genre:train", task="classify", lang="uk")
   with pytest.raises(UserError, match=r"not a classify task; bundled classify data: verse_genre"):
-    data.load_task_split("bundled:verse_nli:test", task="classify")
+    loading.load_task_split("bundled:verse_nli:test", task="classify")
   with pytest.raises(UserError, match=r"not a nli task; bundled nli data: verse_nli"):
-    data.load_task_split("bundled:verse_genre:test", task="nli")
+    loading.load_task_split("bundled:verse_genre:test", task="nli")
 
 
 def test_text_features_encode_one_segment(tok, genre_test):
@@ -101,18 +103,17 @@ def test_text_feature_errors(tok):
 def test_classify_rows_from_files(tmp_path):
   rows = [{"sentence": "good", "label": 1}, {"text": "bad", "label": "0", "id": 7}, {"text": "?", "label": "-"}]
   (tmp_path / "sst.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  got = data.load_task_split(f"files:{tmp_path}/sst.jsonl", task="classify")
+  got = loading.load_task_split(f"files:{tmp_path}/sst.jsonl", task="classify")
   assert got == [{"text": "good", "label": 1}, {"text": "bad", "label": 0, "id": "7"}]  # indices kept
   assert schema.classify_example({"text": "t", "label": 1}, "w", ["neg", "pos"], None) == {"text": "t", "label": "pos"}
   (tmp_path / "sst2.jsonl").write_text(json.dumps({"premise": "p", "label": 0}) + "\n")
   with pytest.raises(UserError, match=r"sst2.jsonl:1: missing field 'text' or 'sentence'"):
-    data.load_task_split(f"files:{tmp_path}/sst2.jsonl", task="classify")
+    loading.load_task_split(f"files:{tmp_path}/sst2.jsonl", task="classify")
 
 
 def test_classify_spec_is_a_classification_scored_by_accuracy():
   spec = make_spec("classify", label_names=GENRE_LABELS)
-  assert (spec.architecture, spec.num_labels, spec.primary, spec.max_len) == (
-      heads.SEQUENCE_CLASSIFICATION, 2, "accuracy", 128)
+  assert (spec.head, spec.num_labels, spec.primary, spec.max_len) == ("classification", 2, "accuracy", 128)
   feats = prepare_text_features([{"text": "a", "label": 0}, {"text": "b", "label": 1}],
                                 train_tokenizer(["a b c"], 300), max_len=8, label_names=GENRE_LABELS)
   assert spec.score([], feats, np.asarray([[2.0, 0.0], [3.0, 1.0]])) == {"accuracy": 50.0}
@@ -121,9 +122,6 @@ def test_classify_spec_is_a_classification_scored_by_accuracy():
 
 
 def test_finetune_and_evaluate_classify(tiny_runs, tmp_path):
-  from rewire.config import tiny_stage_config
-  from rewire.stages.evaluate import evaluate_model
-  from rewire.stages.finetune import train_and_evaluate
   pre, _ = tiny_runs("one_device")
   c = tiny_stage_config("finetune_nli")
   c.update(task="classify", label_names=GENRE_LABELS, train_source="bundled:verse_genre:train",

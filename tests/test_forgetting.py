@@ -41,7 +41,7 @@ def make_tx(params, every=K, rules=((".*", "train"),), clip=0.5, seed=0, pattern
 
 
 def stage_tx(cfg, labels, scheds, every, seed=0, until=0, reset_optimizer=True):
-  """The stage optimizer as `rewire.models.mlm.Setup` builds it: the forgetting group's AdamW wrapped by forget()."""
+  """The stage optimizer as `rewire.stages.pretrain_setup.Setup` builds it: the forgetting group's AdamW wrapped by forget()."""
   final = optim.adamw(cfg, scheds.final) if scheds.final is not None else None
   reset = lambda tx: forgetting.forget(tx, every=every, last_step=TOTAL, init_std=0.02, pad_id=PAD, seed=seed,
                                        until=until, reset_optimizer=reset_optimizer, final=final)

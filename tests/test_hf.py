@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from rewire.models import heads
-from rewire.hf import cli as hf, convert as hf_convert
+from rewire.models import registry
+from rewire import hf
+from rewire.hf import convert as hf_convert
 from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.models.roberta import ModelConfig, RobertaForMaskedLM
+from rewire.models.roberta import ModelConfig
+from rewire.models.roberta_heads import RobertaForMaskedLM
 
 TOL = 1e-5
 B, L, M = 3, 20, 4
@@ -73,7 +75,7 @@ def exported(tiny_runs, tmp_path_factory):
   summary = hf.export_checkpoint(str(workdir), out)
   assert summary["architecture"] == "RobertaForMaskedLM" and summary["step"] == 12
   params, _ = load_params(str(workdir))
-  return str(workdir), out, hf_convert.read_model_info(str(workdir)), jax.device_get(params)
+  return str(workdir), out, hf_convert.ModelInfo.read(str(workdir)), jax.device_get(params)
 
 
 def test_export_loads_in_flax_and_matches(exported):
@@ -111,7 +113,7 @@ def test_round_trip_import_is_exact(exported, tmp_path):
   back, step = load_params(str(tmp_path / "back"))
   assert step == 0
   _assert_trees_equal(back, params)
-  assert hf_convert.read_model_info(str(tmp_path / "back")) == info
+  assert hf_convert.ModelInfo.read(str(tmp_path / "back")) == info
   with open(os.path.join(workdir, "tokenizer.json")) as f, open(tmp_path / "back" / "tokenizer.json") as g:
     assert f.read() == g.read()
   # The same through the Flax msgpack alone.
@@ -159,15 +161,15 @@ def _head_outputs(model, params, ids, mask):
   return np.concatenate([np.asarray(o) for o in (out if isinstance(out, tuple) else (out,))], axis=-1)
 
 
-@pytest.mark.parametrize("arch", [heads.SEQUENCE_CLASSIFICATION, heads.QUESTION_ANSWERING])
+@pytest.mark.parametrize("arch", [registry.SEQUENCE_CLASSIFICATION, registry.QUESTION_ANSWERING])
 def test_heads_match_hf_and_export(arch, exported, tmp_path):
   import transformers
   torch = pytest.importorskip("torch")
-  num_labels = 3 if arch == heads.SEQUENCE_CLASSIFICATION else None
+  num_labels = 3 if arch == registry.SEQUENCE_CLASSIFICATION else None
   labels = ("entailment", "neutral", "contradiction") if num_labels else None
   info = hf_convert.ModelInfo(arch, HEAD_CFG, num_labels, labels)
   model = info.make()
-  params = _random_params(heads.abstract_params(model), seed=3)
+  params = _random_params(registry.abstract_params(model), seed=3)
   expected_tree = {"roberta", "classifier"} if num_labels else {"roberta", "qa_outputs"}
   assert set(params) == expected_tree and "pooler" not in params["roberta"]
   ids, mask, _ = _inputs(HEAD_CFG.vocab_size, HEAD_CFG.pad_token_id, seed=2)
@@ -186,7 +188,7 @@ def test_heads_match_hf_and_export(arch, exported, tmp_path):
   model_json.update(task="nli", max_len=L, assembled_from={"task": "x", "embeddings": "y"})
   with open(os.path.join(workdir, "model.json"), "w") as f:
     json.dump(model_json, f)
-  assert hf_convert.read_model_info(workdir) == info
+  assert hf_convert.ModelInfo.read(workdir) == info
   hf.export_checkpoint(workdir, out)
   loaded, loaded_params = getattr(transformers, f"Flax{arch}").from_pretrained(out, _do_init=False)
   _assert_trees_equal(loaded_params, params)  # so HF's head runs on exactly rewire's params
@@ -212,11 +214,11 @@ ODD = dict(vocab_size=50, hidden_size=60, num_hidden_layers=3, num_attention_hea
 
 def _import_and_run(hf_dir, workdir, ids, mask):
   assert hf.import_checkpoint(hf_dir, workdir)["step"] == 0
-  info = hf_convert.read_model_info(workdir)
+  info = hf_convert.ModelInfo.read(workdir)
   assert (info.config.hidden_size, info.config.num_heads, info.config.num_layers) == (60, 5, 3)
   assert info.config.layer_norm_eps == 1e-12 and info.config.type_vocab_size == 1
   params, _ = load_params(workdir)
-  if info.architecture != heads.MLM:
+  if info.architecture != registry.MLM:
     return info, params, _head_outputs(info.make(), params, ids, mask)
   every_position = np.tile(np.arange(L, dtype=np.int32), (B, 1))
   return info, params, _mlm_logits(info.config, params, ids, mask, every_position)

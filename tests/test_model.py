@@ -19,7 +19,8 @@ from transformers import FlaxRobertaForMaskedLM, RobertaConfig
 
 from rewire.models import layers
 from rewire.models import roberta as rm
-from rewire.models.heads import init_variables
+from rewire.models.roberta_heads import RobertaForMaskedLM
+from rewire.models.registry import init_variables
 from rewire.errors import UserError
 
 B, L, M = 3, 16, 5
@@ -44,7 +45,7 @@ def params():
   """rewire-initialised params, every leaf perturbed so that biases and LayerNorms are non-trivial."""
 
   def make(key):
-    p = nn.unbox(init_variables(rm.RobertaForMaskedLM(CFG), key, L))["params"]
+    p = nn.unbox(init_variables(RobertaForMaskedLM(CFG), key, L))["params"]
     leaves, treedef = jax.tree_util.tree_flatten(p)
     keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
     noisy = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
@@ -58,7 +59,7 @@ def _hf_apply(hf, params, ids, mask, **kw):
 
 
 def _apply(cfg, params, *args, **kw):
-  model = rm.RobertaForMaskedLM(cfg)
+  model = RobertaForMaskedLM(cfg)
   return jax.jit(lambda p, *a: model.apply({"params": p}, *a, **kw))(params, *args)
 
 
@@ -78,7 +79,7 @@ def batch():
 
 
 def test_param_tree_equals_hf(hf):
-  ours = jax.eval_shape(functools.partial(init_variables, rm.RobertaForMaskedLM(CFG), seq_len=L),
+  ours = jax.eval_shape(functools.partial(init_variables, RobertaForMaskedLM(CFG), seq_len=L),
                         jax.random.key(0))
   ours = {k: v.shape for k, v in _flat(nn.unbox(ours)["params"]).items()}
   theirs = {k: v.shape for k, v in _flat(hf.params_shape_tree).items()}
@@ -97,7 +98,7 @@ def test_mlm_logits_match_hf_at_masked_positions(hf, params, batch):
 
 def test_hidden_states_match_hf(hf, params, batch):
   ids, mask, _ = batch
-  hidden = _apply(CFG, params, ids, mask, deterministic=True, method=rm.RobertaForMaskedLM.encode)
+  hidden = _apply(CFG, params, ids, mask, deterministic=True, method=RobertaForMaskedLM.encode)
   direct = jax.jit(functools.partial(rm.RobertaModel(CFG).apply, deterministic=True))(
       {"params": params["roberta"]}, ids, mask)
   theirs = _hf_apply(hf, params, ids, mask, output_hidden_states=True).hidden_states[-1]
@@ -129,7 +130,7 @@ def _shapes(jaxpr):
 
 def test_head_runs_only_at_masked_positions(hf, params, batch):
   ids, mask, positions = batch
-  model = rm.RobertaForMaskedLM(CFG)
+  model = RobertaForMaskedLM(CFG)
 
   def ours(p):
     return model.apply({"params": p}, ids, mask, positions, deterministic=False,
@@ -147,13 +148,13 @@ def test_head_runs_only_at_masked_positions(hf, params, batch):
 
 def test_init_pad_row_zero_and_partition_specs():
   cfg = dataclasses.replace(CFG, pad_token_id=5)
-  variables = jax.jit(functools.partial(init_variables, rm.RobertaForMaskedLM(cfg), seq_len=L))(
+  variables = jax.jit(functools.partial(init_variables, RobertaForMaskedLM(cfg), seq_len=L))(
       jax.random.key(0))
   emb = np.asarray(nn.unbox(variables)["params"]["roberta"]["embeddings"]["word_embeddings"]["embedding"])
   assert np.all(emb[5] == 0) and np.all(np.abs(emb[[0, 1, 6]]).sum(-1) > 0)
   assert 0.015 < float(jnp.std(emb)) < 0.025
 
-  abstract = jax.eval_shape(functools.partial(init_variables, rm.RobertaForMaskedLM(CFG), seq_len=L),
+  abstract = jax.eval_shape(functools.partial(init_variables, RobertaForMaskedLM(CFG), seq_len=L),
                             jax.random.key(0))
   specs = _flat(nn.get_partition_spec(abstract)["params"])
   shapes = _flat(nn.unbox(abstract)["params"])
@@ -173,7 +174,7 @@ def test_sharded_init_and_apply_match_unsharded(params, batch):
   ids, mask, positions = (jnp.concatenate([x, x[:1]]) for x in (ids, mask, positions))  # batch 4
   mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"),
               axis_types=(AxisType.Auto,) * 3)
-  model = rm.RobertaForMaskedLM(CFG)
+  model = RobertaForMaskedLM(CFG)
   init = functools.partial(init_variables, model, seq_len=L)
   shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(jax.eval_shape(init, jax.random.key(0))),
                                           mesh, RULES)
@@ -211,7 +212,7 @@ def test_dropout_statistics_and_determinism(params, batch):
   assert abs(float((odd == 0).mean()) - 0.25) < 0.03
 
   ids, mask, positions = batch
-  model = rm.RobertaForMaskedLM(CFG)
+  model = RobertaForMaskedLM(CFG)
   run = jax.jit(lambda k: model.apply({"params": params}, ids, mask, positions, deterministic=False,
                                       rngs={"dropout": k}))
   a, b, c = run(jax.random.key(0)), run(jax.random.key(0)), run(jax.random.key(1))
@@ -222,11 +223,11 @@ def test_dropout_statistics_and_determinism(params, batch):
 def test_remat_matches(batch):
   ids, mask, positions = batch
   cfg = dataclasses.replace(CFG, num_layers=1)
-  params = jax.jit(lambda k: nn.unbox(init_variables(rm.RobertaForMaskedLM(cfg), k, L))["params"])(
+  params = jax.jit(lambda k: nn.unbox(init_variables(RobertaForMaskedLM(cfg), k, L))["params"])(
       jax.random.key(0))
 
   def loss(cfg, p):
-    out = rm.RobertaForMaskedLM(cfg).apply({"params": p}, ids, mask, positions, deterministic=False,
+    out = RobertaForMaskedLM(cfg).apply({"params": p}, ids, mask, positions, deterministic=False,
                                            rngs={"dropout": jax.random.key(0)})
     return jnp.mean(out ** 2)
 
@@ -239,7 +240,7 @@ def test_remat_matches(batch):
 def test_bfloat16_compute_keeps_float32_params(params, batch):
   ids, mask, positions = batch
   cfg = dataclasses.replace(CFG, dtype="bfloat16")
-  abstract = jax.eval_shape(functools.partial(init_variables, rm.RobertaForMaskedLM(cfg), seq_len=L),
+  abstract = jax.eval_shape(functools.partial(init_variables, RobertaForMaskedLM(cfg), seq_len=L),
                             jax.random.key(0))
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(nn.unbox(abstract)))
   logits = _apply(cfg, params, ids, mask, positions, deterministic=True)

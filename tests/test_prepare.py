@@ -5,13 +5,16 @@ import json
 import lzma
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
 
 from rewire.config import data_defaults
-from rewire.data import beam as beam_jobs, build as prepare, corpus as prepared
+from rewire.data import beam, build, sources
+from rewire.data.corpus import SPLITS, open_prepared
 from rewire.data.packing import pack_documents
+from rewire.data.run_data import check_tokenizer, pretraining_data
 from rewire.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from rewire.errors import UserError
 from rewire.fileio import sha256_file
@@ -74,13 +77,13 @@ def settings(source, **kw):
   d = data_defaults()
   d.update(source=source, seq_len=L, tokenizer=shared_tokenizer(), valid_fraction=0.2, workers=1)
   d.update(kw)
-  return prepare.Settings.from_config(d), prepare.Engine.from_config(d)
+  return build.Settings.from_config(d), build.Engine.from_config(d)
 
 
 def run(source, out, **kw):
   s, e = settings(source, **kw)
   with open(os.devnull, "w") as sink:
-    return prepare.prepare_into(s, str(out), engine=e, log_stream=sink)
+    return build.prepare_into(s, str(out), engine=e, log_stream=sink)
 
 
 def _all_rows(p, split):
@@ -108,7 +111,7 @@ def test_shards_hold_exactly_the_sequences_of_the_packing_rule(corpus, prepared_
   p = prepared_corpus
   docs = _reference_docs(d, files)
   assert len(docs) == 150
-  is_valid = [beam_jobs.doc_hash(x, 0, beam_jobs._SPLIT_SALT) < 0.2 * 2.0**64 for x in docs]
+  is_valid = [beam.doc_hash(x, 0, beam._SPLIT_SALT) < 0.2 * 2.0**64 for x in docs]
   train = [x for x, v in zip(docs, is_valid) if not v]
   valid = [x for x, v in zip(docs, is_valid) if v]
   assert 10 < len(valid) < 50
@@ -147,7 +150,7 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(corpus, prepared_corpus
   def forbidden(*a, **k):
     raise AssertionError("a rerun on the same inputs must not run a job")
 
-  monkeypatch.setattr(beam_jobs, "run_job", forbidden)
+  monkeypatch.setattr(beam, "run_job", forbidden)
   again = run(f"files:{d}/*", out)
   assert again.manifest == prepared_corpus.manifest and _listing(out) == before
   with pytest.raises(UserError, match=r"already holds a corpus prepared from other inputs or settings "
@@ -159,25 +162,25 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(corpus, prepared_corpus
 def test_an_interrupted_run_leaves_nothing_a_reader_accepts(corpus, tmp_path, monkeypatch):
   d, _ = corpus
   out = tmp_path / "out"
-  real_commit = prepare._commit
+  real_commit = build._commit
 
   def crash_after_moving_shards(out_dir, staging, manifest):
-    for split in prepared.SPLITS:
+    for split in SPLITS:
       os.makedirs(os.path.join(out_dir, split), exist_ok=True)
       for shard in manifest["splits"][split]["shards"]:
         os.replace(os.path.join(staging, shard["file"]), os.path.join(out_dir, shard["file"]))
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(prepare, "_commit", crash_after_moving_shards)
+  monkeypatch.setattr(build, "_commit", crash_after_moving_shards)
   with pytest.raises(KeyboardInterrupt):
     run(f"files:{d}/a.txt", out)
   assert os.listdir(out / "train")  # shards are there, but no manifest: not a corpus
   with pytest.raises(UserError, match=r"holds no manifest.json: not a prepared corpus \(its preparation did not "
                                       r"finish"):
-    prepared.open_prepared(str(out))
-  monkeypatch.setattr(prepare, "_commit", real_commit)
+    open_prepared(str(out))
+  monkeypatch.setattr(build, "_commit", real_commit)
   p = run(f"files:{d}/a.txt", out)
-  assert prepared.open_prepared(p.directory, verify=True).num_sequences("train") > 0
+  assert open_prepared(p.directory, verify=True).num_sequences("train") > 0
   assert not os.path.exists(out / ".staging")
 
 
@@ -213,11 +216,10 @@ def test_sources_hf_streaming_tfds_and_bundled(tmp_path, corpus):
 def test_max_documents_caps_each_source(corpus, tmp_path):
   d, files = corpus
   p = run(f"files:{d}/c.txt.xz", tmp_path / "cap", max_documents=12, valid_fraction=0.5)
-  assert sum(p.manifest["splits"][s]["documents"] for s in prepared.SPLITS) == 12
+  assert sum(p.manifest["splits"][s]["documents"] for s in SPLITS) == 12
 
 
 def _prepared_copy(prepared_corpus, tmp_path):
-  import shutil
   out = tmp_path / "copy"
   shutil.copytree(prepared_corpus.directory, out)
   return out
@@ -230,17 +232,16 @@ def test_corrupt_or_missing_shard_is_a_one_line_error_naming_it(prepared_corpus,
   data[len(data) // 2] ^= 0xFF
   shard.write_bytes(bytes(data))
   with pytest.raises(UserError, match=rf"corrupt file of the prepared corpus: {re.escape(str(shard))} "):
-    prepared.open_prepared(str(out))
+    open_prepared(str(out))
   shard.write_bytes(bytes(data[:-10]))
   with pytest.raises(UserError, match=rf"corrupt shard {re.escape(str(shard))}: "):
-    prepared.open_prepared(str(out), verify=False)
+    open_prepared(str(out), verify=False)
   shard.unlink()
   with pytest.raises(UserError, match=rf"missing file of the prepared corpus: {re.escape(str(shard))}$"):
-    prepared.open_prepared(str(out))
+    open_prepared(str(out))
 
 
 def test_a_manifest_with_another_tokenizer_than_the_run_is_refused(prepared_corpus, tmp_path):
-  from rewire.data.run_data import check_tokenizer
   cfg = data_defaults()
   other = tmp_path / "other.json"
   save_tokenizer(train_tokenizer(["some other words for another tokenizer"] * 10, 40), str(other))
@@ -275,8 +276,6 @@ def test_bad_inputs_are_one_line_errors_naming_the_file_and_leave_earlier_output
 
 
 def test_a_stage_prepares_a_raw_source_into_its_workdir_once(corpus, tmp_path, monkeypatch):
-  from rewire.data import sources
-  from rewire.data.run_data import pretraining_data
   d, _ = corpus
   cfg = data_defaults()
   cfg.update(source=f"files:{d}/a.txt,{d}/c.txt.xz", seq_len=L, tokenizer=shared_tokenizer(), valid_fraction=0.2,
@@ -292,7 +291,7 @@ def test_a_stage_prepares_a_raw_source_into_its_workdir_once(corpus, tmp_path, m
   def forbidden(*a, **k):
     raise AssertionError("a resumed run must not read text or run a job")
 
-  monkeypatch.setattr(beam_jobs, "run_job", forbidden)
+  monkeypatch.setattr(beam, "run_job", forbidden)
   monkeypatch.setattr(sources, "read_unit", forbidden)
   second = pretraining_data(cfg, str(workdir), seed=0, global_batch_size=8)
   for want in batches:
@@ -300,7 +299,6 @@ def test_a_stage_prepares_a_raw_source_into_its_workdir_once(corpus, tmp_path, m
 
 
 def test_a_failing_stage_leaves_a_new_workdir_as_it_was(corpus, tmp_path):
-  from rewire.data.run_data import pretraining_data
   d, _ = corpus
   cfg = data_defaults()
   cfg.update(source=f"files:{d}/a.txt", seq_len=L, tokenizer=shared_tokenizer(), valid_fraction=0.2, workers=1)

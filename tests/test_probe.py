@@ -14,8 +14,9 @@ from rewire import sharding
 from rewire.config import probe_defaults
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
-from rewire.models.heads import init_variables
-from rewire.models.roberta import ModelConfig, RobertaForMaskedLM
+from rewire.models.registry import init_variables
+from rewire.models.roberta import ModelConfig
+from rewire.models.roberta_heads import RobertaForMaskedLM
 from rewire.probe.stacked import StackedProbe, Table, TableData
 
 
@@ -46,11 +47,41 @@ def test_area_under_curve_is_the_mean_loss_over_updates():
   assert probe_stats.area_under_curve([0, 10, 30], [3.0, 3.0, 3.0]) == pytest.approx(3.0)
 
 
-def test_bootstrap_interval_contains_the_mean_and_collapses_for_constants():
-  r = probe_stats.bootstrap_ci([1.0, 2.0, 3.0, 4.0], resamples=2000)
-  assert r["low"] < 2.5 < r["high"] and 1.0 <= r["low"] and r["high"] <= 4.0
-  c = probe_stats.bootstrap_ci([7.0, 7.0, 7.0])
-  assert c["low"] == c["high"] == 7.0
+def _mean_of(group):
+  return lambda groups: float(groups[group].mean())
+
+
+def test_bootstrap_interval_contains_the_estimate_and_collapses_for_constants():
+  r = probe_stats.bootstrap(_mean_of("x"), {"x": [1.0, 2.0, 3.0, 4.0]}, resamples=2000)
+  assert r["estimate"] == 2.5 and r["resamples"] == 2000
+  assert 1.0 <= r["low"] < 2.5 < r["high"] <= 4.0
+  c = probe_stats.bootstrap(_mean_of("x"), {"x": [7.0, 7.0, 7.0]}, resamples=100)
+  assert c["estimate"] == c["low"] == c["high"] == 7.0
+
+
+def test_bootstrap_known_answers():
+  # The mean of two seeds {0, 1} resampled is 0, 1/2 or 1 with chances 1/4, 1/2, 1/4: the 95% interval is
+  # [0, 1], the 40% one (quantiles 0.3 and 0.7) is the single value 1/2.
+  two = {"x": [0.0, 1.0]}
+  r = probe_stats.bootstrap(_mean_of("x"), two, resamples=4000, level=0.95)
+  assert (r["estimate"], r["low"], r["high"]) == (0.5, 0.0, 1.0)
+  r = probe_stats.bootstrap(_mean_of("x"), two, resamples=4000, level=0.4)
+  assert r["low"] == r["high"] == 0.5
+  # Groups are resampled independently: the difference of two such means is -1 with chance 1/16 (> 2.5%),
+  # where shared draws would always give 0.
+  diff = lambda g: float(g["a"].mean() - g["b"].mean())
+  r = probe_stats.bootstrap(diff, {"a": [0.0, 1.0], "b": [0.0, 1.0]}, resamples=4000)
+  assert (r["estimate"], r["low"], r["high"]) == (0.0, -1.0, 1.0)
+  # A resample draws whole seeds (the last axis): rows that agree seed by seed keep agreeing.
+  rows = lambda g: float((g["x"][0] - g["x"][1]).mean())
+  r = probe_stats.bootstrap(rows, {"x": [[1.0, 5.0, 9.0], [1.0, 5.0, 9.0]]}, resamples=500)
+  assert r["low"] == r["high"] == 0.0
+  # Groups may have different numbers of seeds; the same seed gives the same interval.
+  uneven = {"a": [1.0, 2.0, 3.0], "b": [10.0, 30.0]}
+  assert probe_stats.bootstrap(diff, uneven, resamples=300, seed=3) == probe_stats.bootstrap(diff, uneven,
+                                                                                             resamples=300, seed=3)
+  r = probe_stats.bootstrap(diff, uneven, resamples=2000)
+  assert r["estimate"] == -18.0 and -29.0 <= r["low"] < -18.0 < r["high"] <= -7.0
 
 
 def test_summarize_counts_seeds_that_reach_the_target():

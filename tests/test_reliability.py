@@ -114,7 +114,7 @@ def test_assemble_names_the_missing_key(tmp_path):
 
 
 def test_export_refuses_a_file_and_another_runs_export(tiny_runs, tmp_path):
-  from rewire.hf import cli as hf
+  from rewire import hf
   workdir, _ = tiny_runs("one_device")
   (tmp_path / "file").write_text("x")
   with pytest.raises(UserError, match="is a file"):
@@ -209,7 +209,7 @@ def test_a_failed_save_stops_the_run_with_one_line(how, tmp_path, monkeypatch):
 
 def test_export_of_a_damaged_checkpoint_is_one_line(tiny_runs, tmp_path, capsys):
   import shutil
-  from rewire.hf import cli as hf
+  from rewire import hf
   source, _ = tiny_runs("one_device")
   workdir = tmp_path / "w"
   shutil.copytree(source, workdir)
@@ -222,7 +222,7 @@ def test_export_of_a_damaged_checkpoint_is_one_line(tiny_runs, tmp_path, capsys)
 
 def test_export_without_transformers_is_one_line_and_writes_nothing(tiny_runs, tmp_path, monkeypatch):
   import importlib.util
-  from rewire.hf import cli as hf
+  from rewire import hf
   workdir, _ = tiny_runs("one_device")
   real = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))

@@ -12,7 +12,7 @@ from rewire import sharding
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.telemetry import read_records
-from rewire.models.mlm import Setup
+from rewire.stages.pretrain_setup import Setup
 
 from conftest import TOTAL, losses, run_tiny, tiny_config
 

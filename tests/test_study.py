@@ -9,13 +9,8 @@ import pytest
 
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
-from rewire.study.jobs import Job, run_jobs
-from rewire.study.report import bootstrap_gain, relative_gain
-
-
-def test_relative_gain_is_the_mean_over_languages():
-  assert relative_gain({"a": 110.0, "b": 90.0}, {"a": 100.0, "b": 100.0}) == pytest.approx(0.0)
-  assert relative_gain({"a": 60.0, "b": 75.0}, {"a": 50.0, "b": 50.0}) == pytest.approx(35.0)
+from rewire.study.jobs import Job, eta, run_jobs
+from rewire.study.report import bootstrap_gain
 
 
 def test_seed_bootstrap_of_the_gain():
@@ -28,6 +23,42 @@ def test_seed_bootstrap_of_the_gain():
   assert g["low"] < g["mean"] < g["high"]
   # Every resample's gain is bounded by the extreme seeds: a = (50 - 60)/60 .. (60 - 40)/40, b = -10% .. +30%.
   assert g["low"] >= np.mean([-100 / 6, -10]) - 1e-9 and g["high"] <= np.mean([50, 30]) + 1e-9
+
+
+def test_eta_counts_down_while_a_job_runs_and_never_sticks_when_it_overruns():
+  done = [("pretrain", 100.0)]
+  left = [eta(done, [], [("pretrain", e)], workers=1) for e in (0.0, 30.0, 60.0, 89.0)]
+  assert left == pytest.approx([100.0, 70.0, 40.0, 11.0])  # expected duration less the elapsed time
+  # Past its expected duration a job is taken to be 90% done: the remainder stays positive and grows with it.
+  over = [eta(done, [], [("pretrain", e)], workers=1) for e in (100.0, 150.0, 300.0)]
+  assert over == pytest.approx([100 / 9, 150 / 9, 300 / 9])
+  # ... and the pending jobs of its kind are expected to take as long.
+  assert eta(done, ["pretrain"], [("pretrain", 180.0)], workers=1) == pytest.approx(200.0 + 20.0)
+  # Two workers share the work, but the longest job bounds it from below.
+  assert eta(done, ["pretrain"] * 3, [("pretrain", 40.0)], workers=2) == pytest.approx((300 + 60) / 2)
+  assert eta(done, [], [("pretrain", 40.0)], workers=2) == pytest.approx(60.0)
+  assert eta([], ["pretrain"], [("pretrain", 5.0)], workers=1) is None  # nothing finished: no estimate
+
+
+def test_eta_learns_each_kind_from_its_finished_jobs():
+  pending = ["pretrain", "probe"]
+  first = eta([("pretrain", 100.0)], pending, [], workers=1)
+  assert first == pytest.approx(200.0)  # a kind without finished jobs: the mean of all of them
+  assert eta([("pretrain", 100.0), ("pretrain", 200.0)], pending, [], workers=1) == pytest.approx(300.0)
+  assert eta([("pretrain", 100.0), ("probe", 10.0)], pending, [], workers=1) == pytest.approx(110.0)
+  # The bug this guards: a quick data job taken for a pretraining run froze the ETA while pretraining ran.
+  data_only = [("prepare pretraining corpus", 20.0)]
+  running = [eta(data_only, ["pretrain"] * 2, [("pretrain", e), ("pretrain", e)], workers=2) for e in (60, 120, 240)]
+  assert running[0] < running[1] < running[2]
+
+
+def test_study_jobs_have_kinds_that_time_alike(tmp_path):
+  from configs.study import get_config
+  from rewire.study.graph import build_jobs
+  jobs = {j.name: j for j in build_jobs(get_config("micro"), str(tmp_path))}
+  assert jobs["data/pretrain"].kind != jobs["standard_s0/pretrain"].kind == jobs["forget_s1/pretrain"].kind
+  assert jobs["data/es"].kind == jobs["data/en"].kind != jobs["data/pretrain"].kind
+  assert {jobs[f"{v}_s0/probe"].kind for v in ("standard", "forget")} == {"probe"}
 
 
 def _record(order_file, name, workdir, fail=False):

@@ -1,5 +1,7 @@
 """Tests for rewire.data.tokenizer (id layout, round trips, save/load) and rewire.data.packing."""
 
+import re
+
 import numpy as np
 import pytest
 import tokenizers
@@ -141,14 +143,11 @@ def test_pack_rejects_tiny_seq_len(tok):
 
 
 def test_a_vocabulary_smaller_than_the_alphabet_is_a_clear_error_naming_the_size():
-  import re
-  from rewire.data.tokenizer import special_ids, train_tokenizer
-  from rewire.errors import UserError
   # 80 distinct characters (CJK-like: no spaces inside words), as the bundled Japanese Bible has 3,570.
   alphabet = [chr(0x4E00 + i) for i in range(80)]
   text = ["".join(alphabet[(i * 7 + j) % 80] for j in range(40)) for i in range(200)]
   with pytest.raises(UserError, match=r"data\.vocab_size=40 is too small for this text: its 80 distinct "
                                       r"characters .* use data\.vocab_size >= \d+") as e:
-    train_tokenizer(text, 40)
+    T.train_tokenizer(text, 40)
   need = int(re.search(r">= (\d+)", str(e.value))[1])
-  assert special_ids(train_tokenizer(text, need)).vocab_size > 80  # the size it names is enough to train
+  assert T.special_ids(T.train_tokenizer(text, need)).vocab_size > 80  # the size it names is enough to train

@@ -4,7 +4,7 @@ Why: the paper's recipe fine-tunes on an English task and evaluates zero-shot in
 translations of the same test set (XNLI, MLQA, XQuAD). No such labelled data ships in any package here, so
 these synthetic tasks are built from Bible verses, which line up across translations. They are
 format-compatible stand-ins (XNLI/MultiNLI and SQuAD/MLQA schemas, and one-text classification), not real
-entailment, reading comprehension or genre judgements: see README.md next to this file.
+entailment, reading comprehension or genre judgements: see rewire/data/bundled_tasks/README.md.
 
 - verse_nli: {"premise", "hypothesis", "label", "premise_id", "hypothesis_id"}. The premise is a verse;
   the hypothesis is the next verse ("entailment"), another verse of the same chapter at least two verses
@@ -41,14 +41,14 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
-from rewire.data.sources import OT_BOOKS, bible_verses
+from rewire.data.bundled import OT_BOOKS, bible_verses
+from rewire.tasks.names import GENRE_LABELS
+from rewire.tasks.names import NLI_LABELS as LABELS
 
 LANGS = ("en", "es", "ja", "uk")
 SIZES = {"nli": {"train": 6000, "dev": 600, "test": 600},
          "qa": {"train": 4000, "dev": 600, "test": 600},  # QA contexts are long: 4000 keeps it < 1.3 MB.
          "genre": {"train": 6000, "dev": 600, "test": 1000}}
-from rewire.tasks.names import GENRE_LABELS  # noqa: E402
-from rewire.tasks.names import NLI_LABELS as LABELS  # noqa: E402
 SEED = 2307  # arXiv 2307.01163.
 DEV_FRACTION = 0.1
 MIN_WORDS = 5  # verse_genre skips verses shorter than this in English ("Jesus wept.").

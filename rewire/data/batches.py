@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from rewire.data.corpus import Prepared
+from rewire.data.tokenizer import load_tokenizer, special_ids
 from rewire.errors import UserError
 
 _SEED_SPREAD = 0x9E3779B1  # Spreads run seeds over grain's 32-bit seed space (its epochs use seed + epoch).
@@ -162,7 +163,6 @@ def budget_prefix(prepared: Prepared, token_budget: int, min_records: int, chunk
 
   Returns the prefix length and the prefix's unigram counts. Reads only the prefix.
   """
-  from rewire.data.tokenizer import load_tokenizer, special_ids
   ids = special_ids(load_tokenizer(prepared.tokenizer_path))
   total = prepared.num_sequences("train")
   counts = np.zeros(ids.vocab_size, np.int64)
@@ -195,8 +195,3 @@ def eval_batches(sequences: np.ndarray, batch_size: int, pad_id: int, *, process
     real = np.asarray(sequences[start:start + batch_size])
     batch[:len(real)] = real
     yield batch[process_index * local:(process_index + 1) * local]
-
-
-def num_eval_batches(num_sequences: int, batch_size: int) -> int:
-  """How many batches `eval_batches` yields for `num_sequences` rows."""
-  return -(-num_sequences // batch_size)

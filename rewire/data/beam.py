@@ -34,8 +34,11 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import tokenizers
 
 from rewire.data import sources
+from rewire.data.packing import pack_documents
+from rewire.data.tokenizer import special_ids
 from rewire.errors import UserError
 from rewire.fileio import sha256_file
 
@@ -158,10 +161,6 @@ class _ShardWriter:
 
 def encode_unit(item: tuple[int, sources.Unit, str], w: Work) -> dict:
   """Tokenizes and packs one unit into ArrayRecord shards; returns its summary."""
-  import tokenizers
-  from rewire.data.packing import pack_documents
-  from rewire.data.tokenizer import special_ids
-
   index, unit, role = item
   tok = tokenizers.Tokenizer.from_file(os.path.join(w.staging, "tokenizer.json"))
   ids = special_ids(tok)

@@ -11,15 +11,14 @@ unit has succeeded does the driver move the shards into place and write `manifes
 The manifest records a fingerprint of the inputs and of every setting that changes the sequences. Running
 again with the same fingerprint is a no-op; a different one is refused, so nothing prepared earlier is
 ever overwritten. Training stages given a raw source call `prepare_into` on `<workdir>/data` themselves:
-there is one data path.
+there is one data path. The settings themselves, and what of them enters the fingerprint, are in
+`rewire.data.settings`; `Settings` and `Engine` are importable from here too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import hashlib
 import heapq
 import json
 import os
@@ -27,84 +26,18 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
 from rewire import workdir as rworkdir
-from rewire.data import beam as beam_jobs, corpus as prepared, sources
+from rewire.data import beam, corpus, sources
+from rewire.data.settings import Engine, Settings, fingerprint_hash
 from rewire.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
 from rewire.errors import UserError
 from rewire.fileio import sha256_file, write_json_atomic
 from rewire.telemetry import hms
 
 STAGING = ".staging"
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """The data settings that determine a prepared corpus (read from `config.data`)."""
-  source: str
-  text_field: str
-  valid_source: str
-  valid_fraction: float
-  split_seed: int
-  seq_len: int
-  tokenizer: str
-  vocab_size: int
-  tokenizer_sample_docs: int
-  parts_per_file: int
-  max_documents: int
-  tfds_data_dir: str
-
-  @classmethod
-  def from_config(cls, data_cfg) -> "Settings":
-    s = cls(source=str(data_cfg.source), text_field=str(data_cfg.text_field),
-            valid_source=str(data_cfg.valid_source), valid_fraction=float(data_cfg.valid_fraction),
-            split_seed=int(data_cfg.split_seed), seq_len=int(data_cfg.seq_len),
-            tokenizer=str(data_cfg.tokenizer), vocab_size=int(data_cfg.vocab_size),
-            tokenizer_sample_docs=int(data_cfg.tokenizer_sample_docs),
-            parts_per_file=int(data_cfg.parts_per_file), max_documents=int(data_cfg.max_documents),
-            tfds_data_dir=str(data_cfg.tfds_data_dir))
-    if s.seq_len < 3:
-      raise UserError(f"data.seq_len must be >= 3, got {s.seq_len}")
-    if not s.valid_source and not 0.0 < s.valid_fraction < 1.0:
-      raise UserError(f"data.valid_fraction must be in (0, 1) when data.valid_source is empty, "
-                      f"got {s.valid_fraction}")
-    if s.split_seed < 0:
-      raise UserError(f"data.split_seed must be >= 0, got {s.split_seed}")
-    if s.tokenizer_sample_docs < 1 or s.parts_per_file < 1:
-      raise UserError("data.tokenizer_sample_docs and data.parts_per_file must be positive")
-    return s
-
-  def fingerprint(self, tokenizer_sha: str) -> dict:
-    """Everything that determines the prepared sequences (not how the job runs)."""
-    key: dict[str, Any] = {
-        "format": prepared.FORMAT, "source": self.source, "inputs": sources.fingerprint(self.source),
-        "text_field": self.text_field, "seq_len": self.seq_len, "split_seed": self.split_seed,
-        "parts_per_file": self.parts_per_file, "block": sources.BLOCK, "max_documents": self.max_documents,
-        "tokenizer": tokenizer_sha or {"vocab_size": self.vocab_size, "sample_docs": self.tokenizer_sample_docs}}
-    if self.valid_source:
-      key.update(valid_source=self.valid_source, valid_inputs=sources.fingerprint(self.valid_source))
-    else:
-      key["valid_fraction"] = self.valid_fraction
-    return key
-
-
-@dataclasses.dataclass(frozen=True)
-class Engine:
-  """How the Beam jobs run: `data.runner`, `data.workers` (0: one per core), `data.beam_options`."""
-  runner: str = "DirectRunner"
-  workers: int = 0
-  beam_args: tuple[str, ...] = ()
-
-  @classmethod
-  def from_config(cls, data_cfg) -> "Engine":
-    return cls(str(data_cfg.runner), int(data_cfg.workers), tuple(str(data_cfg.beam_options).split()))
-
-
-def _fingerprint_hash(key: dict) -> str:
-  return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _check_out_dir(out: str) -> None:
@@ -118,7 +51,7 @@ def _check_out_dir(out: str) -> None:
 
 
 def prepare_into(settings: Settings, out: str, *, engine: Engine = Engine(), name: str | None = None,
-                 log_stream=None) -> prepared.Prepared:
+                 log_stream=None) -> corpus.Prepared:
   """Prepares `settings` into directory `out` (a no-op when it already holds exactly this)."""
   out = os.path.abspath(out)
   s = settings
@@ -132,12 +65,12 @@ def prepare_into(settings: Settings, out: str, *, engine: Engine = Engine(), nam
     special_ids(load_tokenizer(s.tokenizer))  # the layout, checked before anything is written
     given_sha = sha256_file(s.tokenizer)
   key = s.fingerprint(given_sha)
-  fp = _fingerprint_hash(key)
+  fp = fingerprint_hash(key)
   _check_out_dir(out)
-  existing = prepared.read_manifest(out) if os.path.isdir(out) else None
+  existing = corpus.read_manifest(out) if os.path.isdir(out) else None
   if existing is not None:
     if existing["fingerprint"] == fp:
-      return prepared.open_prepared(out, verify=False)
+      return corpus.open_prepared(out, verify=False)
     changed = sorted(k for k in set(key) | set(existing["key"]) if key.get(k) != existing["key"].get(k))
     raise UserError(f"{out} already holds a corpus prepared from other inputs or settings (changed: "
                     f"{', '.join(changed)}); prepare into a new directory")
@@ -154,25 +87,25 @@ def prepare_into(settings: Settings, out: str, *, engine: Engine = Engine(), nam
 
 
 def _prepare(s: Settings, out: str, units, key: dict, fp: str, given_sha: str, engine: Engine, name: str,
-             log_stream) -> prepared.Prepared:
+             log_stream) -> corpus.Prepared:
   t0 = time.time()
   staging = os.path.join(out, STAGING)
   shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left: never read
   for sub in ("progress", "sample", "counts", "train", "valid"):
     os.makedirs(os.path.join(staging, sub))
   vocab_limit = s.vocab_size if not s.tokenizer else load_tokenizer(s.tokenizer).get_vocab_size()
-  work = beam_jobs.Work(staging=staging, text_field=s.text_field,
-                        valid_fraction=0.0 if s.valid_source else s.valid_fraction, split_seed=s.split_seed,
-                        seq_len=s.seq_len, dtype="uint16" if vocab_limit <= 1 << 16 else "int32",
-                        sample_docs=s.tokenizer_sample_docs, tfds_data_dir=s.tfds_data_dir)
+  work = beam.Work(staging=staging, text_field=s.text_field,
+                   valid_fraction=0.0 if s.valid_source else s.valid_fraction, split_seed=s.split_seed,
+                   seq_len=s.seq_len, dtype="uint16" if vocab_limit <= 1 << 16 else "int32",
+                   sample_docs=s.tokenizer_sample_docs, tfds_data_dir=s.tfds_data_dir)
   items = [(i, u, role) for i, (u, role) in enumerate(units)]
   workers = min(len(items), engine.workers or os.cpu_count() or 1)
   total_bytes = sum(u.size for u, _ in units)
 
   def job(phase: str, fn):
     with _ProgressLine(staging, phase, name, total_bytes, log_stream), _tokenizer_threads(workers):
-      summaries = beam_jobs.run_job(items, functools.partial(fn, w=work), os.path.join(staging, f"{phase}.json"),
-                                    runner=engine.runner, workers=workers, beam_args=engine.beam_args)
+      summaries = beam.run_job(items, functools.partial(fn, w=work), os.path.join(staging, f"{phase}.json"),
+                               runner=engine.runner, workers=workers, beam_args=engine.beam_args)
     errors = [x["error"] for x in summaries if "error" in x]
     if errors:
       raise UserError(errors[0])
@@ -180,12 +113,12 @@ def _prepare(s: Settings, out: str, units, key: dict, fp: str, given_sha: str, e
       raise UserError(f"the {phase} job returned {len(summaries)} of {len(items)} unit summaries")
     return summaries
 
-  tok_path = os.path.join(staging, prepared.TOKENIZER)
+  tok_path = os.path.join(staging, corpus.TOKENIZER)
   sample_size = 0
   if s.tokenizer:
     shutil.copyfile(s.tokenizer, tok_path)
   else:
-    samples = job("sample", beam_jobs.sample_unit)
+    samples = job("sample", beam.sample_unit)
     docs = _merge_samples([x["file"] for x in samples], s.tokenizer_sample_docs)
     if not docs:
       raise UserError(f"{s.source}: no training document to train a tokenizer on")
@@ -194,10 +127,10 @@ def _prepare(s: Settings, out: str, units, key: dict, fp: str, given_sha: str, e
           file=log_stream or sys.stdout, flush=True)
     save_tokenizer(train_tokenizer(docs, s.vocab_size), tok_path)
     del docs
-  summaries = job("encode", beam_jobs.encode_unit)
+  summaries = job("encode", beam.encode_unit)
   manifest = _manifest(s, units, summaries, key, fp, staging, work.dtype, sample_size, engine, time.time() - t0)
   _commit(out, staging, manifest)
-  return prepared.open_prepared(out, verify=False)
+  return corpus.open_prepared(out, verify=False)
 
 
 def _merge_samples(files: list[str], k: int) -> list[str]:
@@ -220,13 +153,13 @@ def _manifest(s: Settings, units, summaries: list[dict], key: dict, fp: str, sta
   for locator, n in per_file.items():
     if n == 0:
       raise UserError(f"{locator}: holds no non-empty document")
-  tok = load_tokenizer(os.path.join(staging, prepared.TOKENIZER))
+  tok = load_tokenizer(os.path.join(staging, corpus.TOKENIZER))
   counts = np.zeros(special_ids(tok).vocab_size, np.int64)
   for summary in summaries:
     counts += np.load(summary["counts"])
-  np.save(os.path.join(staging, prepared.COUNTS), counts)
+  np.save(os.path.join(staging, corpus.COUNTS), counts)
   splits = {}
-  for split in prepared.SPLITS:
+  for split in corpus.SPLITS:
     shards = [shard for x in summaries for shard in x["shards"][split]]
     splits[split] = {"documents": sum(x["docs"][split] for x in summaries), "shards": shards,
                      "sequences": sum(sh["records"] for sh in shards), "tokens": sum(sh["tokens"] for sh in shards)}
@@ -237,14 +170,14 @@ def _manifest(s: Settings, units, summaries: list[dict], key: dict, fp: str, sta
   if splits["train"]["sequences"] == 0:
     raise UserError(f"{s.source!r} leaves no training document (data.valid_fraction={s.valid_fraction})")
   return {
-      "format": prepared.FORMAT, "fingerprint": fp, "key": key,
+      "format": corpus.FORMAT, "fingerprint": fp, "key": key,
       "sources": {"train": s.source, "valid": s.valid_source or f"{s.source} (held out)"},
       "units": [{"name": u.name, "role": role, "bytes": u.size} for u, role in units],
       "seq_len": s.seq_len, "dtype": dtype,
-      "tokenizer": {"file": prepared.TOKENIZER, "sha256": sha256_file(os.path.join(staging, prepared.TOKENIZER)),
+      "tokenizer": {"file": corpus.TOKENIZER, "sha256": sha256_file(os.path.join(staging, corpus.TOKENIZER)),
                     "vocab_size": int(counts.size), "given": s.tokenizer or None,
                     "trained_on_documents": sample_size or None},
-      "unigram_counts_sha256": sha256_file(os.path.join(staging, prepared.COUNTS)),
+      "unigram_counts_sha256": sha256_file(os.path.join(staging, corpus.COUNTS)),
       "splits": splits,
       "run": {"runner": engine.runner, "workers": engine.workers, "seconds": round(seconds, 1),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
@@ -253,14 +186,14 @@ def _manifest(s: Settings, units, summaries: list[dict], key: dict, fp: str, sta
 
 def _commit(out: str, staging: str, manifest: dict) -> None:
   """Moves the staged files into place, then writes the manifest (the commit point), then cleans up."""
-  for split in prepared.SPLITS:
+  for split in corpus.SPLITS:
     shutil.rmtree(os.path.join(out, split), ignore_errors=True)  # leftovers of an unfinished commit
     os.makedirs(os.path.join(out, split))
     for shard in manifest["splits"][split]["shards"]:
       os.replace(os.path.join(staging, shard["file"]), os.path.join(out, shard["file"]))
-  for name in (prepared.TOKENIZER, prepared.COUNTS):
+  for name in (corpus.TOKENIZER, corpus.COUNTS):
     os.replace(os.path.join(staging, name), os.path.join(out, name))
-  write_json_atomic(os.path.join(out, prepared.MANIFEST), manifest)
+  write_json_atomic(os.path.join(out, corpus.MANIFEST), manifest)
   shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from rewire.data import build as prepare, corpus as prepared
+from rewire.data import build
 from rewire.data.batches import Batches, budget_prefix, corpus_batches
+from rewire.data.corpus import MANIFEST, Prepared, open_prepared
 from rewire.data.tokenizer import SpecialIds, load_tokenizer, special_ids
 from rewire.errors import UserError
 from rewire.fileio import sha256_file
@@ -39,7 +40,7 @@ class PretrainData:
   valid: np.ndarray            # (Nv, L) int32 held-out sequences
   num_train_tokens: int        # non-pad tokens of the sequences `train` iterates over
   unigram_counts: np.ndarray   # token counts of those sequences (the unigram baseline)
-  corpus: prepared.Prepared
+  corpus: Prepared
 
 
 def corpus_dir(data_cfg: Any, workdir: str) -> str:
@@ -48,19 +49,19 @@ def corpus_dir(data_cfg: Any, workdir: str) -> str:
   return os.path.abspath(source[len(PREPARED):]) if source.startswith(PREPARED) else os.path.join(workdir, DATA_DIR)
 
 
-def open_corpus(data_cfg: Any, workdir: str, *, is_main: bool = True, log_stream=None) -> prepared.Prepared:
+def open_corpus(data_cfg: Any, workdir: str, *, is_main: bool = True, log_stream=None) -> Prepared:
   """The run's prepared corpus, preparing a raw source into `<workdir>/data` first (process 0 only)."""
   source = str(data_cfg.source).strip()
   if source.startswith(PREPARED):
-    corpus = prepared.open_prepared(corpus_dir(data_cfg, workdir), verify=bool(data_cfg.verify_shards))
+    corpus = open_prepared(corpus_dir(data_cfg, workdir), verify=bool(data_cfg.verify_shards))
   else:
     out = corpus_dir(data_cfg, workdir)
-    settings = prepare.Settings.from_config(data_cfg)
+    settings = build.Settings.from_config(data_cfg)
     if is_main:
-      prepare.prepare_into(settings, out, engine=prepare.Engine.from_config(data_cfg),
-                           name=f"{os.path.basename(os.path.abspath(workdir))}/data", log_stream=log_stream)
+      build.prepare_into(settings, out, engine=build.Engine.from_config(data_cfg),
+                         name=f"{os.path.basename(os.path.abspath(workdir))}/data", log_stream=log_stream)
     _sync("rewire-prepared")
-    corpus = prepared.open_prepared(out, verify=False)
+    corpus = open_prepared(out, verify=False)
   if corpus.seq_len != int(data_cfg.seq_len):
     raise UserError(f"data.seq_len={data_cfg.seq_len} but {corpus.directory} holds sequences of "
                     f"{corpus.seq_len} tokens")
@@ -74,9 +75,9 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def check_tokenizer(corpus: prepared.Prepared, data_cfg: Any, workdir: str) -> None:
+def check_tokenizer(corpus: Prepared, data_cfg: Any, workdir: str) -> None:
   """The corpus's tokenizer must be the run's: `data.tokenizer`, and the workdir's (from a checkpoint)."""
-  manifest = os.path.join(corpus.directory, prepared.MANIFEST)
+  manifest = os.path.join(corpus.directory, MANIFEST)
   want = corpus.manifest["tokenizer"]["sha256"]
   if data_cfg.tokenizer and sha256_file(data_cfg.tokenizer) != want:
     raise UserError(f"{manifest} was prepared with another tokenizer than data.tokenizer={data_cfg.tokenizer}")

@@ -6,7 +6,7 @@ or to a hub dataset is a one-line change:
   bundled:en_web                          the English demo corpus shipped in rewire/data/corpora/
   bundled:bible_<lang>                    Old Testament chapters of a verse-aligned Bible (en, es, ja, uk); the
                                           New Testament is held out: it is the test text of the bundled
-                                          verse_nli / verse_qa / verse_genre tasks (rewire/data/bundled_tasks/)
+                                          verse_nli / verse_qa / verse_genre tasks (see `rewire.data.bundled`)
   files:PATTERN[,PATTERN...]              local files (glob patterns): .txt (blank-line-separated
                                           documents, as CC-100 ships them), .jsonl, .parquet; .txt and .jsonl
                                           optionally compressed as .gz, .xz or .zst
@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import gzip
-import importlib.resources
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
 
+from rewire.data.bundled import bundled_path, read_bundled
 from rewire.data.file_formats import BLOCK, EXTENSIONS, read_file
 from rewire.errors import UserError
 
@@ -132,7 +130,7 @@ def read_unit(unit: Unit, *, text_field: str = "text", tfds_data_dir: str = "",
   `progress`, if given, is a one-element list that receives the bytes read so far from disk.
   """
   if unit.kind == "bundled":
-    docs: Iterable[str] = _bundled(unit.locator, progress)
+    docs: Iterable[str] = read_bundled(unit.locator, progress)
   elif unit.kind == "file":
     docs = read_file(unit.locator, text_field, unit.part, unit.parts, progress)
   elif unit.kind == "hf":
@@ -183,56 +181,6 @@ def fingerprint(source: str, *, parts_per_file: int = 1) -> list:
     path = bundled_path(source[len("bundled:"):])
     return [source, os.path.getsize(path)]
   return [source]
-
-
-# --- bundled corpora -------------------------------------------------------------------------------
-
-
-def bundled_corpora() -> list[str]:
-  """Names of the corpora shipped with rewire (usable as `bundled:NAME`)."""
-  root = importlib.resources.files("rewire") / "data" / "corpora"
-  suffix = ".jsonl.gz"
-  return sorted(p.name[:-len(suffix)] for p in root.iterdir() if p.name.endswith(suffix))
-
-
-def bundled_path(name: str) -> str:
-  """The local path of bundled corpus `name`; UserError listing the available ones if unknown."""
-  available = bundled_corpora()
-  if name not in available:
-    raise UserError(f"unknown bundled corpus {name!r}; available: {', '.join(available) or 'none'}")
-  return str(importlib.resources.files("rewire") / "data" / "corpora" / f"{name}.jsonl.gz")
-
-
-def _bundled(name: str, progress: list[int] | None) -> Iterable[str]:
-  if name.startswith("bible_"):
-    if progress is not None:
-      progress[0] += os.path.getsize(bundled_path(name))
-    return bible_chapters(name)
-  return read_file(bundled_path(name), "text", 0, 1, progress)
-
-
-OT_BOOKS = 39  # Books 01-39 of the BBCCCVVV verse ids are the Old Testament, 40-66 the New.
-
-
-def bible_verses(name: str) -> list[dict[str, object]]:
-  """The verse records `{"id": "BBCCCVVV", "text", "aligned"}` of bundled Bible `name` (e.g. bible_es)."""
-  path = bundled_path(name)
-  with gzip.open(path, "rt", encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def bible_chapters(name: str, books: range = range(1, OT_BOOKS + 1)) -> list[str]:
-  """Chapter documents (verses joined by spaces, in id order) of the given books of a bundled Bible.
-
-  The default, the Old Testament only, keeps the New Testament (the bundled tasks' test text) out of
-  adaptation and pretraining corpora.
-  """
-  chapters: dict[str, list[str]] = {}
-  for verse in sorted(bible_verses(name), key=lambda v: str(v["id"])):
-    vid = str(verse["id"])
-    if int(vid[:2]) in books:
-      chapters.setdefault(vid[:5], []).append(str(verse["text"]))
-  return [" ".join(chapters[key]) for key in sorted(chapters)]
 
 
 # --- local files -----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 rewire's trees use HF's Flax RoBERTa names already, so the Flax side is a flatten/unflatten; PyTorch
 needs one explicit, reversible name/transpose map (`pytorch_name`), written out here rather than through
 transformers' torch-dependent converters. `ModelInfo` is what a workdir's `model.json` says;
-`model_info_from_hf` reads an HF `config.json` into one. `rewire.hf` builds export and import on these.
+`model_info_from_hf` reads an HF `config.json` into one. `rewire.hf.export` and `rewire.hf.importer` build on these.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from rewire.models import heads
+from rewire.models import registry
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
 from rewire.models.roberta import ModelConfig
@@ -43,7 +43,22 @@ class ModelInfo:
   labels: tuple[str, ...] | None = None
 
   def make(self):
-    return heads.make_model(self.architecture, self.config, self.num_labels)
+    return registry.make_model(self.architecture, self.config, self.num_labels)
+
+  @classmethod
+  def read(cls, workdir: str) -> "ModelInfo":
+    """The `model.json` of `workdir`; keys other than the architecture, config fields and labels are metadata."""
+    d = rworkdir.read_model_info(workdir)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    num_labels = d.get("num_labels")
+    labels = d.get("label_names", d.get("labels"))
+    if labels is not None:
+      labels = tuple(str(x) for x in labels)
+      num_labels = len(labels) if num_labels is None else num_labels
+    config = ModelConfig.from_dict({k: v for k, v in d.items() if k in fields})
+    info = cls(d.get("architecture", registry.MLM), config, num_labels, labels)
+    info.make()  # validates the architecture and num_labels
+    return info
 
   def to_json(self) -> dict[str, Any]:
     out: dict[str, Any] = {"architecture": self.architecture, **dataclasses.asdict(self.config)}
@@ -52,21 +67,6 @@ class ModelInfo:
     if self.labels is not None:
       out["label_names"] = list(self.labels)
     return out
-
-
-def read_model_info(workdir: str) -> ModelInfo:
-  """Reads `model.json`; keys other than the architecture, ModelConfig fields and labels are metadata."""
-  d = rworkdir.read_model_info(workdir)
-  fields = {f.name for f in dataclasses.fields(ModelConfig)}
-  num_labels = d.get("num_labels")
-  labels = d.get("label_names", d.get("labels"))
-  if labels is not None:
-    labels = tuple(str(x) for x in labels)
-    num_labels = len(labels) if num_labels is None else num_labels
-  config = ModelConfig.from_dict({k: v for k, v in d.items() if k in fields})
-  info = ModelInfo(d.get("architecture", heads.MLM), config, num_labels, labels)
-  info.make()  # validates the architecture and num_labels
-  return info
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def check_params(flat: dict[str, Any], expected: dict[str, tuple[int, ...]], wha
 
 def expected_shapes(info: ModelInfo) -> dict[str, tuple[int, ...]]:
   """Param path -> shape of the model `info` describes."""
-  return {k: tuple(v.shape) for k, v in flatten(heads.abstract_params(info.make())).items()}
+  return {k: tuple(v.shape) for k, v in flatten(registry.abstract_params(info.make())).items()}
 
 
 def from_pytorch(state: dict[str, np.ndarray], info: ModelInfo, what: str) -> dict[str, Any]:
@@ -166,9 +166,9 @@ def model_info_from_hf(d: dict[str, Any], what: str = "config.json") -> ModelInf
   for prefix in _HF_PREFIXES:
     arch = arch[len(prefix):] if arch.startswith(prefix) else arch
   task = next((arch[len(f):] for f in _HF_FAMILIES if arch.startswith(f)), None)
-  if f"Roberta{task}" not in heads.ARCHITECTURES:
+  if f"Roberta{task}" not in registry.ARCHITECTURES:
     raise UserError(f"{what}: architecture {archs[0]!r} is not supported; rewire imports "
-                    f"{', '.join(heads.ARCHITECTURES)} (and their XLMRoberta/Flax forms)")
+                    f"{', '.join(registry.ARCHITECTURES)} (and their XLMRoberta/Flax forms)")
   c = RobertaConfig.from_dict({k: v for k, v in d.items() if k != "model_type"})
   unsupported = [f"{k}={getattr(c, k, None)!r}" for k, ok in (
       ("hidden_act", c.hidden_act == "gelu"),
@@ -184,7 +184,7 @@ def model_info_from_hf(d: dict[str, Any], what: str = "config.json") -> ModelInf
       attention_dropout=float(c.attention_probs_dropout_prob), init_std=float(c.initializer_range),
       pad_token_id=int(c.pad_token_id if c.pad_token_id is not None else 1))
   arch = f"Roberta{task}"
-  if arch == heads.SEQUENCE_CLASSIFICATION:
+  if arch == registry.SEQUENCE_CLASSIFICATION:
     labels = tuple(str(c.id2label[i]) for i in range(c.num_labels))
     return ModelInfo(arch, config, c.num_labels, labels)
   return ModelInfo(arch, config)

@@ -1,30 +1,19 @@
-"""RoBERTa encoder and a masked-LM head evaluated only at masked positions (flax.linen).
+"""The RoBERTa encoder (flax.linen) and its config: the body of every RoBERTa-family model.
 
-Why this module exists rather than reusing `transformers.FlaxRobertaForMaskedLM`:
+Why this module exists rather than reusing `transformers.FlaxRobertaModel`:
 
-* The MLM head (dense, GELU, LayerNorm, tied decoder) runs only at the gathered masked positions
-  (`masked_positions int32[B, M]`), as fairseq does, instead of projecting all `B*L` positions onto the
-  vocabulary. With a 50k vocabulary that projection is most of the compute of a small model.
 * Every weight carries logical axis names (`nn.with_logical_partitioning`), so `rewire.sharding` can map
   them onto a `data`/`fsdp`/`tensor` mesh with a rules table.
 * The hot path is tuned for a fast train step (cheap dropout bits, erf GELU, scale folded into the query
   kernel); see `benchmarks/README.md` for the measurements.
 
-The parameter tree is *exactly* Hugging Face's `FlaxRobertaForMaskedLM` tree (names, nesting, shapes; the
-tied decoder has no `lm_head/decoder` entry), and the numerics match it (position ids offset past the pad
-index, post-LayerNorm, exact GELU, additive attention mask, decoder = word embeddings transposed plus
-`lm_head/bias`), so checkpoints convert both ways by renaming nothing.
+The parameter tree is *exactly* Hugging Face's `FlaxRobertaModel` tree under `roberta/` (names, nesting,
+shapes), and the numerics match it (position ids offset past the pad index, post-LayerNorm, exact GELU,
+additive attention mask), so checkpoints convert both ways by renaming nothing. The heads on top (masked
+LM, classification, QA) are in `rewire.models.roberta_heads`; the family's paths and builders in
+`rewire.models.registry`.
 
-Usage:
-
-  model = RobertaForMaskedLM(cfg)
-  variables = heads.init_variables(model, jax.random.key(0), seq_len=128)  # boxed leaves
-  params = nn.unbox(variables)["params"]
-  logits = model.apply({"params": params}, ids, mask, masked_positions, deterministic=False,
-                       rngs={"dropout": key})                       # [B, M, V]
-  hidden = model.apply({"params": params}, ids, mask, deterministic=True,
-                       method=RobertaForMaskedLM.encode)            # [B, L, H]
-  # or: RobertaModel(cfg).apply({"params": params["roberta"]}, ids, mask, deterministic=True)
+  hidden = RobertaModel(cfg).apply({"params": params["roberta"]}, ids, mask, deterministic=True)  # [B, L, H]
 """
 
 from __future__ import annotations
@@ -38,9 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from rewire.errors import UserError
-from rewire.models.layers import Dense, LayerNorm, attention, dropout, gelu, logical_param, qkv_projection, word_embedding_init
-
-WORD_EMBEDDING = "roberta/embeddings/word_embeddings/embedding"  # the token embeddings, tied to the LM decoder
+from rewire.models.layers import Dense, LayerNorm, attention, dropout, gelu, qkv_projection, word_embedding_init
 
 Array = jax.Array
 
@@ -265,54 +252,3 @@ class RobertaModel(nn.Module):
     h = self.embeddings(input_ids, deterministic)
     bias = attention_bias(attention_mask, self.config.compute_dtype)
     return self.encoder(h, bias, deterministic)
-
-
-class LMHead(nn.Module):
-  """HF `lm_head`: dense, GELU, LayerNorm, decoder tied to the word embeddings, plus `bias` [V]."""
-
-  config: ModelConfig
-
-  @nn.compact
-  def __call__(self, h: Array, word_embeddings: Array) -> Array:
-    cfg = self.config
-    dtype = cfg.compute_dtype
-    h = Dense(cfg.hidden_size, cfg.hidden_size, ("embed", None), ("embed",), cfg.init_std, dtype,
-              name="dense")(h)
-    h = gelu(h)
-    h = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype, name="layer_norm")(h)
-    bias = logical_param(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
-    logits = jnp.einsum("...h,vh->...v", h, word_embeddings.astype(dtype))
-    return logits + bias.astype(dtype)
-
-
-class RobertaForMaskedLM(nn.Module):
-  """RoBERTa with the MLM head evaluated only at `masked_positions`.
-
-  `__call__(input_ids int[B, L], attention_mask int[B, L], masked_positions int32[B, M], *, deterministic)`
-  returns logits [B, M, V] (float32 when the compute dtype is float32). Padding slots of
-  `masked_positions` may hold any in-range index (e.g. 0); mask them out in the loss.
-  `encode(input_ids, attention_mask, *, deterministic)` returns the hidden states [B, L, H].
-  """
-
-  config: ModelConfig
-
-  def setup(self):
-    self.roberta = RobertaModel(self.config)
-    self.lm_head = LMHead(self.config)
-
-  def encode(self, input_ids: Array, attention_mask: Array, *, deterministic: bool) -> Array:
-    return self.roberta(input_ids, attention_mask, deterministic=deterministic)
-
-  def __call__(self, input_ids: Array, attention_mask: Array, masked_positions: Array, *,
-               deterministic: bool) -> Array:
-    h = self.roberta(input_ids, attention_mask, deterministic=deterministic)
-    positions = masked_positions[..., None].astype(jnp.int32)
-    h = jnp.take_along_axis(h, positions, axis=1, mode="clip")  # [B, M, H]
-    emb = self.roberta.embeddings.variables["params"]["word_embeddings"]["embedding"]
-    return self.lm_head(h, nn.unbox(emb))
-
-
-def dummy_inputs(seq_len: int, num_masked: int = 1) -> tuple[Array, Array, Array]:
-  """Shape-only inputs for `init`: ids [1, seq_len], mask [1, seq_len], masked_positions [1, num_masked]."""
-  ids = jnp.zeros((1, seq_len), jnp.int32)
-  return ids, jnp.ones((1, seq_len), jnp.int32), jnp.zeros((1, num_masked), jnp.int32)

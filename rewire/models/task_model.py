@@ -1,7 +1,8 @@
-"""A task model (sequence classification or extractive QA) on a mesh: shapes, shardings, prediction.
+"""A task model (sequence classification or extractive QA) on a mesh: shapes, shardings, prediction, loss.
 
 Fine-tuning trains one, evaluation and assembly read one; both build it here from a `model.json`-style
-shape and a `TaskSpec` (`rewire.tasks.spec`). The flax modules themselves are in `rewire.models.heads`.
+shape and a `TaskSpec` (`rewire.tasks.spec`), whose `head` picks the family's task architecture in
+`rewire.models.registry`. `TaskObjective` is the task's loss for the one train step (`rewire.step`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from rewire.models import heads
+from rewire.models import registry
 from rewire import sharding
 from rewire.models.roberta import ModelConfig
 from rewire.tasks.spec import TaskSpec, make_spec
@@ -38,8 +39,10 @@ class TaskModel:
 
   def __init__(self, spec: TaskSpec, model_config: ModelConfig, mesh, rules):
     self.spec, self.model_config, self.mesh, self.rules = spec, model_config, mesh, rules
-    self.model = heads.make_model(spec.architecture, model_config, spec.num_labels)
-    boxed = jax.eval_shape(lambda k: heads.init_variables(self.model, k, spec.max_len)["params"],
+    self.family = registry.family_for(model_config)
+    self.architecture = self.family.task_heads[spec.head]
+    self.model = registry.make_model(self.architecture, model_config, spec.num_labels)
+    boxed = jax.eval_shape(lambda k: registry.init_variables(self.model, k, spec.max_len)["params"],
                            jax.random.key(0))
     self.param_shardings = sharding.logical_shardings(boxed, mesh, rules)
     self.boxed_abstract = boxed
@@ -53,7 +56,7 @@ class TaskModel:
                                 out_shardings=sharding.replicated(mesh))
 
   def fresh_params(self, seed: int) -> Any:
-    init = lambda k: nn.unbox(heads.init_variables(self.model, k, self.spec.max_len)["params"])
+    init = lambda k: nn.unbox(registry.init_variables(self.model, k, self.spec.max_len)["params"])
     return jax.device_get(jax.jit(init)(jax.random.key(seed)))
 
   def place(self, params: Any) -> Any:
@@ -77,9 +80,25 @@ class TaskModel:
     return keep(outs)
 
 
+class TaskObjective:
+  """A task's loss (`TaskSpec.loss` of the model's outputs) as an objective of `rewire.step.make_train_step`."""
+
+  def __init__(self, model, spec: TaskSpec):
+    self.model, self.spec = model, spec
+
+  def prepare(self, rng, batch):
+    return batch, rng  # the features are the inputs; the step's key is the dropout key
+
+  def loss(self, params, batch, rng):
+    out = self.model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], deterministic=False,
+                           rngs={"dropout": rng})
+    return self.spec.loss(out, batch), {}
+
+
 def task_model_info(model_config: ModelConfig, spec: TaskSpec) -> dict:
   """What a task model's `model.json` holds: its architecture and shape, task, labels and lengths."""
-  info = {"architecture": spec.architecture, "task": spec.name, **dataclasses.asdict(model_config)}
+  architecture = registry.family_for(model_config).task_heads[spec.head]
+  info = {"architecture": architecture, "task": spec.name, **dataclasses.asdict(model_config)}
   if spec.num_labels:
     info.update(num_labels=spec.num_labels, label_names=list(spec.label_names))
   info.update(max_len=spec.max_len, doc_stride=spec.doc_stride, max_query_len=spec.max_query_len)

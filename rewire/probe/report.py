@@ -84,3 +84,12 @@ def plot_plasticity(records: list[dict], path: str, *, resets: list[int] = ()) -
       ax.axvline(s, color="gray", lw=0.4, alpha=0.4)
     style(ax, "pretraining update", "nats", title)
   return save(fig, path)
+
+
+def results_line(results: dict) -> str:
+  """One line per probe: each language's final loss at its largest budget (for progress logs)."""
+  parts = []
+  for lang, per in results.items():
+    b = max(per, key=int)
+    parts.append(f"{lang} {per[b]['final_loss']['mean']:.3f}")
+  return ", ".join(parts)

@@ -23,14 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rewire import optim
+from rewire import optim, sharding
 from rewire.data.masking import max_predictions_for
-from rewire.models.mlm import MaskingSpec, mlm_loss
-from rewire.models.roberta import RobertaForMaskedLM, ModelConfig
+from rewire.models import registry
+from rewire.models.mlm import MaskedLM, MaskingSpec
 
 _INIT_SALT, _DROP_SALT, _EVAL_SALT = 0x9B0E, 0xD209, 0xE7A2
-EMBEDDING_PATH = ("roberta", "embeddings", "word_embeddings", "embedding")
-BIAS_PATH = ("lm_head", "bias")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +50,10 @@ class TableData:
   valid: np.ndarray   # [Nv, L] the language's fixed validation sequences
 
 
-def _set(tree: dict, path: Sequence[str], value) -> dict:
-  """A shallow-copied `tree` with the leaf at `path` replaced."""
-  out = dict(tree)
-  if len(path) == 1:
-    out[path[0]] = value
-  else:
-    out[path[0]] = _set(tree[path[0]], path[1:], value)
-  return out
+def with_table(family: registry.Family, body: dict, table, bias) -> dict:
+  """The params of `body` with a fresh embedding `table` and LM bias (the family's vocabulary-sized leaves)."""
+  params = optim.with_path(body, family.word_embedding_path(), table)
+  return optim.with_path(params, family.vocab_bias_path(), bias)
 
 
 class HostBatches:
@@ -90,19 +84,19 @@ class StackedProbe:
   example every `probe_every` updates of a pretraining run) without recompiling.
   """
 
-  def __init__(self, model_config: ModelConfig, specials, *, seq_len: int, mask_prob: float, optim_cfg,
+  def __init__(self, model_config, specials, *, seq_len: int, mask_prob: float, optim_cfg,
                total_steps: int, init_std: float, mesh, num_tables: int):
-    self.model = RobertaForMaskedLM(model_config)
+    self.family = registry.family_for(model_config)
+    self.model = registry.make_model(self.family.lm, model_config)
     self.vocab_size, self.num_tables, self.total_steps = model_config.vocab_size, num_tables, total_steps
     self.pad_id, self.init_std = specials.pad, init_std
     self.masker = MaskingSpec(mask_id=specials.mask, pad_id=specials.pad, vocab_size=specials.vocab_size,
                               mask_prob=mask_prob, max_predictions=max_predictions_for(seq_len, mask_prob))
+    self.objective = MaskedLM(self.model, self.masker)
     schedule = optim.warmup_linear_decay(optim_cfg.lr, optim_cfg.warmup_steps, total_steps)
     self.tx = optim.adamw(optim_cfg, schedule)
     self.mesh = mesh
-    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
-    stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, batch_axes or None))
+    repl, stacked = sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh)
     self._stacked, self._repl = stacked, repl
     self._init = jax.jit(self._init_fn, out_shardings=repl)
     self._step = jax.jit(self._step_fn, in_shardings=(repl, repl, stacked, repl),
@@ -120,17 +114,12 @@ class StackedProbe:
     return {"step": jnp.zeros([], jnp.int32), "tables": tables, "opt_state": self.tx.init(tables)}
 
   def _params_with(self, body, table):
-    params = _set(body, EMBEDDING_PATH, table)
-    return _set(params, BIAS_PATH, jnp.zeros((table.shape[0],), jnp.float32))
+    return with_table(self.family, body, table, jnp.zeros((table.shape[0],), jnp.float32))
 
   def _loss(self, table, body, tokens, rng, deterministic):
-    mask_rng, drop_rng = jax.random.split(rng)
-    batch = self.masker(mask_rng, tokens)
-    attention = (tokens != self.pad_id).astype(jnp.int32)
-    logits = self.model.apply({"params": self._params_with(body, table)}, batch["input_ids"], attention,
-                              batch["masked_positions"], deterministic=deterministic,
-                              rngs=None if deterministic else {"dropout": drop_rng})
-    return mlm_loss(logits, batch["masked_labels"], batch["masked_weights"])
+    batch, drop_rng = self.objective.prepare(rng, tokens)
+    loss, aux = self.objective.loss(self._params_with(body, table), batch, drop_rng, deterministic=deterministic)
+    return loss, aux["accuracy"], aux["predictions"]
 
   def _step_fn(self, state, body, tokens, keys):
     step = state["step"] + 1

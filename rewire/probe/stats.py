@@ -2,13 +2,14 @@
 
 A probe (`rewire.probe.stage`) trains fresh token embeddings on a frozen body and records validation loss at
 fixed updates. These functions turn a set of such curves (one per seed) into the numbers a plasticity
-comparison needs; they are plain NumPy, so known-answer tests pin them down.
+comparison needs, and `bootstrap` gives an interval of any statistic over seeds (the study's relative
+gain, `rewire.study.report`); they are plain NumPy, so known-answer tests pin them down.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -18,7 +19,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
 
   NaN values (e.g. a seed that never reached a target) are left out; `n` says how many were used.
   """
-  from scipy import stats
+  from scipy import stats  # here, not at the top: scipy.stats takes seconds to import, and few runs need it
   x = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
   if x.size == 0:
     return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "half_width": float("nan"), "n": 0}
@@ -64,14 +65,23 @@ def area_under_curve(steps: Sequence[float], losses: Sequence[float]) -> float:
   return float(np.sum((l[1:] + l[:-1]) / 2 * np.diff(s)) / span)
 
 
-def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 10_000,
-                 seed: int = 0) -> dict:
-  """Percentile bootstrap interval of the mean of `values` (resampling the values with replacement)."""
-  x = np.asarray(values, np.float64)
+def bootstrap(statistic: Callable[[dict], float], samples_by_group: Mapping[str, Any], *, resamples: int,
+              seed: int = 0, level: float = 0.95) -> dict:
+  """Percentile seed-bootstrap interval of `statistic`, each group's seeds resampled independently.
+
+  `samples_by_group`: {group: array-like [..., seeds]}; the last axis is the seeds (groups may have
+  different numbers of them), and a resample draws whole seeds, the same ones along the other axes.
+  `statistic({group: float64 array})` gives a float, for the samples themselves (`estimate`) and for
+  each of `resamples` resamples (drawn in the order of the groups, from `default_rng(seed)`).
+  Returns {"estimate", "low", "high", "resamples"}; the interval is at `level`.
+  """
   rng = np.random.default_rng(seed)
-  means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
-  lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-  return {"mean": float(x.mean()), "low": float(lo), "high": float(hi), "n": int(x.size)}
+  arrays = {g: np.asarray(x, np.float64) for g, x in samples_by_group.items()}
+  estimate = float(statistic(arrays))
+  draws = [float(statistic({g: x[..., rng.integers(0, x.shape[-1], x.shape[-1])] for g, x in arrays.items()}))
+           for _ in range(resamples)]
+  lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+  return {"estimate": estimate, "low": float(lo), "high": float(hi), "resamples": int(resamples)}
 
 
 def summarize(steps: Sequence[int], curves: np.ndarray, target: float, level: float = 0.95) -> dict:

@@ -1,43 +1,49 @@
-"""Stage dispatch: `run(config, workdir)` hands a validated config to its stage's entry point.
+"""The stages: each a step of the method, run from one config by `rewire.main` (or a study's worker).
 
-Kept apart from `rewire.main`, which defines the command line's flags, so that worker processes (the study's
-job runner spawns them) can run a stage without importing the flag definitions a second time.
+  pretrain.py        pretraining and language adaptation (one masked-LM run; resumes on its own)
+  pretrain_setup.py  its model, optimizer (forgetting included), shardings and compiled steps
+  resume.py          what a resumed run may change;  warm_start.py  starting from another run's params
+  finetune.py        task adaptation: body and task head on an English task, embeddings frozen
+  assemble.py        new-language embeddings into a task model;  evaluate.py  zero-shot evaluation
+  pipeline.py        every step for both variants, with a report;  prepare.py  corpus preparation
+
+`run(config, workdir)` validates a config and hands it to its stage's entry point, found in `ENTRY_POINTS`
+by a "module:function" string, so that importing the dispatch imports no stage (a study's worker
+processes, and `rewire.main`, start fast) and no stage needs to import the dispatch. The `probe` and
+`study` stages live in their own packages and are dispatched the same way.
+
+May import: the core (modules directly in rewire/), rewire.config, rewire.data, rewire.tasks,
+rewire.models, rewire.probe. Never rewire.study (the study runs stages, not the other way round).
 """
 
 from __future__ import annotations
 
+import importlib
+
+from rewire import config as rconfig
 from rewire.errors import UserError
+
+ENTRY_POINTS = {
+    "prepare": "rewire.stages.prepare:run",
+    "pretrain": "rewire.stages.pretrain:train_and_evaluate",
+    "adapt_language": "rewire.stages.pretrain:train_and_evaluate",
+    "finetune": "rewire.stages.finetune:train_and_evaluate",
+    "assemble": "rewire.stages.assemble:run",
+    "evaluate": "rewire.stages.evaluate:run",
+    "probe": "rewire.probe.stage:run",
+    "study": "rewire.study.graph:run",
+    "pipeline": "rewire.stages.pipeline:run",
+}
+
+
+def entry_point(stage: str):
+  """The function that runs `stage`: `fn(config, workdir) -> summary dict`."""
+  if stage not in ENTRY_POINTS:
+    raise UserError(f"stage {stage!r} is not implemented; known stages: {sorted(ENTRY_POINTS)}")
+  module, _, name = ENTRY_POINTS[stage].partition(":")
+  return getattr(importlib.import_module(module), name)
 
 
 def run(config, workdir: str) -> dict:
-  from rewire import config as rconfig
   rconfig.validate(config)
-  if config.stage == "prepare":
-    from rewire.data.build import Engine, Settings, prepare_into
-    corpus = prepare_into(Settings.from_config(config.data), workdir, engine=Engine.from_config(config.data))
-    splits = corpus.manifest["splits"]
-    print(f"done: {corpus.directory}  " + ", ".join(
-        f"{k} {v['sequences']:,} sequences ({v['tokens']:,} tokens)" for k, v in splits.items()))
-    return {}
-  if config.stage in ("pretrain", "adapt_language"):
-    from rewire.stages.pretrain import train_and_evaluate
-    return train_and_evaluate(config, workdir)
-  if config.stage == "finetune":
-    from rewire.stages.finetune import train_and_evaluate
-    return train_and_evaluate(config, workdir)
-  if config.stage == "assemble":
-    from rewire.stages.assemble import assemble
-    return assemble(config.task_from, config.embeddings_from, workdir)
-  if config.stage == "evaluate":
-    from rewire.stages.evaluate import run as evaluate
-    return evaluate(config, workdir)
-  if config.stage == "probe":
-    from rewire.probe.stage import run as probe
-    return probe(config, workdir)
-  if config.stage == "study":
-    from rewire.study.graph import run as study
-    return study(config, workdir)
-  if config.stage == "pipeline":
-    from rewire.stages.pipeline import run as pipeline
-    return pipeline(config, workdir)
-  raise UserError(f"stage {config.stage!r} is not implemented")
+  return entry_point(config.stage)(config, workdir)

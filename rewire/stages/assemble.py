@@ -13,20 +13,17 @@ import shutil
 import jax
 import numpy as np
 
-from rewire.models import heads
 from rewire import workdir
 from rewire.checkpoint import has_checkpoint, load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.models.roberta import WORD_EMBEDDING as WORD_EMBEDDING_PATH
+from rewire.models import registry
+from rewire.optim import get_path, with_path
 
-WORD_EMBEDDING = tuple(WORD_EMBEDDING_PATH.split("/"))
 
-
-def _get(tree, path):
-  for k in path:
-    tree = tree[k]
-  return tree
+def run(config, workdir_: str) -> dict:
+  """The `assemble` stage (`configs/assemble.py`)."""
+  return assemble(config.task_from, config.embeddings_from, workdir_)
 
 
 def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> dict:
@@ -37,11 +34,12 @@ def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> di
                       f"{'fine-tuned task model' if key == 'task_from' else 'language-adapted model'}")
   task_info = workdir.read_model_info(task_workdir)
   emb_info = workdir.read_model_info(embeddings_workdir)
-  if task_info.get("architecture") not in (heads.SEQUENCE_CLASSIFICATION, heads.QUESTION_ANSWERING):
+  family = registry.family_of(task_info.get("architecture", ""))
+  if task_info.get("architecture") not in family.task_heads.values():
     raise UserError(f"{task_workdir} is a {task_info.get('architecture')}, not a task model")
-  if emb_info.get("architecture") != heads.MLM:
+  if emb_info.get("architecture") != family.lm:
     raise UserError(f"{embeddings_workdir} is a {emb_info.get('architecture')}, not a language-adapted "
-                    f"{heads.MLM}")
+                    f"{family.lm}")
   if task_info["hidden_size"] != emb_info["hidden_size"]:
     raise UserError(f"hidden size mismatch: task model {task_workdir} has {task_info['hidden_size']}, "
                     f"embeddings from {embeddings_workdir} have {emb_info['hidden_size']}")
@@ -49,18 +47,18 @@ def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> di
   vocab = load_tokenizer(tok_path).get_vocab_size()
   task_params, _ = load_params(task_workdir)
   emb_params, _ = load_params(embeddings_workdir)
-  embedding = np.asarray(_get(emb_params, WORD_EMBEDDING))
+  path = family.word_embedding_path()
+  embedding = np.asarray(get_path(emb_params, path))
   if embedding.shape[0] != vocab:
     raise UserError(f"vocabulary mismatch: {tok_path} has {vocab} entries but the embedding in "
                     f"{embeddings_workdir} has {embedding.shape[0]} rows")
-  if embedding.shape[1] != np.asarray(_get(task_params, WORD_EMBEDDING)).shape[1]:
-    raise UserError(f"hidden size mismatch: embedding width {embedding.shape[1]} vs the task model's "
-                    f"{np.asarray(_get(task_params, WORD_EMBEDDING)).shape[1]}")
+  width = np.asarray(get_path(task_params, path)).shape[1]
+  if embedding.shape[1] != width:
+    raise UserError(f"hidden size mismatch: embedding width {embedding.shape[1]} vs the task model's {width}")
   if has_checkpoint(workdir.checkpoint_dir(out_workdir)):
     raise UserError(f"{out_workdir} already holds a model; choose a new workdir")
 
-  params = jax.tree.map(np.asarray, task_params)
-  _get(params, WORD_EMBEDDING[:-1])[WORD_EMBEDDING[-1]] = embedding
+  params = with_path(jax.tree.map(np.asarray, task_params), path, embedding)
   info = dict(task_info, vocab_size=vocab, assembled_from={"task": os.path.abspath(task_workdir),
                                                            "embeddings": os.path.abspath(embeddings_workdir)})
   workdir.write_params(out_workdir, params, {"assembled": True})

@@ -14,19 +14,17 @@ import os
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
-import optax
 from flax import linen as nn
 
 from rewire import config as rconfig
-from rewire import loop, optim, sharding
-from rewire.stages import warm_start
+from rewire import loop, optim, sharding, step
 from rewire import workdir as rworkdir
 from rewire.checkpoint import Checkpointer, has_checkpoint
 from rewire.data.batches import array_batches
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.models.task_model import TaskModel, spec_from, task_model_config, task_model_info
+from rewire.models.task_model import TaskModel, TaskObjective, spec_from, task_model_config, task_model_info
+from rewire.stages import warm_start
 from rewire.tasks.loading import load_task_split
 from rewire.telemetry import MetricsWriter, Progress
 
@@ -38,10 +36,6 @@ def _check(config, mesh, workdir: str) -> None:
   for key in ("batch_size", "eval_batch_size"):
     if config[key] <= 0 or config[key] % shards:
       raise UserError(f"{key} {config[key]} must be positive and divisible by the {shards} data shards")
-  if config.epochs <= 0:
-    raise UserError(f"epochs must be positive, got {config.epochs}")
-  if not config.optim.lr > 0:
-    raise UserError(f"optim.lr must be positive, got {config.optim.lr}")
   if has_checkpoint(rworkdir.checkpoint_dir(workdir)):
     done = rworkdir.read_summary(workdir) is not None
     raise UserError(f"{workdir} already holds a {'finished' if done else 'partly'} fine-tuned model "
@@ -57,39 +51,16 @@ def _optimizer(config, params, total: int):
   return optim.make_stage_optimizer(ocfg, labels, schedules), optim.trainable_mask(labels), schedules
 
 
-def _initial_state_and_step(config, tm: TaskModel, spec, total: int, batch_keys):
-  """The placed initial state (pretrained encoder, fresh head) and the jitted, donated train step."""
-  params = warm_start.overlay(tm.fresh_params(config.seed), config.init_from, config.init_step)
+def _initial_state_and_step(config, tm: TaskModel, total: int, batch_keys):
+  """The placed initial state (pretrained body, fresh head) and the jitted, donated train step."""
+  params = warm_start.overlay(tm.fresh_params(config.seed), config.init_from, config.init_step,
+                              prefix=tm.family.body)
   tx, trainable, schedules = _optimizer(config, params, total)
-  mesh = tm.mesh
-  params = tm.place(params)
-  repl = sharding.replicated(mesh)
-  opt_shardings = sharding.opt_state_shardings(tx, tm.boxed_abstract, mesh, tm.rules)
-  state = {"step": jax.device_put(jnp.zeros([], jnp.int32), repl), "params": params,
-           "opt_state": jax.jit(tx.init, out_shardings=opt_shardings)(params)}
-  state_shardings = {"step": repl, "params": tm.param_shardings, "opt_state": opt_shardings}
-
-  def train_step(state, batch):
-    step = state["step"] + 1
-    rng = jax.random.fold_in(jax.random.key(config.seed), step)
-
-    def loss_fn(params):
-      out = tm.model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], deterministic=False,
-                           rngs={"dropout": rng})
-      return spec.loss(out, batch)
-
-    loss, grads = optim.value_and_grad_trainable(loss_fn, state["params"], trainable)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    new = {"step": step, "params": optim.apply_trainable(state["params"], updates, trainable),
-           "opt_state": opt_state}
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-    metrics.update({f"lr_{g}": lr for g, lr in schedules.rates(step, 0).items()})
-    return new, metrics
-
-  batch_sh = {k: sharding.batch_sharding(mesh) for k in batch_keys}
-  step_fn = jax.jit(train_step, in_shardings=(state_shardings, batch_sh), out_shardings=(state_shardings, repl),
-                    donate_argnums=(0,))
-  return state, step_fn
+  shardings = step.state_shardings(tx, tm.boxed_abstract, tm.mesh, tm.rules)
+  train_step = step.make_train_step(TaskObjective(tm.model, tm.spec), tx, trainable, seed=config.seed,
+                                    rates=lambda s: schedules.rates(s, 0))
+  batch_sh = {k: sharding.batch_sharding(tm.mesh) for k in batch_keys}
+  return step.place_state(params, tx, shardings), step.jit_train_step(train_step, shardings, batch_sh)
 
 
 def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | None = None,
@@ -119,13 +90,12 @@ def _finetune(config, workdir: str, mesh, rules, *, log_stream, run_name) -> dic
   mc = task_model_config(rworkdir.read_model_info(config.init_from), config.model)
   tm = TaskModel(spec, mc, mesh, rules)
   arrays = train_feats.arrays()
-  state, step_fn = _initial_state_and_step(config, tm, spec, total, list(arrays))
+  state, step_fn = _initial_state_and_step(config, tm, total, list(arrays))
 
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    rworkdir.write_config(workdir, config)
     rworkdir.copy_tokenizer(tok_path, workdir)
     rworkdir.write_model_info(workdir, task_model_info(mc, spec))
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
@@ -153,8 +123,9 @@ def _finetune(config, workdir: str, mesh, rules, *, log_stream, run_name) -> dic
   batches = array_batches(arrays, config.batch_size, config.seed, identity=f"{config.train_source}:{len(train_feats)}",
                           process_index=jax.process_index(), process_count=jax.process_count())
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    hooks = loop.Hooks(evaluate=evaluate, after_eval=keep_best, extra=lambda step: {"epoch": -(-step // steps_per_epoch)})
     result = run.run(state, step_fn, batches, lambda b: {k: sharding.global_batch(v, mesh) for k, v in b.items()},
-                     evaluate=evaluate, after_eval=keep_best, extra=lambda step: {"epoch": -(-step // steps_per_epoch)})
+                     hooks=hooks)
   ckpt.wait()
   ckpt.close()
   summary = {"task": spec.name, "finished": result.finished, "best_step": best["step"],

@@ -20,25 +20,19 @@ import shutil
 import time
 
 from rewire import config as rconfig
+from rewire import sharding
 from rewire import workdir as rworkdir
+from rewire.config.variants import pretrain_config
+from rewire.plot import panels, save, style
+from rewire.stages.assemble import assemble_once
+from rewire.stages.evaluate import evaluate_model, write_results
+from rewire.stages.finetune import train_and_evaluate as finetune
+from rewire.stages.pretrain import train_and_evaluate as pretrain_or_adapt
 from rewire.telemetry import read_records
-
-
-def _variant_pretrain_config(config, variant: str):
-  c = copy.deepcopy(config.pretrain)
-  c.seed = config.seed
-  if variant == "forget":
-    c.forget_every = config.forget_every
-    c.optim.clip_norm = config.forget_clip_norm
-  else:
-    c.forget_every = 0
-    c.optim.clip_norm = 0.0
-  return c
 
 
 def plot_adaptation(root: str, variants, languages, out_path: str) -> str | None:
   """Adaptation curves: MLM loss against updates, one panel per language, a line per variant."""
-  from rewire.plot import panels, save, style
   fig, axes = panels(len(languages), width=4.5, height=3.6)
   for ax, lang in zip(axes, languages):
     for variant in variants:
@@ -51,12 +45,6 @@ def plot_adaptation(root: str, variants, languages, out_path: str) -> str | None
 
 
 def run(config, workdir: str) -> dict:
-  from rewire.stages.assemble import assemble_once
-  from rewire.stages.evaluate import write_results, evaluate_model
-  from rewire.stages.finetune import train_and_evaluate as finetune
-  from rewire.stages.pretrain import train_and_evaluate as pretrain_or_adapt
-  from rewire import sharding
-
   rconfig.validate(config)
   root = workdir
   os.makedirs(root, exist_ok=True)
@@ -68,7 +56,9 @@ def run(config, workdir: str) -> dict:
     pre = os.path.join(base, "pretrain")
     t = time.perf_counter()
     if not rworkdir.is_complete(pre):
-      pretrain_or_adapt(_variant_pretrain_config(config, variant), pre, run_name=f"{variant}/pretrain")
+      c = pretrain_config(config.pretrain, variant, seed=config.seed, forget_every=config.forget_every,
+                          clip_norm=config.forget_clip_norm)
+      pretrain_or_adapt(c, pre, run_name=f"{variant}/pretrain")
     timings[f"{variant}/pretrain"] = time.perf_counter() - t
     for lang in config.languages:
       ad = os.path.join(base, f"adapt_{lang}")

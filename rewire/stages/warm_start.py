@@ -58,7 +58,7 @@ def initial_params(config, abstract_params: Any, *, pad_id: int) -> Any:
                            hint=" -- re-initialise vocabulary-sized leaves with reinit.pattern")
 
 
-def overlay(fresh: Any, workdir: str, step: int | None = None, *, prefix: str = "roberta/") -> Any:
+def overlay(fresh: Any, workdir: str, step: int | None, *, prefix: str) -> Any:
   """`fresh` params with every leaf under `prefix` replaced by the source run's (same path and shape).
 
   A task model keeps its freshly initialised head and takes the pretrained encoder.

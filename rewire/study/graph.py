@@ -27,55 +27,58 @@ import json
 import os
 import time
 
+from rewire import config as rconfig
+from rewire import sharding
 from rewire import workdir as rworkdir
+from rewire.config import prepare_defaults
+from rewire.config.variants import VARIANTS, pretrain_config
+from rewire.data.corpus import MANIFEST
 from rewire.errors import UserError
+from rewire.config import parse_pairs
+from rewire.stages.assemble import assemble_once
+from rewire.stages.evaluate import evaluate_model
+from rewire.study import layout
 from rewire.study.jobs import Job, run_jobs
-from rewire.probe.stage import parse_pairs
-
-VARIANTS = ("standard", "forget")
-
-
-def model_dir(root: str, variant: str, seed: int) -> str:
-  return os.path.join(root, f"{variant}_s{seed}")
+from rewire.study.layout import ablation_languages
+from rewire.study.report import write_study
 
 
-def _prepare_job(root: str, name: str, source: str, data_cfg) -> Job:
-  from rewire.config import prepare_defaults
+def _prepare_job(root: str, corpus: str, source: str, data_cfg, kind: str) -> Job:
   c = prepare_defaults()
   c.data = copy.deepcopy(data_cfg)
   c.data.source = source
-  from rewire.data.corpus import MANIFEST
-  return Job(f"data/{name}", c, os.path.join(root, "data", name),
+  return Job(layout.data_name(corpus), c, layout.data_dir(root, corpus), kind=kind,
              complete=lambda d: os.path.isfile(os.path.join(d, MANIFEST)))
 
 
 def build_jobs(config, root: str) -> list[Job]:
   """Every job of the study, in an order that keeps two workers busy."""
-  jobs = [_prepare_job(root, "pretrain", config.pretrain.data.source, config.pretrain.data)]
+  L = layout
+  # The data jobs have kinds of their own: "data/pretrain" is no pretraining run (the ETA's unit is a kind).
+  jobs = [_prepare_job(root, L.PRETRAIN_CORPUS, config.pretrain.data.source, config.pretrain.data,
+                       "prepare pretraining corpus")]
   languages = {**parse_pairs(config.relearn, "relearn"), **parse_pairs(config.languages, "languages")}
   for name, source in languages.items():
-    jobs.append(_prepare_job(root, name, source, config.probe.data))
-  prepared = ",".join(f"{n}=prepared:{os.path.join(root, 'data', n)}" for n in languages)
-  at = lambda names: ",".join(f"{n}=prepared:{os.path.join(root, 'data', n)}" for n in names)
-  zero_shot_prepared = at(parse_pairs(config.languages, "languages"))
-  ablation_prepared = at(ablation_languages(config))
+    jobs.append(_prepare_job(root, name, source, config.probe.data, "prepare probe corpus"))
+  data_jobs = tuple(j.name for j in jobs)
+  prepared = L.prepared(root, languages)
+  zero_shot_prepared = L.prepared(root, parse_pairs(config.languages, "languages"))
+  ablation_prepared = L.prepared(root, ablation_languages(config))
   budgets = sorted(int(b) for b in config.probe.token_budgets)
   main_budget, small_budgets = budgets[-1], tuple(budgets[:-1])
   per_model = []
   for seed in config.seeds:
     for variant in VARIANTS:
-      base = model_dir(root, variant, seed)
-      pre = copy.deepcopy(config.pretrain)
-      pre.seed = int(seed)
-      pre.data.source = f"prepared:{os.path.join(root, 'data', 'pretrain')}"
-      pre.forget_every = int(config.forget_every) if variant == "forget" else 0
-      pre.optim.clip_norm = float(config.forget_clip_norm) if variant == "forget" else 0.0
+      name = functools.partial(L.job_name, variant, seed)  # name(job): this model's job of that name
+      at = functools.partial(L.job_dir, root, variant, seed)  # at(job): its workdir
+      pre = pretrain_config(config.pretrain, variant, seed=seed, forget_every=config.forget_every,
+                            clip_norm=config.forget_clip_norm)
+      pre.data.source = f"prepared:{L.data_dir(root, L.PRETRAIN_CORPUS)}"
       if variant == "standard" or int(seed) != int(config.seeds[0]):
         pre.probe_every = 0  # probes during pretraining: the first seed of each variant only
-      jobs.append(Job(f"{variant}_s{seed}/pretrain", pre, os.path.join(base, "pretrain"),
-                      after=("data/pretrain", *[f"data/{n}" for n in languages])))
+      jobs.append(Job(name(L.PRETRAIN), pre, at(L.PRETRAIN), after=data_jobs))
       probe = copy.deepcopy(config.probe)
-      probe.update(init_from=os.path.join(base, "pretrain"), seed=int(seed), seeds=1, languages=prepared)
+      probe.update(init_from=at(L.PRETRAIN), seed=int(seed), seeds=1, languages=prepared)
       # The embeddings for the zero-shot test: the same recipe, trained longer, zero-shot languages only.
       adapt = copy.deepcopy(probe)
       adapt.update(languages=zero_shot_prepared, token_budgets=(main_budget,), total_steps=int(config.adapt_steps),
@@ -83,50 +86,34 @@ def build_jobs(config, root: str) -> list[Job]:
       ablation = copy.deepcopy(adapt)
       ablation.update(languages=ablation_prepared, token_budgets=small_budgets)
       ft = copy.deepcopy(config.finetune)
-      ft.update(init_from=os.path.join(base, "pretrain"), seed=int(seed))
-      zs = functools.partial(zero_shot, config.to_dict(), base)
-      per_model += [
-          Job(f"{variant}_s{seed}/probe", probe, os.path.join(base, "probe"), after=(f"{variant}_s{seed}/pretrain",)),
-          Job(f"{variant}_s{seed}/adapt", adapt, os.path.join(base, "adapt"), after=(f"{variant}_s{seed}/pretrain",))]
-      adapted = [f"{variant}_s{seed}/adapt"]
+      ft.update(init_from=at(L.PRETRAIN), seed=int(seed))
+      zs = functools.partial(zero_shot, config.to_dict(), L.model_dir(root, variant, seed))
+      after_pretrain = (name(L.PRETRAIN),)
+      per_model += [Job(name(L.PROBE), probe, at(L.PROBE), after=after_pretrain),
+                    Job(name(L.ADAPT), adapt, at(L.ADAPT), after=after_pretrain)]
+      adapted = [name(L.ADAPT)]
       if small_budgets and ablation_prepared:
-        per_model.append(Job(f"{variant}_s{seed}/adapt_ablation", ablation, os.path.join(base, "adapt_ablation"),
-                             after=(f"{variant}_s{seed}/pretrain",)))
-        adapted.append(f"{variant}_s{seed}/adapt_ablation")
-      per_model += [
-          Job(f"{variant}_s{seed}/finetune", ft, os.path.join(base, "finetune"),
-              after=(f"{variant}_s{seed}/pretrain",)),
-          Job(f"{variant}_s{seed}/zero_shot", None, os.path.join(base, "zero_shot"), fn=zs,
-              after=(*adapted, f"{variant}_s{seed}/finetune"))]
+        per_model.append(Job(name(L.ADAPT_ABLATION), ablation, at(L.ADAPT_ABLATION), after=after_pretrain))
+        adapted.append(name(L.ADAPT_ABLATION))
+      per_model += [Job(name(L.FINETUNE), ft, at(L.FINETUNE), after=after_pretrain),
+                    Job(name(L.ZERO_SHOT), None, at(L.ZERO_SHOT), fn=zs, after=(*adapted, name(L.FINETUNE)))]
   return jobs + per_model
 
 
-def ablation_languages(config) -> list[str]:
-  """The zero-shot languages of the low-data ablation (adapted at every budget, not only the largest)."""
-  langs = parse_pairs(config.languages, "languages")
-  chosen = [l.strip() for l in str(config.ablation_languages).split(",") if l.strip()]
-  unknown = [l for l in chosen if l not in langs]
-  if unknown:
-    raise UserError(f"ablation_languages {unknown} are not zero-shot languages ({', '.join(langs)})")
-  return chosen
-
-
 def zero_shot(config: dict, base: str) -> None:
-  """Assembles the task model with every (language, budget) embedding of `adapt` and evaluates it."""
-  from rewire import sharding
-  from rewire.stages.assemble import assemble_once
-  from rewire.stages.evaluate import evaluate_model
-  out_dir = os.path.join(base, "zero_shot")
+  """Assembles the task model with every (language, budget) embedding of the adaptations and evaluates it."""
+  L = layout
+  out_dir = os.path.join(base, L.ZERO_SHOT)
   ev = config["evaluate"]
   mesh = sharding.make_mesh(config["finetune"]["mesh"])
   rules = sharding.rules_from_config(config["finetune"]["mesh"]["rules"])
   tables = {}
-  for job in ("adapt", "adapt_ablation"):
+  for job in L.ADAPTED:
     path = os.path.join(base, job, "probe.json")
     if os.path.isfile(path):
       with open(path) as f:
         tables.update(json.load(f)["embeddings"])
-  ft = os.path.join(base, "finetune")
+  ft = os.path.join(base, L.FINETUNE)
   results = {"en": {"full": evaluate_model(ft, ev["test_source"], "en", mesh=mesh, rules=rules,
                                            batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])}}
   zero_shot_languages = parse_pairs(config["languages"], "languages")
@@ -143,7 +130,6 @@ def zero_shot(config: dict, base: str) -> None:
 
 
 def run(config, workdir: str) -> dict:
-  from rewire import config as rconfig
   rconfig.validate(config)
   if len(set(config.seeds)) != len(config.seeds) or not config.seeds:
     raise UserError(f"study seeds must be distinct and non-empty, got {tuple(config.seeds)}")
@@ -153,12 +139,10 @@ def run(config, workdir: str) -> dict:
   t0 = time.perf_counter()
   jobs = build_jobs(config, workdir)
   workers = int(config.workers) or (os.cpu_count() or 1)
-  timings = run_jobs(jobs, workers=workers, log_dir=os.path.join(workdir, "logs"),
+  timings = run_jobs(jobs, workers=workers, log_dir=os.path.join(workdir, layout.LOGS),
                      pin_cores=bool(config.pin_cores))
-  history_path = os.path.join(workdir, "timings.jsonl")
-  with open(history_path, "a") as f:
+  with open(os.path.join(workdir, layout.TIMINGS), "a") as f:
     f.write(json.dumps({"invocation_s": time.perf_counter() - t0, "jobs_s": timings}) + "\n")
-  from rewire.study.report import write_study
   summary = write_study(config, workdir)
   rworkdir.write_summary(workdir, {"finished": True, **summary["headline"]})
   return summary

@@ -8,64 +8,60 @@ the mean over languages of the relative gain 100 * (forget - standard) / standar
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
 import numpy as np
 
-from rewire.probe import stats as probe_stats
 from rewire import workdir as rworkdir
-from rewire.probe.stage import parse_pairs
+from rewire.config.variants import VARIANTS
 from rewire.plot import panels, save, style
+from rewire.probe import stats as probe_stats
 from rewire.probe.report import fmt, plot_curves
+from rewire.config import parse_pairs
+from rewire.study import layout as L
+from rewire.tasks.scoring import relative_gain
 from rewire.telemetry import read_records
 
-VARIANTS = ("standard", "forget")
 COLORS = {"standard": "tab:blue", "forget": "tab:red"}
-
-
-def relative_gain(forget: dict, standard: dict) -> float:
-  """Mean over languages of 100 * (F - S) / S (`forget`, `standard`: {lang: score})."""
-  return float(np.mean([100.0 * (forget[l] - standard[l]) / standard[l] for l in standard]))
 
 
 def bootstrap_gain(scores: dict, langs, *, resamples: int, seed: int = 0, level: float = 0.95) -> dict:
   """Seed-bootstrap interval of `relative_gain`; `scores[variant][lang]` is a list over seeds."""
-  rng = np.random.default_rng(seed)
-  point = relative_gain({l: np.mean(scores["forget"][l]) for l in langs},
-                        {l: np.mean(scores["standard"][l]) for l in langs})
-  arrays = {v: np.asarray([scores[v][l] for l in langs], np.float64) for v in VARIANTS}  # [langs, seeds]
-  draws = []
-  for _ in range(resamples):
-    means = {v: arrays[v][:, rng.integers(0, arrays[v].shape[1], arrays[v].shape[1])].mean(axis=1)
-             for v in VARIANTS}
-    draws.append(float(np.mean(100.0 * (means["forget"] - means["standard"]) / means["standard"])))
-  lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-  return {"mean": point, "low": float(lo), "high": float(hi), "resamples": resamples}
+  langs = list(langs)
+
+  def gain(groups: dict) -> float:  # groups[variant]: [langs, seeds]
+    means = {v: dict(zip(langs, groups[v].mean(axis=1).tolist())) for v in VARIANTS}
+    return relative_gain(means["forget"], means["standard"])
+
+  r = probe_stats.bootstrap(gain, {v: [scores[v][l] for l in langs] for v in VARIANTS}, resamples=resamples,
+                            seed=seed, level=level)
+  return {"mean": r["estimate"], "low": r["low"], "high": r["high"], "resamples": r["resamples"]}
 
 
 def _load(root: str, config) -> dict:
   models = {}
   for v in VARIANTS:
     for s in config.seeds:
-      base = os.path.join(root, f"{v}_s{s}")
-      with open(os.path.join(base, "probe", "probe.json")) as f:
+      at = functools.partial(L.job_dir, root, v, s)  # at(job): the workdir of this model's job
+      with open(os.path.join(at(L.PROBE), "probe.json")) as f:
         probe = json.load(f)
       models[(v, int(s))] = {
-          "pretrain": rworkdir.read_summary(os.path.join(base, "pretrain")),
+          "pretrain": rworkdir.read_summary(at(L.PRETRAIN)),
           "pretrain_curve": [(r["step"], r["valid_loss"]) for r in
-                             read_records(os.path.join(base, "pretrain", "metrics.jsonl")) if "valid_loss" in r],
+                             read_records(os.path.join(at(L.PRETRAIN), "metrics.jsonl")) if "valid_loss" in r],
           "probe": probe,
-          "adapt": _adapted(base),
-          "finetune": rworkdir.read_summary(os.path.join(base, "finetune")),
-          "zero_shot": rworkdir.read_summary(os.path.join(base, "zero_shot"))["results"]}
+          "adapt": _adapted(L.model_dir(root, v, s)),
+          "finetune": rworkdir.read_summary(at(L.FINETUNE)),
+          "zero_shot": rworkdir.read_summary(at(L.ZERO_SHOT))["results"]}
   return models
 
 
 def _adapted(base: str) -> dict:
   """{lang: {budget: result}} of the adaptation jobs (the largest budget, and the ablation's smaller ones)."""
   out = {}
-  for job in ("adapt", "adapt_ablation"):
+  for job in L.ADAPTED:
     path = os.path.join(base, job, "probe.json")
     if os.path.isfile(path):
       with open(path) as f:
@@ -113,8 +109,7 @@ def compute(config, root: str) -> dict:
                                                for s in seeds], level)}
   out["task_en"] = task
 
-  from rewire.study.graph import ablation_languages
-  ablation = ablation_languages(config)
+  ablation = L.ablation_languages(config)
   at = {b: (langs if b == main else ablation) for b in budgets}  # the languages adapted at each budget
   budgets = [b for b in budgets if at[b]]
   out["budgets"], out["ablation_languages"] = [int(b) for b in budgets], ablation
@@ -124,8 +119,8 @@ def compute(config, root: str) -> dict:
                       for v in VARIANTS}
   out["relative_gain"] = {b: {**bootstrap_gain({v: zs[v][b] for v in VARIANTS}, at[b],
                                                resamples=int(config.bootstrap), level=level),
-                              "per_language": {l: 100.0 * (np.mean(zs["forget"][b][l]) - np.mean(zs["standard"][b][l]))
-                                               / np.mean(zs["standard"][b][l]) for l in at[b]}}
+                              "per_language": {l: relative_gain({l: np.mean(zs["forget"][b][l])},
+                                                                {l: np.mean(zs["standard"][b][l])}) for l in at[b]}}
                           for b in budgets}
   # The ablation's own statistic at the largest budget, over the same languages as the smaller budgets.
   out["relative_gain_ablation_main"] = bootstrap_gain({v: {l: zs[v][main][l] for l in ablation} for v in VARIANTS},
@@ -148,7 +143,7 @@ def compute(config, root: str) -> dict:
                                                          for s in seeds], level) for v in VARIANTS}
                              for b in budgets if l in at[b]} for l in langs}
   out["_probes"] = probes
-  out["_pretrain_curves"] = {f"{v}_s{s}": models[(v, s)]["pretrain_curve"] for v in VARIANTS for s in seeds}
+  out["_pretrain_curves"] = {L.model_name(v, s): models[(v, s)]["pretrain_curve"] for v in VARIANTS for s in seeds}
   out["headline"] = {"relative_gain": out["relative_gain"][main]["mean"],
                      "relative_gain_low": out["relative_gain"][main]["low"],
                      "relative_gain_high": out["relative_gain"][main]["high"]}
@@ -159,8 +154,8 @@ def _plot_pretraining(curves: dict, unigram: float, path: str) -> None:
   fig, (ax,) = panels(width=6, height=3.6)
   for name, pts in curves.items():
     if pts:
-      v = name.rsplit("_s", 1)[0]
-      ax.plot(*zip(*pts), color=COLORS[v], alpha=0.7, label=v if name.endswith("_s0") else None)
+      v = L.variant_of(name)
+      ax.plot(*zip(*pts), color=COLORS[v], alpha=0.7, label=v if name == L.model_name(v, 0) else None)
   ax.axhline(unigram, color="gray", ls="--", lw=0.8, label="unigram")
   style(ax, "pretraining update", "English validation MLM loss (nats)")
   save(fig, path)
@@ -190,7 +185,7 @@ def write_study(config, root: str) -> dict:
   probes, curves = stats.pop("_probes"), stats.pop("_pretrain_curves")
   level = int(round(100 * float(config.probe.confidence)))
   timings = []
-  path = os.path.join(root, "timings.jsonl")
+  path = os.path.join(root, L.TIMINGS)
   if os.path.isfile(path):
     with open(path) as f:
       timings = [json.loads(l) for l in f if l.strip()]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rewire.errors import UserError
@@ -23,14 +23,6 @@ _ALIASES = {"premise": ("premise", "sentence1"), "hypothesis": ("hypothesis", "s
             "label": ("label", "gold_label"), "text": ("text", "sentence")}
 _UNLABELLED = ("-", "")
 LABEL_FIELDS = _ALIASES["label"]
-
-
-def check_labels(train_labels: Iterable[str], eval_labels: Iterable[str], source: str) -> None:
-  """UserError if evaluation set `source` has labels that the training set never shows."""
-  train, extra = set(train_labels), set(eval_labels) - set(train_labels)
-  if extra:
-    raise UserError(f"evaluation set {source!r} has labels the training set lacks: {sorted(extra)} "
-                    f"(training labels: {sorted(train)})")
 
 
 def label_name(value: Any, names: Sequence[str] | None, where: str,

@@ -15,13 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rewire.models import heads
 from rewire.errors import UserError
 from rewire.tasks import nli, qa, scoring
-
 from rewire.tasks.names import NLI_LABELS, TASKS
 
 CLASSIFICATION_TASKS = ("nli", "classify")
+CLASSIFICATION, SPAN = "classification", "span"  # the task heads (`TaskSpec.head`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +36,12 @@ class TaskSpec:
     return self.name in CLASSIFICATION_TASKS
 
   @property
-  def architecture(self) -> str:
-    return heads.SEQUENCE_CLASSIFICATION if self.is_classification else heads.QUESTION_ANSWERING
+  def head(self) -> str:
+    """The head the task needs: "classification" (a label from `<s>`) or "span" (start and end logits).
+
+    A model family maps it to its architecture (`rewire.models.registry.Family.task_heads`).
+    """
+    return CLASSIFICATION if self.is_classification else SPAN
 
   @property
   def num_labels(self) -> int | None:

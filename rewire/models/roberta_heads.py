@@ -1,8 +1,15 @@
-"""Task models on the rewire encoder: sequence classification (NLI) and extractive QA (flax.linen).
+"""RoBERTa's three heads (flax.linen): masked LM at masked positions only, sequence classification, QA.
 
-Why: task adaptation trains the RoBERTa body plus a small head, and assembly/evaluation must be able to
-hand the result to Hugging Face. So these modules reuse `rewire.models.roberta.RobertaModel` (the subtree is named
-`roberta`, as in HF) and give the heads Hugging Face's Flax names and numerics:
+Why: pretraining and language adaptation train through the MLM head, task adaptation trains the body plus a
+small task head, and every result must convert to Hugging Face. So each model reuses
+`rewire.models.roberta.RobertaModel` (the subtree is named `roberta`, as in HF) and gives its head Hugging
+Face's Flax names and numerics:
+
+* `RobertaForMaskedLM(config)` = HF `FlaxRobertaForMaskedLM`, except that the head (dense, GELU,
+  LayerNorm, decoder tied to the word embeddings, plus `lm_head/bias`) runs only at the gathered
+  `masked_positions int32[B, M]`, as fairseq does, instead of projecting all `B*L` positions onto the
+  vocabulary (with a 50k vocabulary that projection is most of a small model's compute). Returns logits
+  [B, M, V]; `encode` returns the hidden states [B, L, H]. The tied decoder has no `lm_head/decoder` entry.
 
 * `RobertaForSequenceClassification(config, num_labels)` = HF `FlaxRobertaForSequenceClassification`:
   `roberta/...` (no pooler) + `classifier/dense`, `classifier/out_proj`; the `<s>` hidden state goes
@@ -11,33 +18,73 @@ hand the result to Hugging Face. So these modules reuse `rewire.models.roberta.R
   `qa_outputs` (2 logits per token). Returns (start_logits [B, L], end_logits [B, L]).
 
 Both take `(input_ids, attention_mask, *, deterministic)`, carry logical axis names on every weight (for
-`rewire.sharding`) and return float32 logits whatever the compute dtype. `make_model` builds any of the
-three architectures from its `model.json` name, which `rewire.hf` uses for export and import.
+`rewire.sharding`) and return float32 logits whatever the compute dtype. The registry builds any
+architecture by its `model.json` name (`rewire.models.registry.make_model`).
 
   model = RobertaForSequenceClassification(cfg, num_labels=3)
-  params = nn.unbox(init_variables(model, jax.random.key(0), seq_len=128))["params"]
+  params = nn.unbox(registry.init_variables(model, jax.random.key(0), seq_len=128))["params"]
   params["roberta"] = pretrained_mlm_params["roberta"]           # start the body from pretraining
   logits = model.apply({"params": params}, ids, mask, deterministic=True)
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from rewire.errors import UserError
-from rewire.models.layers import Dense, dropout
-from rewire.models.roberta import ModelConfig, RobertaForMaskedLM, RobertaModel, dummy_inputs
+from rewire.models.layers import Dense, LayerNorm, dropout, gelu, logical_param
+from rewire.models.roberta import ModelConfig, RobertaModel
 
 Array = jax.Array
 
-MLM = "RobertaForMaskedLM"
-SEQUENCE_CLASSIFICATION = "RobertaForSequenceClassification"
-QUESTION_ANSWERING = "RobertaForQuestionAnswering"
-ARCHITECTURES = (MLM, SEQUENCE_CLASSIFICATION, QUESTION_ANSWERING)
+
+
+class LMHead(nn.Module):
+  """HF `lm_head`: dense, GELU, LayerNorm, decoder tied to the word embeddings, plus `bias` [V]."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, h: Array, word_embeddings: Array) -> Array:
+    cfg = self.config
+    dtype = cfg.compute_dtype
+    h = Dense(cfg.hidden_size, cfg.hidden_size, ("embed", None), ("embed",), cfg.init_std, dtype,
+              name="dense")(h)
+    h = gelu(h)
+    h = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype, name="layer_norm")(h)
+    bias = logical_param(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
+    logits = jnp.einsum("...h,vh->...v", h, word_embeddings.astype(dtype))
+    return logits + bias.astype(dtype)
+
+
+class RobertaForMaskedLM(nn.Module):
+  """RoBERTa with the MLM head evaluated only at `masked_positions`.
+
+  `__call__(input_ids int[B, L], attention_mask int[B, L], masked_positions int32[B, M], *, deterministic)`
+  returns logits [B, M, V] (float32 when the compute dtype is float32). Padding slots of
+  `masked_positions` may hold any in-range index (e.g. 0); mask them out in the loss.
+  `encode(input_ids, attention_mask, *, deterministic)` returns the hidden states [B, L, H].
+  """
+
+  config: ModelConfig
+
+  def setup(self):
+    self.roberta = RobertaModel(self.config)
+    self.lm_head = LMHead(self.config)
+
+  def encode(self, input_ids: Array, attention_mask: Array, *, deterministic: bool) -> Array:
+    return self.roberta(input_ids, attention_mask, deterministic=deterministic)
+
+  def __call__(self, input_ids: Array, attention_mask: Array, masked_positions: Array, *,
+               deterministic: bool) -> Array:
+    h = self.roberta(input_ids, attention_mask, deterministic=deterministic)
+    positions = masked_positions[..., None].astype(jnp.int32)
+    h = jnp.take_along_axis(h, positions, axis=1, mode="clip")  # [B, M, H]
+    emb = self.roberta.embeddings.variables["params"]["word_embeddings"]["embedding"]
+    return self.lm_head(h, nn.unbox(emb))
 
 
 class ClassificationHead(nn.Module):
@@ -100,32 +147,3 @@ class RobertaForQuestionAnswering(nn.Module):
     h = self.roberta(input_ids, attention_mask, deterministic=deterministic)
     logits = self.qa_outputs(h).astype(jnp.float32)  # [B, L, 2]
     return logits[..., 0], logits[..., 1]
-
-
-def make_model(architecture: str, config: ModelConfig, num_labels: int | None = None) -> nn.Module:
-  """The rewire module for a `model.json` architecture name.
-
-  Raises:
-    UserError: unknown architecture, or a classification model without `num_labels`.
-  """
-  if architecture == MLM:
-    return RobertaForMaskedLM(config)
-  if architecture == SEQUENCE_CLASSIFICATION:
-    if not isinstance(num_labels, int) or num_labels < 1:
-      raise UserError(f"{SEQUENCE_CLASSIFICATION} needs num_labels >= 1, got {num_labels!r}")
-    return RobertaForSequenceClassification(config, num_labels)
-  if architecture == QUESTION_ANSWERING:
-    return RobertaForQuestionAnswering(config)
-  raise UserError(f"unsupported architecture {architecture!r}; rewire has {', '.join(ARCHITECTURES)}")
-
-
-def init_variables(model: nn.Module, rng: Array, seq_len: int = 8) -> dict[str, Any]:
-  """Boxed variables `{"params": ...}` of any of the three models (works under `jax.eval_shape`)."""
-  ids, mask, positions = dummy_inputs(seq_len)
-  args = (ids, mask, positions) if isinstance(model, RobertaForMaskedLM) else (ids, mask)
-  return model.init({"params": rng}, *args, deterministic=True)
-
-
-def abstract_params(model: nn.Module) -> dict[str, Any]:
-  """The unboxed param tree of `model` as `jax.ShapeDtypeStruct`s, without allocating anything."""
-  return nn.unbox(jax.eval_shape(lambda k: init_variables(model, k), jax.random.key(0)))["params"]

@@ -1,0 +1,79 @@
+"""Config groups that several stages share: the data, model, optimizer, forgetting and mesh groups.
+
+Each function returns a fresh `ConfigDict` with every key of its group and the paper's recipe (RoBERTa-base,
+Chen et al. 2023) as the defaults; a stage's schema (`rewire.config.pretrain`, `.finetune`, `.probe`, ...)
+assembles the groups it reads and overrides what it changes.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from rewire.models import registry
+
+# The default family's token embeddings (tied to its LM decoder): what forgetting resets by default, what
+# adaptation trains and what fine-tuning freezes.
+WORD_EMBEDDING = registry.family().word_embedding
+
+
+def data_defaults() -> ml_collections.ConfigDict:
+  """The `data` group: what a corpus is prepared from (`rewire.data.build`) and how a run reads it."""
+  return ml_collections.ConfigDict(dict(
+      # prepared:DIR (from configs/prepare.py) | bundled:NAME | files:GLOB[,GLOB] | hf:NAME[:CONFIG]:SPLIT
+      # | tfds:NAME[:CONFIG]:SPLIT; a raw source is prepared into <workdir>/data first
+      source="bundled:en_web",
+      text_field="text",         # the text field of .jsonl/.parquet files and dataset rows
+      valid_source="",           # "": hold out valid_fraction of the source's documents (by a seeded hash)
+      valid_fraction=0.02,
+      split_seed=0,              # seeds the train/validation split and the tokenizer sample (not `seed`)
+      max_valid_sequences=256,   # the validation sequences a run evaluates on (0: all)
+      seq_len=512,
+      tokenizer="",              # "": train a unigram tokenizer on a seeded sample of the training text
+      vocab_size=50_000,
+      tokenizer_sample_docs=100_000,  # documents the tokenizer is trained on
+      parts_per_file=1,          # read each file in this many interleaved parts (parallelism for big files)
+      max_documents=0,           # >0: prepare only about this many documents of each source
+      tfds_data_dir="",          # TFDS data directory for tfds: sources ("": TFDS's default)
+      runner="DirectRunner",     # Apache Beam runner of the preparation (DataflowRunner, FlinkRunner, ...)
+      workers=0,                 # DirectRunner worker processes (0: one per core)
+      beam_options="",           # extra Beam pipeline flags, e.g. "--project=P --region=R --temp_location=gs://B/t"
+      verify_shards=True,        # re-hash a prepared:DIR's shards against its manifest when a run starts
+      mask_prob=0.15))
+
+
+def model_defaults() -> ml_collections.ConfigDict:
+  """The `model` group of a run that builds its model: RoBERTa-base's shape and regularisation."""
+  return ml_collections.ConfigDict(dict(
+      vocab_size=0,              # 0: taken from the tokenizer
+      hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+      max_position_embeddings=0,  # 0: data.seq_len + 2 (RoBERTa offsets positions past the pad index)
+      type_vocab_size=1, layer_norm_eps=1e-5, dropout=0.1, attention_dropout=0.1, init_std=0.02,
+      dtype="float32", remat=False))
+
+
+def run_model_defaults() -> ml_collections.ConfigDict:
+  """The `model` group of a run that takes its shape from another workdir: only what may change per run."""
+  return ml_collections.ConfigDict(dict(dropout=0.1, attention_dropout=0.1, dtype="float32", remat=False))
+
+
+def adamw_defaults(**overrides) -> ml_collections.ConfigDict:
+  """AdamW as fairseq runs it (peak lr, linear warm-up then linear decay to 0), with `overrides`."""
+  return ml_collections.ConfigDict(dict(dict(lr=7e-4, warmup_steps=10_000, b1=0.9, b2=0.98, eps=1e-6,
+                                             weight_decay=0.01), **overrides))
+
+
+def forget_defaults() -> ml_collections.ConfigDict:
+  """The `forget` group: what a reset resamples, how, and until when."""
+  return ml_collections.ConfigDict(dict(
+      pattern=WORD_EMBEDDING,    # the leaves that are reset (regex over param paths)
+      init_std=0.02,             # std of the fresh N(0, std) sample (padding row 0)
+      reset_optimizer=True,      # False: keep the reset leaves' Adam moments (their schedule still restarts)
+      until=0))                  # U > 0: no resets after update U; the last episode then runs to the end
+
+
+def mesh_defaults() -> ml_collections.ConfigDict:
+  """The `mesh` group: the device mesh's axis sizes and the logical-axis rules (`rewire.sharding`)."""
+  return ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, tensor=1,  # -1: the rest of the devices
+      rules=(("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"), ("vocab", "tensor"),
+             ("heads", "tensor"), ("mlp", "tensor"), ("embed_out", None))))

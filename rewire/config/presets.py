@@ -1,0 +1,91 @@
+"""The presets of every stage: `tiny` (CPU-sized, on the bundled data) and `base` (the paper's recipe).
+
+Config files in `configs/` pick a preset with a colon (`configs/pretrain_forget.py:base`); these functions
+build them from the stages' schemas, so a preset only says what it changes.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from rewire.config.finetune import finetune_defaults
+from rewire.config.pipeline import pipeline_defaults
+from rewire.config.pretrain import adapt_language_defaults, pretrain_defaults
+from rewire.errors import UserError
+
+PRESETS = ("tiny", "base")
+
+def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDict:
+  """The `:tiny` (CPU demo) and `:base` (paper recipe) presets, with or without forgetting."""
+  preset = preset or "tiny"
+  if preset not in PRESETS:
+    raise UserError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+  c = pretrain_defaults()
+  if preset == "tiny":
+    c.total_steps = 1200
+    c.forget_every = 200
+    c.batch_size = 32
+    c.log_every = 10
+    c.eval_every = 90           # not a divisor of forget_every: no evaluation lands right after a reset
+    c.checkpoint_every = 300
+    c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512)
+    c.data.update(seq_len=64, vocab_size=2048, max_valid_sequences=256)
+    c.optim.update(lr=2e-3, warmup_steps=100)
+  if preset == "base":
+    c.data.source = "prepared:data/cc100_en"  # python -m rewire.main --config=configs/prepare.py:cc100 ...
+  if not forgetting:
+    c.forget_every = 0
+    c.optim.clip_norm = 0.0  # the reference clips only its forgetting runs
+  return c
+
+
+def tiny_stage_config(stage: str) -> ml_collections.ConfigDict:
+  """The `:tiny` presets of the later stages: CPU-sized, on the bundled data, reading `runs/<variant>`."""
+  if stage == "adapt_language":
+    c = adapt_language_defaults()
+    c.init_from = "runs/forget"
+    c.data.update(source="bundled:bible_es", seq_len=64, vocab_size=2048, max_valid_sequences=128)
+    c.update(total_steps=300, batch_size=32, log_every=10, eval_every=100, checkpoint_every=150,
+             token_budget=100_000)
+    c.optim.update(lr=2e-3, warmup_steps=30)
+    return c
+  if stage in ("finetune_nli", "finetune_qa"):
+    c = finetune_defaults()
+    c.init_from = "runs/forget"
+    c.update(epochs=3, batch_size=32, log_every=20, max_train_examples=3000, max_len=64)
+    c.model.update(dropout=0.1, attention_dropout=0.1)
+    c.optim.update(lr=5e-4, warmup_fraction=0.06)
+    if stage == "finetune_nli":
+      c.update(task="nli", train_source="bundled:verse_nli:train", dev_source="bundled:verse_nli:dev")
+    else:
+      c.update(task="qa", train_source="bundled:verse_qa:train", dev_source="bundled:verse_qa:dev",
+               doc_stride=24, max_query_len=24)
+    return c
+  raise UserError(f"no tiny preset for stage {stage!r}")
+
+
+def pipeline_preset(preset: str) -> ml_collections.ConfigDict:
+  """`tiny`: the whole method on the bundled Bibles in minutes on a CPU; `base`: the paper's recipe."""
+  if preset not in PRESETS:
+    raise UserError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+  c = pipeline_defaults()
+  c.pretrain = pretrain_preset(preset, forgetting=True)
+  c.forget_every = c.pretrain.forget_every
+  if preset == "tiny":
+    c.languages = ("es",)
+    c.adapt_source = "bundled:bible_{lang}"
+    c.adapt = tiny_stage_config("adapt_language")
+    # Extractive QA: a 2-layer model learns it in minutes (its NLI head on <s> stays at chance this small).
+    c.finetune = tiny_stage_config("finetune_qa")
+    c.finetune.update(max_train_examples=2000, epochs=2)
+    c.finetune.optim.lr = 5e-4
+    c.evaluate.test_source = "bundled:verse_qa:test"
+  else:
+    c.languages = ("ar", "de", "es", "hi", "ru", "th", "tr", "vi", "zh")
+    c.adapt_source = "prepared:data/cc100_{lang}"  # configs/prepare.py:cc100.LANG for each language
+    c.finetune.update(task="nli", train_source="hf:multi_nli:train", dev_source="hf:xnli:en:validation",
+                      epochs=10, batch_size=32)
+    c.evaluate.test_source = "hf:xnli:{lang}:test"
+  c.adapt.init_from = ""
+  c.finetune.init_from = ""
+  return c

@@ -1,0 +1,43 @@
+"""The schema of the plasticity study (`rewire.study.graph`): standard vs forgetting, seeds, probe, zero-shot.
+
+The study's groups are the stages' own schemas (`pretrain`, `probe`, `finetune`); its own keys say which
+seeds, languages and budgets to run, how the forgetting variant differs, and how many jobs run at once.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from rewire.config.finetune import finetune_defaults
+from rewire.config.pretrain import pretrain_defaults
+from rewire.config.probe import parse_pairs, probe_defaults
+from rewire.errors import UserError
+
+
+def study_defaults() -> ml_collections.ConfigDict:
+  """The plasticity study (`rewire.study.graph`): standard vs forgetting, several seeds, probed and zero-shot."""
+  c = ml_collections.ConfigDict()
+  c.stage = "study"
+  c.seeds = (0, 1, 2)
+  c.forget_every = 100
+  c.forget_clip_norm = 0.5
+  c.workers = 0                  # jobs at once (0: one per CPU core); 1 on an accelerator host
+  c.pin_cores = True             # pin each job to its own core (CPU hosts)
+  c.relearn = "en=bundled:bible_en"   # probe-only languages: the pretraining language, relearned
+  c.languages = "es=bundled:bible_es,ja=bundled:bible_ja,uk=bundled:bible_uk"  # zero-shot languages
+  c.pretrain = pretrain_defaults()
+  c.probe = probe_defaults()
+  c.finetune = finetune_defaults()
+  c.evaluate = ml_collections.ConfigDict(dict(test_source="bundled:verse_genre:test", eval_batch_size=64,
+                                              max_examples=0))
+  c.adapt_steps = 600            # updates of the language adaptation whose embeddings go to the zero-shot test
+  c.ablation_languages = "es"    # zero-shot languages adapted at every probe budget (the others: the largest)
+  c.bootstrap = 10_000           # seed-bootstrap resamples of the relative gain
+  return c
+
+
+def check_study(config) -> None:
+  if len(set(config.seeds)) != len(config.seeds) or not config.seeds:
+    raise UserError(f"study seeds must be distinct and non-empty, got {tuple(config.seeds)}")
+  parse_pairs(config.relearn, "relearn")
+  parse_pairs(config.languages, "languages")

@@ -1,0 +1,83 @@
+"""`Prober`: measures the plasticity of bodies of one shape on prepared languages, one compile per vocabulary.
+
+It lays out the tables (language x budget x seed), groups them by vocabulary size into compiled
+`StackedProbe`s, trains every table on a given body, and summarises each language and budget over seeds
+(`rewire.probe.stats`). The probe stage measures one checkpoint with it; pretraining measures its own body
+every `probe_every` updates (`rewire.probe.during`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from rewire import workdir as rworkdir
+from rewire.errors import UserError
+from rewire.models import registry
+from rewire.models.task_model import task_model_config
+from rewire.probe import stats as probe_stats
+from rewire.config.probe import parse_pairs
+from rewire.probe.languages import Language
+from rewire.probe.stacked import StackedProbe, Table
+
+
+class Prober:
+  """Measures the plasticity of bodies of one shape on prepared languages (compiles once per vocabulary)."""
+
+  def __init__(self, cfg, languages: list[Language], model_info: dict, mesh):
+    self.cfg, self.languages, self.mesh = cfg, languages, mesh
+    self.tables: list[Table] = [Table(l.name, b, s) for l in languages for b in l.budgets
+                                for s in range(int(cfg.seed), int(cfg.seed) + int(cfg.seeds))]
+    self.data = {l.name: l for l in languages}
+    self.targets = {l.name: l.unigram - float(cfg.target_margin) for l in languages}
+    for name, value in parse_pairs(cfg.targets, "probe targets").items():
+      if name not in self.targets:
+        raise UserError(f"probe target for {name!r}, which is not a probe language")
+      self.targets[name] = float(value)
+    seq_len = int(cfg.data.seq_len)
+    if model_info.get("max_position_embeddings", seq_len + 2) < seq_len + 2:
+      raise UserError(f"data.seq_len={seq_len} is too long for the model "
+                      f"(max_position_embeddings={model_info['max_position_embeddings']})")
+    # One compiled probe per vocabulary size, with the tables it trains.
+    self.groups: list[tuple[StackedProbe, list[Table]]] = []
+    for vocab in sorted({l.specials.vocab_size for l in languages}):
+      members = [t for t in self.tables if self.data[t.language].specials.vocab_size == vocab]
+      specials = self.data[members[0].language].specials
+      mc = task_model_config({**model_info, "vocab_size": vocab, "pad_token_id": specials.pad}, cfg.model)
+      self.groups.append((StackedProbe(mc, specials, seq_len=seq_len, mask_prob=cfg.data.mask_prob,
+                                       optim_cfg=cfg.optim, total_steps=int(cfg.total_steps),
+                                       init_std=float(cfg.init_std), mesh=mesh, num_tables=len(members)),
+                          members))
+
+  def measure(self, params: Any, *, progress=None) -> tuple[dict, dict]:
+    """Trains every table on the body of `params`; returns (results per language/budget, final tables)."""
+    curves, finals, steps = {}, {}, None
+    for probe, members in self.groups:
+      data = [self.data[t.language].budgets[t.budget] for t in members]
+      steps, losses, tables = probe.run(params, members, data, batch_size=int(self.cfg.batch_size),
+                                        eval_every=int(self.cfg.eval_every), progress=progress)
+      for t, curve, table in zip(members, losses, tables):
+        curves[t], finals[t] = curve, table
+    results = {}
+    for lang in self.languages:
+      for budget in lang.budgets:
+        mine = [t for t in self.tables if t.language == lang.name and t.budget == budget]
+        stats = probe_stats.summarize(steps, np.stack([curves[t] for t in mine]), self.targets[lang.name],
+                                      float(self.cfg.confidence))
+        results.setdefault(lang.name, {})[str(budget)] = {**stats, "unigram_loss": lang.unigram}
+    return results, finals
+
+
+def check_mlm_source(init_from: str) -> dict:
+  """The model.json of a probe's source, which must be a masked LM (the probe trains through its head)."""
+  if not init_from:
+    raise UserError("probe needs init_from: a pretrained workdir or a `python -m rewire.hf import` directory")
+  if not os.path.isdir(init_from):
+    raise UserError(f"init_from {init_from} does not exist")
+  info = rworkdir.read_model_info(init_from)
+  if not registry.is_lm(info.get("architecture", registry.MLM)):
+    raise UserError(f"{init_from} holds a {info['architecture']}, which has no MLM head to probe through; "
+                    f"probe the pretrained model it came from")
+  return info

@@ -1,0 +1,73 @@
+"""What a resumed pretraining or adaptation run may change, checked before anything is written.
+
+A run resumes on its own from its workdir. Its new config is compared with the `config.json` the run
+wrote: cadence, bookkeeping, placement and data-preparation mechanics may change (the changes are
+returned, and the stage appends them to `config_history.jsonl`); anything else (model shape, optimizer,
+forgetting, data, seed) would silently make another run, so it is refused with one line naming the keys.
+The tokenizer must also fit the checkpoint's embedding before any data is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from rewire import workdir as rworkdir
+from rewire.checkpoint import Checkpointer
+from rewire.data.tokenizer import load_tokenizer
+from rewire.errors import UserError
+
+# Keys a resumed run may change: cadence, bookkeeping, placement and data-preparation mechanics.
+RESUMABLE_KEYS = ("total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                  "async_checkpoints", "peak_flops", "mesh.", "model.remat", "model.dtype",
+                  "data.max_valid_sequences", "data.verify_shards", "data.workers", "data.runner",
+                  "data.beam_options", "probe_every", "probe.")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_resumed_config(config, workdir: str) -> dict:
+  """Compares `config` with the `config.json` of the run being resumed, before anything is written.
+
+  Returns the allowed changes (`{key: [saved, new]}`); raises UserError naming the others.
+  """
+  path = os.path.join(workdir, rworkdir.CONFIG)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    saved = _flat(json.load(f))
+  new = _flat(json.loads(config.to_json_best_effort()))
+  changed = {k: [saved.get(k), new.get(k)] for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)}
+  refused = [k for k in changed if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)]
+  if refused:
+    shown = "; ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused[:4])
+    more = f" (and {len(refused) - 4} more)" if len(refused) > 4 else ""
+    raise UserError(f"{workdir} holds a run with other settings: {shown}{more}; resume it with its own "
+                    "config (see its config.json) or choose a new --workdir")
+  return changed
+
+
+def check_tokenizer_fits(config, workdir: str, ckpt: Checkpointer | None, word_embedding: str) -> None:
+  """A resumed run's tokenizer must fit its checkpoint's embedding (checked before any data is read).
+
+  That it is the very tokenizer of the run is checked against the corpus manifest afterwards
+  (`rewire.data.run_data.check_tokenizer`).
+  """
+  if ckpt is None or ckpt.latest_step() is None:
+    return
+  rows = ckpt.param_shapes(ckpt.latest_step()).get(word_embedding, (None,))[0]
+  path = config.data.tokenizer or rworkdir.tokenizer_path(workdir)
+  if rows is None or not os.path.exists(path):
+    return
+  size = load_tokenizer(path).get_vocab_size()
+  if size != rows:
+    raise UserError(f"tokenizer {path} has {size} entries but the checkpoint in {ckpt.directory} has a "
+                    f"{rows}-row embedding")

@@ -1,0 +1,71 @@
+"""Where the study keeps what: its workdir layout, spelt once for the graph that writes it and the report
+that reads it back (`rewire.study.graph`, `rewire.study.report`).
+
+    data/<name>                      a prepared corpus (PRETRAIN_CORPUS, or a probe language)
+    <variant>_s<seed>/<job>          one model's jobs: PRETRAIN, PROBE, ADAPT, ADAPT_ABLATION, FINETUNE, ZERO_SHOT
+    logs/<job name>.log              each job's output
+    timings.jsonl                    one line per invocation: its wall time and each job's seconds
+
+`adapt` holds the zero-shot languages' embeddings at the largest probe budget, `adapt_ablation` those of
+`ablation_languages` at the smaller budgets; `ADAPTED` lists both, in the order they are read.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rewire.errors import UserError
+from rewire.config import parse_pairs
+
+PRETRAIN, PROBE, FINETUNE, ZERO_SHOT = "pretrain", "probe", "finetune", "zero_shot"
+ADAPT, ADAPT_ABLATION = "adapt", "adapt_ablation"
+ADAPTED = (ADAPT, ADAPT_ABLATION)
+PRETRAIN_CORPUS = "pretrain"  # the name of the English pretraining corpus under data/
+LOGS, TIMINGS = "logs", "timings.jsonl"
+
+
+def model_name(variant: str, seed: int) -> str:
+  """One pretrained model's name: its directory under the root and the prefix of its jobs' names."""
+  return f"{variant}_s{int(seed)}"
+
+
+def variant_of(name: str) -> str:
+  """The variant of a `model_name`."""
+  return name.rsplit("_s", 1)[0]
+
+
+def model_dir(root: str, variant: str, seed: int) -> str:
+  return os.path.join(root, model_name(variant, seed))
+
+
+def job_name(variant: str, seed: int, job: str) -> str:
+  """The runner's name of one model's job (also its log's name), e.g. forget_s1/probe."""
+  return f"{model_name(variant, seed)}/{job}"
+
+
+def job_dir(root: str, variant: str, seed: int, job: str) -> str:
+  return os.path.join(model_dir(root, variant, seed), job)
+
+
+def data_name(corpus: str) -> str:
+  """The runner's name of the job that prepares `corpus`."""
+  return f"data/{corpus}"
+
+
+def data_dir(root: str, corpus: str) -> str:
+  return os.path.join(root, "data", corpus)
+
+
+def prepared(root: str, corpora) -> str:
+  """A probe's `languages` value reading the prepared `corpora`: NAME=prepared:DIR,..."""
+  return ",".join(f"{n}=prepared:{data_dir(root, n)}" for n in corpora)
+
+
+def ablation_languages(config) -> list[str]:
+  """The zero-shot languages of the low-data ablation (in ADAPT_ABLATION at every smaller budget)."""
+  langs = parse_pairs(config.languages, "languages")
+  chosen = [l.strip() for l in str(config.ablation_languages).split(",") if l.strip()]
+  unknown = [l for l in chosen if l not in langs]
+  if unknown:
+    raise UserError(f"ablation_languages {unknown} are not zero-shot languages ({', '.join(langs)})")
+  return chosen
