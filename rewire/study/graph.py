@@ -17,6 +17,8 @@ on its own:
     <variant>_s<seed>/finetune        the English task model (body trained, embeddings frozen)
     <variant>_s<seed>/zero_shot       the task model assembled with each language's embeddings, evaluated
     study.json, study.md, *.png       the statistics (`rewire.study.report`)
+
+The paths are spelt once, in `rewire.study.layout`; the variants' recipe is `rewire.config.variants`.
 """
 
 from __future__ import annotations
