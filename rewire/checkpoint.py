@@ -52,6 +52,11 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
 
+  def reached_preemption(self, step: int) -> bool:
+    """Whether every process of the job is to save and stop at `step` (JAX's preemption sync point: true on
+    all of them at the same step once any one was sent SIGTERM)."""
+    return self._mngr.reached_preemption(step)
+
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> None:
     """Starts saving `step`; UserError when this save, or the previous background one, failed."""
     self.seal_finished()

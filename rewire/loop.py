@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import threading
 import time
@@ -37,22 +38,32 @@ class Preemption:
   """Turns SIGTERM, and a first Ctrl-C, into a request to save and exit at the next step.
 
   `signal_name` says which one came ("SIGTERM" or "SIGINT"); a second Ctrl-C interrupts at once.
+
+  In a job of several processes, SIGTERM is left to JAX's preemption service, which tells every process
+  (`Hooks.preempted`, orbax's `reached_preemption`) to stop at the same step however few of them were
+  signalled; a Ctrl-C there is turned into a SIGTERM of this process, so that it takes the same path. A
+  process that stopped alone would leave the others waiting in a collective for ever.
   """
 
-  def __init__(self):
+  def __init__(self, *, multiprocess: bool = False):
     self.requested = False
     self.signal_name = ""
+    self.multiprocess = multiprocess
     self._old: dict = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
+      for sig in ((signal.SIGINT,) if self.multiprocess else (signal.SIGTERM, signal.SIGINT)):
         self._old[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):
     if signum == signal.SIGINT and self.requested:
       raise KeyboardInterrupt
+    if self.multiprocess:
+      self.requested = True
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier: every process stops together
+      return
     self.requested = True
     self.signal_name = signal.Signals(signum).name
 
@@ -134,7 +145,7 @@ class Loop:
     self._finite = True  # every flushed step so far had a finite state
     self._timed_steps, self._t_last = 0, time.perf_counter()
     step, last_eval, total = start, None, self.total_steps
-    with Preemption() as preempt:
+    with Preemption(multiprocess=hooks.preempted is not None) as preempt:
       while step < total:
         state, metrics = train_step(state, place(next(batches)))
         step += 1

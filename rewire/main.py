@@ -11,12 +11,13 @@ import json
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rewire import config as rconfig
 from rewire.errors import UserError
-from rewire.stages import run
+from rewire.stages import multihost, run
 
 # SIGTERM (a scheduler's preemption): the checkpoint is saved and the run exits with 128 + SIGTERM, what a
 # process killed by SIGTERM reports, so Slurm/Kubernetes/TPU queued resources treat it as preempted and
@@ -30,28 +31,19 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<c
                                "there is resumed from its newest checkpoint.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
-    "Multi-host: call jax.distributed.initialize() ('auto': when the environment shows several processes, "
-    "as on a TPU pod slice, under Slurm, or with JAX_COORDINATOR_ADDRESS set).")
+    "Multi-host: join a job of several processes with jax.distributed.initialize() ('auto': when the "
+    "environment shows several processes, as on a TPU pod slice, under Slurm, or with "
+    "JAX_COORDINATOR_ADDRESS set).")
+_COORDINATOR = flags.DEFINE_string("coordinator", "", "host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS, "
+                                   "or detected on TPU VMs and under Slurm)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "processes in the job (default: $JAX_NUM_PROCESSES, "
+                                      "or detected)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "this process's id (default: $JAX_PROCESS_ID, or detected)")
+_STOP_AFTER = flags.DEFINE_integer("stop_after", 0, "Training stages: save a checkpoint and stop once this many "
+                                   "updates are done, as a preemption would (0: run to the end); rerun to go on.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check the config against the devices and print the run's shape "
                              "(mesh, parameters, memory and FLOPs per step) as JSON; read no data, write nothing.")
 flags.mark_flag_as_required("config")
-
-
-def launched_multiprocess(env=os.environ) -> bool:
-  """Whether the environment describes a job of several processes (hosts)."""
-  if env.get("JAX_COORDINATOR_ADDRESS"):
-    return True
-  for key in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
-    if env.get(key, "1").isdigit() and int(env.get(key, "1")) > 1:
-      return True
-  return "," in env.get("TPU_WORKER_HOSTNAMES", "")
-
-
-def initialize_distributed(mode: str) -> None:
-  """Joins the multi-host job before any device is touched; each process then sees all global devices."""
-  if mode == "on" or (mode == "auto" and launched_multiprocess()):
-    import jax
-    jax.distributed.initialize()
 
 
 def default_workdir(config_path: str) -> str:
@@ -89,7 +81,11 @@ def main(argv) -> None:
       _fail(f"config file not found: {config_path}")
     last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
     _fail(f"cannot load config file {config_path}: {last}")
-  initialize_distributed(_DISTRIBUTED.value)
+  try:
+    multihost.join_job(_DISTRIBUTED.value, coordinator=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                      process_id=_PROCESS_ID.value)
+  except UserError as e:
+    _fail(str(e))
   workdir = _WORKDIR.value or default_workdir(config_path)
   try:
     if _DRY_RUN.value:
@@ -97,9 +93,19 @@ def main(argv) -> None:
       rconfig.validate(_CONFIG.value)
       print(json.dumps(plan(_CONFIG.value), indent=2))
       return
-    summary = run(_CONFIG.value, workdir)
+    with multihost.PeerWatch():
+      summary = run(_CONFIG.value, workdir, stop_after=_STOP_AFTER.value or None)
   except UserError as e:
     _fail(str(e))
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    # A collective with the other processes failed: one of them died (killed, out of memory, a lost host).
+    # Stop now with one line, rather than wait for the job's heartbeat timeout to abort this process too.
+    first = str(e).strip().splitlines()[0][:300]
+    print(f"rewire: error: process {jax.process_index()} lost another process of the job ({first}); rerun "
+          "the job to resume from its newest sealed checkpoint", file=sys.stderr, flush=True)
+    os._exit(multihost.LOST_PEER_EXIT)
   except KeyboardInterrupt:  # outside the training loop (which saves and returns on a first Ctrl-C)
     print("rewire: interrupted", file=sys.stderr)
     sys.exit(INTERRUPTED_EXIT)
@@ -111,6 +117,12 @@ def main(argv) -> None:
     print(f"rewire: interrupted at step {summary['step']}: checkpoint saved; run the same command to resume",
           file=sys.stderr)
     sys.exit(INTERRUPTED_EXIT)
+  if jax.process_index() != 0:
+    return
+  if summary.get("step") is not None and summary.get("finished") is False:
+    print(f"stopped: {workdir}  step {summary['step']} (--stop_after): checkpoint saved; run the same command "
+          "without --stop_after to go on")
+    return
   if "valid_loss" in summary:
     print(f"done: {workdir}  step {summary['step']}  valid loss {summary['valid_loss']:.3f}"
           + (f" (unigram baseline {summary['unigram_loss']:.3f})" if summary.get("unigram_loss") else ""))

@@ -19,7 +19,6 @@ from rewire.errors import UserError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
-
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   """Resolves `config.mesh.{data,fsdp,tensor}` (one of them may be -1, "the rest") against the devices."""
   sizes = [int(mesh_cfg[a]) for a in MESH_AXES]

@@ -17,6 +17,6 @@ May import: the core (modules directly in rewire/), rewire.data, rewire.models.
 
 from rewire.hf.cli import main
 from rewire.hf.export import export_checkpoint
-from rewire.hf.importer import import_checkpoint
+from rewire.hf.importer import import_checkpoint, write_workdir
 
-__all__ = ["export_checkpoint", "import_checkpoint", "main"]
+__all__ = ["export_checkpoint", "import_checkpoint", "main", "write_workdir"]

@@ -67,12 +67,16 @@ class TaskModel:
     arrays = features.arrays()
     n = len(features)
     outs = []
+    # Each process feeds its share of every batch (all processes hold all features); the outputs are
+    # replicated, so every process gets all of them.
+    local = batch_size // jax.process_count()
+    mine = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       for lo in range(0, n, batch_size):
         idx = np.arange(lo, lo + batch_size)
         idx[idx >= n] = 0
-        ids = sharding.global_batch(arrays["input_ids"][idx], self.mesh)
-        mask = sharding.global_batch(arrays["attention_mask"][idx], self.mesh)
+        ids = sharding.global_batch(arrays["input_ids"][idx[mine]], self.mesh)
+        mask = sharding.global_batch(arrays["attention_mask"][idx[mine]], self.mesh)
         outs.append(jax.device_get(self.predict_step(params, ids, mask)))
     keep = lambda xs: np.concatenate(xs)[:n]
     if isinstance(outs[0], tuple):

@@ -44,6 +44,14 @@ def entry_point(stage: str):
   return getattr(importlib.import_module(module), name)
 
 
-def run(config, workdir: str) -> dict:
+RESUMABLE_STAGES = ("pretrain", "adapt_language")  # the stages that resume, and so may stop early
+
+
+def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
+  """Validates `config` and runs its stage in `workdir`; `stop_after` stops a resumable stage early."""
   rconfig.validate(config)
-  return entry_point(config.stage)(config, workdir)
+  if stop_after is None:
+    return entry_point(config.stage)(config, workdir)
+  if config.stage not in RESUMABLE_STAGES:
+    raise UserError(f"--stop_after applies to {' and '.join(RESUMABLE_STAGES)} runs, not {config.stage}")
+  return entry_point(config.stage)(config, workdir, stop_after=stop_after)

@@ -1,0 +1,133 @@
+"""A stage run as one process of a multi-process job: joining the job, and stopping when a peer dies.
+
+A multi-host run (a TPU pod slice, a GPU cluster, or several processes on one machine with
+`launch/local_multiprocess.sh`) is one JAX job: `join_job` makes this process part of it before any device
+is touched, after which every process sees all global devices and collectives span them (gloo on CPU).
+
+A process that dies (killed, out of memory, a lost host) would leave the others blocked in a collective
+until JAX's heartbeat timeout aborts them with a C++ stack trace. `PeerWatch` notices at once instead:
+every process keeps a TCP connection to process 0 (its address is published through the job's key-value
+store), so when any process dies the kernel closes its connection; process 0 then stops, which closes the
+connections of all the others, and each survivor prints one line and exits with status 1. A process that
+finishes says goodbye first, so its ordinary exit is not taken for a death.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from typing import Any, Mapping
+
+import jax
+
+from rewire.errors import UserError
+
+LOST_PEER_EXIT = 1
+_BYE = b"bye"
+_KEY = "rewire/peer_watch"
+
+# A process of the job that stops answering is declared dead after this long; the others then stop too.
+HEARTBEAT_TIMEOUT_S = 30
+
+
+def launched_multiprocess(env: Mapping[str, str] = os.environ) -> bool:
+  """Whether the environment describes a job of several processes (hosts)."""
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  for key in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+    if env.get(key, "1").isdigit() and int(env.get(key, "1")) > 1:
+      return True
+  return "," in env.get("TPU_WORKER_HOSTNAMES", "")
+
+
+def job_arguments(coordinator: str = "", num_processes: int = 0, process_id: int = -1,
+                  env: Mapping[str, str] = os.environ) -> dict:
+  """`jax.distributed.initialize` keywords from flags, else `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`
+  and `JAX_PROCESS_ID`; what neither gives is left to JAX's own detection (TPU VMs, Slurm, Open MPI)."""
+  out: dict[str, Any] = {}
+  coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS", "")
+  if coordinator:
+    out["coordinator_address"] = coordinator
+  num_processes = num_processes or int(env.get("JAX_NUM_PROCESSES", "0") or 0)
+  if num_processes:
+    out["num_processes"] = num_processes
+  if process_id < 0 and env.get("JAX_PROCESS_ID", "") != "":
+    process_id = int(env["JAX_PROCESS_ID"])
+  if process_id >= 0:
+    out["process_id"] = process_id
+  if "num_processes" in out and not 0 <= out.get("process_id", 0) < out["num_processes"]:
+    raise UserError(f"process id {out.get('process_id')} is not in [0, {out['num_processes']})")
+  return out
+
+
+def join_job(mode: str, *, coordinator: str = "", num_processes: int = 0, process_id: int = -1,
+             heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> bool:
+  """Joins the multi-process job (`mode` "on", or "auto" when the environment shows one); returns whether
+  it did. On CPU the processes' collectives go through gloo. Call it before any device is touched."""
+  if not (mode == "on" or (mode == "auto" and launched_multiprocess())):
+    return False
+  kwargs = job_arguments(coordinator, num_processes, process_id)
+  if os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=heartbeat_timeout_s)
+  except (RuntimeError, ValueError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(f"cannot join the multi-process job ({kwargs or 'auto-detected'}): {first}") from None
+  return True
+
+
+
+class PeerWatch:
+  """Exits this process with one line as soon as another process of the job dies (see the module docstring).
+
+  Use as a context manager around a stage; on a clean exit it says goodbye and stops watching.
+  """
+
+  def __init__(self, *, exit_fn=os._exit, stream=None):
+    self.exit_fn, self.stream = exit_fn, stream or sys.stderr
+    self.done = threading.Event()
+    self._socks: list[socket.socket] = []
+
+  def __enter__(self):
+    if jax.process_count() == 1:
+      return self
+    from jax._src import distributed  # the job's key-value store: the only way to reach it in this JAX
+    client = distributed.global_state.client
+    if jax.process_index() == 0:
+      server = socket.create_server(("", 0))
+      host = os.environ.get("JAX_COORDINATOR_ADDRESS", "127.0.0.1:0").rsplit(":", 1)[0] or "127.0.0.1"
+      client.key_value_set(_KEY, f"{host}:{server.getsockname()[1]}")
+      for _ in range(jax.process_count() - 1):
+        conn, _ = server.accept()
+        self._socks.append(conn)
+      server.close()
+    else:
+      host, port = client.blocking_key_value_get(_KEY, 300_000).rsplit(":", 1)
+      self._socks.append(socket.create_connection((host, int(port)), timeout=60))
+      self._socks[0].settimeout(None)
+    for sock in self._socks:
+      threading.Thread(target=self._watch, args=(sock,), daemon=True).start()
+    return self
+
+  def _watch(self, sock: socket.socket) -> None:
+    try:
+      data = sock.recv(16)
+    except OSError:
+      data = b""
+    if self.done.is_set() or data.startswith(_BYE):
+      return
+    print(f"rewire: error: process {jax.process_index()} lost another process of the job (it died or was "
+          "killed); rerun the job to resume from its newest sealed checkpoint", file=self.stream, flush=True)
+    self.exit_fn(LOST_PEER_EXIT)
+
+  def __exit__(self, *exc):
+    self.done.set()
+    for sock in self._socks:
+      try:
+        sock.sendall(_BYE)
+        sock.close()
+      except OSError:
+        pass
