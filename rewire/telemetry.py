@@ -1,7 +1,10 @@
-"""Run telemetry: `metrics.jsonl` (one JSON object per logged step or event) and the progress line.
+"""Run telemetry: `metrics.jsonl` (one JSON object per logged step or event), TensorBoard, the progress line.
 
-Only process 0 writes. On resume the file is cut back to the restored step, so a resumed run's file reads
-exactly like an uninterrupted one.
+`metrics.jsonl` is the source of truth; every record also goes to TensorBoard event files under
+`<workdir>/tensorboard/` (written with tensorboardX, no TensorFlow needed), grouped into `train/`, `valid/`,
+`dev/`, `lr/` and `throughput/` scalars, with each event (a forgetting reset: `events/forget`) as a series
+of its own. Only process 0 writes. On resume the file is cut back to the restored step and TensorBoard is
+told to purge what came later, so a resumed run reads exactly like an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ import datetime
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Any
 
 import numpy as np
+
+TENSORBOARD = "tensorboard"
 
 
 def _plain(v: Any) -> Any:
@@ -46,26 +52,59 @@ def read_records(path: str) -> list[dict]:
   return records
 
 
+def tensorboard_tag(key: str) -> str:
+  """The TensorBoard tag of a record's field: `valid_loss` -> `valid/loss`, `lr_forget` -> `lr/forget`, ..."""
+  for prefix in ("valid", "dev", "lr"):
+    if key.startswith(prefix + "_"):
+      return f"{prefix}/{key[len(prefix) + 1:]}"
+  if "_per_s" in key or key in ("tflops_per_device", "mfu"):
+    return f"throughput/{key}"
+  return f"train/{key}"
+
+
 class MetricsWriter:
-  """Appends records to `<workdir>/metrics.jsonl`."""
+  """Appends records to `<workdir>/metrics.jsonl`, and their numbers to TensorBoard beside it."""
 
   def __init__(self, path: str, *, enabled: bool = True, resume_step: int | None = None):
     self.path = path
     self.enabled = enabled
+    self._tb = None
     if not enabled:
       return
+    tb_dir = os.path.join(os.path.dirname(os.path.abspath(path)), TENSORBOARD)
     if resume_step is not None:
       kept = [r for r in read_records(path) if r.get("step", 0) <= resume_step]
       with open(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
-    elif os.path.exists(path):
-      os.remove(path)
+    else:
+      if os.path.exists(path):
+        os.remove(path)
+      shutil.rmtree(tb_dir, ignore_errors=True)  # a fresh run: no events of an earlier one in its curves
+    from tensorboardX import SummaryWriter  # imported here: it pulls in protobuf, which only writers need
+    self._tb = SummaryWriter(tb_dir, purge_step=None if resume_step is None else resume_step + 1, flush_secs=30)
 
   def write(self, record: dict) -> None:
     if not self.enabled:
       return
+    plain = {k: _plain(v) for k, v in record.items()}
     with open(self.path, "a") as f:
-      f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+      f.write(json.dumps(plain) + "\n")
+    step = plain.get("step")
+    if self._tb is None or not isinstance(step, int):
+      return
+    if "event" in plain:
+      if plain["event"] != "start":
+        self._tb.add_scalar(f"events/{plain['event']}", 1.0, step)
+    else:
+      for key, value in plain.items():
+        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+          self._tb.add_scalar(tensorboard_tag(key), value, step)
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
 
 
 def hms(seconds: float) -> str:

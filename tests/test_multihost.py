@@ -138,12 +138,30 @@ def test_each_process_feeds_a_disjoint_share_and_together_the_global_batch(runs)
     assert collections.Counter(a) + collections.Counter(b) == collections.Counter(whole), step
 
 
-def test_only_process_0_prints_the_progress_and_the_done_line(tmp_path):
-  results = launch(tmp_path / "wd", 2, "--config.log_every=6")
-  _ok(results)
-  (_, out0), (_, out1) = results
-  assert "step 12/12" in out0 and "done:" in out0
-  assert "step 12/12" not in out1 and "done:" not in out1
+def test_the_local_launcher_runs_a_job_whose_process_0_alone_reports(tmp_path):
+  base, env = tiny_cli(tmp_path / "wd")
+  env = dict(env, PATH=os.path.dirname(sys.executable) + os.pathsep + env["PATH"], PYTHON=sys.executable)
+  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "--", *base[3:], "--config.log_every=6"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=TIMEOUT)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert sum(l.startswith("[p0] [wd] step 12/12") for l in lines) == 2  # the training and validation lines
+  assert sum(l.startswith("[p0] done:") for l in lines) == 1
+  assert not [l for l in lines if l.startswith("[p1] [wd] step") or l.startswith("[p1] done:")]
+  with open(tmp_path / "wd" / "summary.json") as f:
+    assert json.load(f)["finished"]
+
+
+def test_the_local_launcher_dry_run_shows_one_command_per_process():
+  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "3", "--dry-run", "--port", "1234", "--",
+                        "--config=configs/pretrain_forget.py"], capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) == 3
+  for i, line in enumerate(lines):
+    assert f"JAX_PROCESS_ID={i} " in line and "JAX_NUM_PROCESSES=3" in line
+    assert "JAX_COORDINATOR_ADDRESS=127.0.0.1:1234" in line
+    assert "-m rewire.main --distributed=on --config=configs/pretrain_forget.py" in line
 
 
 @pytest.mark.parametrize("name", ["two_then_one", "one_then_two"])

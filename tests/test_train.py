@@ -163,3 +163,30 @@ def test_sigterm_requests_a_save_and_exit_instead_of_killing():
     os.kill(os.getpid(), signal.SIGTERM)
     assert p.requested  # the loop saves a checkpoint at the next step and returns
   assert signal.getsignal(signal.SIGTERM) == before
+
+
+def _scalars(workdir):
+  """Every TensorBoard scalar series under <workdir>/tensorboard, read back with TensorBoard's own reader."""
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  acc = EventAccumulator(os.path.join(str(workdir), "tensorboard"), size_guidance={"scalars": 0})
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_holds_the_metrics_and_the_resets_as_their_own_series(full_run, tmp_path):
+  workdir, _, _ = full_run
+  series = _scalars(workdir)
+  logged = losses(workdir)
+  assert [s for s, _ in series["train/loss"]] == [s for s, _ in logged]
+  np.testing.assert_allclose([v for _, v in series["train/loss"]], [v for _, v in logged], rtol=1e-6)
+  assert [s for s, _ in series["events/forget"]] == [4, 8]
+  evals = [r for r in read_records(os.path.join(workdir, "metrics.jsonl")) if "valid_loss" in r]
+  assert [s for s, _ in series["valid/loss"]] == [r["step"] for r in evals]
+  assert {"lr/forget", "lr/train", "train/grad_norm", "throughput/tokens_per_s"} <= set(series)
+  # A resumed run's curves read like an uninterrupted one's: what the interrupted run logged after its
+  # checkpoint is purged, not drawn twice.
+  run(tiny_config(), tmp_path, stop_after=7)
+  run(tiny_config(), tmp_path)
+  resumed = _scalars(tmp_path)
+  assert [s for s, _ in resumed["train/loss"]] == [s for s, _ in series["train/loss"]]
+  assert [s for s, _ in resumed["events/forget"]] == [4, 8]

@@ -128,6 +128,7 @@ def _finetune(config, workdir: str, mesh, rules, *, log_stream, run_name) -> dic
                      hooks=hooks)
   ckpt.wait()
   ckpt.close()
+  writer.close()
   summary = {"task": spec.name, "finished": result.finished, "best_step": best["step"],
              f"best_dev_{spec.primary}": best["score"], "steps": total, "dev_curve": curve}
   return {**loop.finish(workdir, summary, is_main=is_main), "state": result.state}

@@ -160,6 +160,7 @@ class _Run:
                        start=start, hooks=hooks, stop_after=stop_after)
     ckpt.wait()
     ckpt.close()
+    writer.close()
     self.plot()
     summary = {"step": result.step, "finished": result.finished, "preempted": result.preempted,
                "interrupted": result.interrupted, "unigram_loss": baseline,
