@@ -8,7 +8,7 @@
 # batch and writes its share of every checkpoint, and process 0 alone prints the progress line and writes
 # metrics. Output lines are prefixed with the process id. SIGTERM or Ctrl-C is forwarded to every process
 # as SIGTERM, so they all save a checkpoint at the same step and exit 143; the script exits with the job's
-# status: 0 when every process finished, else the first failing process's status.
+# status: 0 when every process finished, else the status of the lowest-numbered process that did not.
 #
 # Options:
 #   --devices K   fake CPU devices per process (default 2)

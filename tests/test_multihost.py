@@ -238,3 +238,16 @@ def test_language_adaptation_and_fine_tuning_run_in_two_processes(runs, tmp_path
   with open(wd / "summary.json") as f:
     summary = json.load(f)
   assert summary["finished"] and summary["steps"] == 4
+
+
+def test_job_arguments_come_from_flags_then_the_environment_then_detection():
+  from rewire.errors import UserError
+  from rewire.stages.multihost import job_arguments, launched_multiprocess
+  env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
+  assert job_arguments(env=env) == {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
+  assert job_arguments("h:1", 2, 0, env=env) == {"coordinator_address": "h:1", "num_processes": 2, "process_id": 0}
+  assert job_arguments(env={}) == {}  # TPU VMs, Slurm, Open MPI: JAX detects them itself
+  with pytest.raises(UserError, match="process id 4 is not in"):
+    job_arguments("h:1", 2, 4, env={})
+  assert launched_multiprocess(env) and launched_multiprocess({"SLURM_NTASKS": "8"})
+  assert not launched_multiprocess({"SLURM_NTASKS": "1"}) and not launched_multiprocess({})

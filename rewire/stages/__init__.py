@@ -6,6 +6,7 @@
   finetune.py        task adaptation: body and task head on an English task, embeddings frozen
   assemble.py        new-language embeddings into a task model;  evaluate.py  zero-shot evaluation
   pipeline.py        every step for both variants, with a report;  prepare.py  corpus preparation
+  multihost.py       a stage run as one process of a multi-process job: joining it, stopping when a peer dies
 
 `run(config, workdir)` validates a config and hands it to its stage's entry point, found in `ENTRY_POINTS`
 by a "module:function" string, so that importing the dispatch imports no stage (a study's worker
