@@ -60,11 +60,10 @@ class Preemption:
   def _handle(self, signum, frame):
     if signum == signal.SIGINT and self.requested:
       raise KeyboardInterrupt
+    self.requested = True
     if self.multiprocess:
-      self.requested = True
       os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier: every process stops together
       return
-    self.requested = True
     self.signal_name = signal.Signals(signum).name
 
   def __exit__(self, *exc):

@@ -100,12 +100,7 @@ def main(argv) -> None:
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise
-    # A collective with the other processes failed: one of them died (killed, out of memory, a lost host).
-    # Stop now with one line, rather than wait for the job's heartbeat timeout to abort this process too.
-    first = str(e).strip().splitlines()[0][:300]
-    print(f"rewire: error: process {jax.process_index()} lost another process of the job ({first}); rerun "
-          "the job to resume from its newest sealed checkpoint", file=sys.stderr, flush=True)
-    os._exit(multihost.LOST_PEER_EXIT)
+    multihost.lost_peer(str(e).strip().splitlines()[0][:300])  # a collective with the other processes failed
   except KeyboardInterrupt:  # outside the training loop (which saves and returns on a first Ctrl-C)
     print("rewire: interrupted", file=sys.stderr)
     sys.exit(INTERRUPTED_EXIT)

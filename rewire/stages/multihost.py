@@ -79,6 +79,13 @@ def join_job(mode: str, *, coordinator: str = "", num_processes: int = 0, proces
   return True
 
 
+def lost_peer(reason: str = "it died or was killed", *, stream=None, exit_fn=os._exit) -> None:
+  """Stops this process at once with one line: another process of the job is gone (its collectives, and
+  the job's heartbeat, would otherwise hold this one for the heartbeat timeout and then abort it)."""
+  print(f"rewire: error: process {jax.process_index()} lost another process of the job ({reason}); rerun the "
+        "job to resume from its newest sealed checkpoint", file=stream or sys.stderr, flush=True)
+  exit_fn(LOST_PEER_EXIT)
+
 
 class PeerWatch:
   """Exits this process with one line as soon as another process of the job dies (see the module docstring).
@@ -98,7 +105,8 @@ class PeerWatch:
     client = distributed.global_state.client
     if jax.process_index() == 0:
       server = socket.create_server(("", 0))
-      host = os.environ.get("JAX_COORDINATOR_ADDRESS", "127.0.0.1:0").rsplit(":", 1)[0] or "127.0.0.1"
+      # Process 0 hosts the coordinator, so the others reach it at the coordinator's host.
+      host = distributed.global_state.coordinator_address.rsplit(":", 1)[0] or "127.0.0.1"
       client.key_value_set(_KEY, f"{host}:{server.getsockname()[1]}")
       for _ in range(jax.process_count() - 1):
         conn, _ = server.accept()
@@ -119,9 +127,7 @@ class PeerWatch:
       data = b""
     if self.done.is_set() or data.startswith(_BYE):
       return
-    print(f"rewire: error: process {jax.process_index()} lost another process of the job (it died or was "
-          "killed); rerun the job to resume from its newest sealed checkpoint", file=self.stream, flush=True)
-    self.exit_fn(LOST_PEER_EXIT)
+    lost_peer(stream=self.stream, exit_fn=self.exit_fn)
 
   def __exit__(self, *exc):
     self.done.set()
