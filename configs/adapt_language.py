@@ -12,6 +12,9 @@ vocabulary-sized LM-head bias) are re-initialised at the new tokenizer's size, N
   Hardware: 2 CPU cores, about 1 minute. Expected: `metrics.jsonl` traces the adaptation curve (MLM loss
   against updates); a forgetting model's curve falls faster than a standard one's.
 
+* `tiny-llama`: the same for the tiny decoder of `configs/pretrain_forget.py:tiny-llama` (`runs/forget_llama`):
+  fresh input embeddings and a fresh output head, the decoder body frozen.
+    python -m rewire.main --config=configs/adapt_language.py:tiny-llama --workdir=runs/forget_llama_es
 * `base`: the paper's low-data regime: 5M tokens of CC-100, repeated, with the pretraining recipe minus
   clipping (125k updates, batch 2048x512, lr 7e-4).
     python -m rewire.main --config=configs/adapt_language.py:base --workdir=runs/forget_base_de \
@@ -20,9 +23,11 @@ vocabulary-sized LM-head bias) are re-initialised at the new tokenizer's size, N
 """
 
 from rewire.config import adapt_language_defaults, tiny_stage_config
+from rewire.config.presets import split_preset
 
 
 def get_config(preset: str = "tiny"):
+  preset, family = split_preset(preset)
   if preset == "base":
-    return adapt_language_defaults()
-  return tiny_stage_config("adapt_language")
+    return adapt_language_defaults()  # the family comes from init_from
+  return tiny_stage_config("adapt_language", family)

@@ -11,6 +11,12 @@ Presets (`--config=configs/pretrain_forget.py:PRESET`):
   which `loss.png` shows as a saw-tooth; the final validation loss (5.56 measured) is below the unigram
   baseline recorded at step 0 (5.91).
 
+* `tiny-llama` -- the same run for a Llama-family decoder: 2 layers, hidden 128, grouped-query attention (4
+  query, 2 key/value heads), SwiGLU, an untied output head; a next-token objective on the same corpus, the
+  input embeddings reset every 200 updates (`--config.forget.pattern=output` or `both` resets the head).
+    python -m rewire.main --config=configs/pretrain_forget.py:tiny-llama --workdir=runs/forget_llama
+  Hardware: 2 CPU cores, a few minutes.
+
 * `base` -- the paper's recipe (Chen et al. 2023): RoBERTa-base, K=1000, 125k updates, batch 2048x512,
   Adam(0.9, 0.98, 1e-6), lr 7e-4 with 10k warm-up and linear decay (the embeddings replay it inside each
   1000-update episode: 80 warm-up updates), weight decay 0.01, dropout 0.1, clip 0.5, 50k unigram vocab.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from rewire.config.groups import WORD_EMBEDDING, adamw_defaults, mesh_defaults, run_model_defaults
+from rewire.config.groups import adamw_defaults, mesh_defaults, run_model_defaults
 from rewire.errors import UserError
 from rewire.tasks.names import NLI_LABELS
 
@@ -38,7 +38,7 @@ def finetune_defaults() -> ml_collections.ConfigDict:
   c.optim.warmup_fraction = 0.0  # warm-up as a fraction of all updates, when warmup_steps is 0
   c.optim.clip_norm = 0.0
   # Token embeddings stay frozen (the LM head is not part of a task model); body and head train.
-  c.optim.rules = ((WORD_EMBEDDING, "frozen"), (".*", "train"))
+  c.optim.rules = (("input", "frozen"), (".*", "train"))
   c.mesh = mesh_defaults()
   return c
 

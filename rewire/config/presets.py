@@ -1,7 +1,8 @@
 """The presets of every stage: `tiny` (CPU-sized, on the bundled data) and `base` (the paper's recipe).
 
 Config files in `configs/` pick a preset with a colon (`configs/pretrain_forget.py:base`); these functions
-build them from the stages' schemas, so a preset only says what it changes.
+build them from the stages' schemas, so a preset only says what it changes. A `-llama` suffix
+(`:tiny-llama`, `:base-llama`) gives the same recipe for a Llama-family decoder.
 """
 
 from __future__ import annotations
@@ -9,18 +10,37 @@ from __future__ import annotations
 import ml_collections
 
 from rewire.config.finetune import finetune_defaults
+from rewire.config.groups import model_defaults
 from rewire.config.pipeline import pipeline_defaults
 from rewire.config.pretrain import adapt_language_defaults, pretrain_defaults
 from rewire.errors import UserError
+from rewire.tasks.names import GENRE_LABELS
 
 PRESETS = ("tiny", "base")
+FAMILY_SUFFIXES = ("llama",)
+
+
+def split_preset(preset: str, known=PRESETS) -> tuple[str, str]:
+  """"tiny-llama" -> ("tiny", "llama"); "base" -> ("base", "roberta"); a UserError for anything else."""
+  name, _, fam = (preset or known[0]).partition("-")
+  if name not in known or (fam and fam not in FAMILY_SUFFIXES):
+    choices = [*known, *(f"{k}-{f}" for k in known for f in FAMILY_SUFFIXES)]
+    raise UserError(f"unknown preset {preset!r}; choose one of {tuple(choices)}")
+  return name, fam or "roberta"
+
+
+def tiny_llama_model(c) -> None:
+  """The CPU-sized decoder: 2 layers, hidden 128, 4 query and 2 key/value heads, SwiGLU 352, untied."""
+  c.update(model_defaults("llama"))
+  c.update(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=352)
+
 
 def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDict:
   """The `:tiny` (CPU demo) and `:base` (paper recipe) presets, with or without forgetting."""
-  preset = preset or "tiny"
-  if preset not in PRESETS:
-    raise UserError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+  preset, fam = split_preset(preset)
   c = pretrain_defaults()
+  if fam == "llama":
+    c.model = model_defaults("llama")  # ~160M parameters, no dropout, untied head
   if preset == "tiny":
     c.total_steps = 1200
     c.forget_every = 200
@@ -29,6 +49,8 @@ def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDi
     c.eval_every = 90           # not a divisor of forget_every: no evaluation lands right after a reset
     c.checkpoint_every = 300
     c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512)
+    if fam == "llama":
+      tiny_llama_model(c.model)
     c.data.update(seq_len=64, vocab_size=2048, max_valid_sequences=256)
     c.optim.update(lr=2e-3, warmup_steps=100)
   if preset == "base":
@@ -39,11 +61,15 @@ def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDi
   return c
 
 
-def tiny_stage_config(stage: str) -> ml_collections.ConfigDict:
-  """The `:tiny` presets of the later stages: CPU-sized, on the bundled data, reading `runs/<variant>`."""
+def tiny_stage_config(stage: str, family: str = "roberta") -> ml_collections.ConfigDict:
+  """The `:tiny` presets of the later stages: CPU-sized, on the bundled data, reading `runs/<variant>`
+  (`runs/<variant>_llama` and no dropout for the decoder family)."""
+  source = "runs/forget" if family == "roberta" else f"runs/forget_{family}"
+  dropout = 0.1 if family == "roberta" else 0.0
   if stage == "adapt_language":
     c = adapt_language_defaults()
-    c.init_from = "runs/forget"
+    c.init_from = source
+    c.model.update(dropout=dropout, attention_dropout=dropout)
     c.data.update(source="bundled:bible_es", seq_len=64, vocab_size=2048, max_valid_sequences=128)
     c.update(total_steps=300, batch_size=32, log_every=10, eval_every=100, checkpoint_every=150,
              token_budget=100_000)
@@ -51,9 +77,9 @@ def tiny_stage_config(stage: str) -> ml_collections.ConfigDict:
     return c
   if stage in ("finetune_nli", "finetune_qa"):
     c = finetune_defaults()
-    c.init_from = "runs/forget"
+    c.init_from = source
     c.update(epochs=3, batch_size=32, log_every=20, max_train_examples=3000, max_len=64)
-    c.model.update(dropout=0.1, attention_dropout=0.1)
+    c.model.update(dropout=dropout, attention_dropout=dropout)
     c.optim.update(lr=5e-4, warmup_fraction=0.06)
     if stage == "finetune_nli":
       c.update(task="nli", train_source="bundled:verse_nli:train", dev_source="bundled:verse_nli:dev")
@@ -66,20 +92,24 @@ def tiny_stage_config(stage: str) -> ml_collections.ConfigDict:
 
 def pipeline_preset(preset: str) -> ml_collections.ConfigDict:
   """`tiny`: the whole method on the bundled Bibles in minutes on a CPU; `base`: the paper's recipe."""
-  if preset not in PRESETS:
-    raise UserError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+  preset, fam = split_preset(preset)
   c = pipeline_defaults()
-  c.pretrain = pretrain_preset(preset, forgetting=True)
+  c.pretrain = pretrain_preset(f"{preset}-{fam}" if fam != "roberta" else preset, forgetting=True)
   c.forget_every = c.pretrain.forget_every
   if preset == "tiny":
     c.languages = ("es",)
     c.adapt_source = "bundled:bible_{lang}"
-    c.adapt = tiny_stage_config("adapt_language")
-    # Extractive QA: a 2-layer model learns it in minutes (its NLI head on <s> stays at chance this small).
-    c.finetune = tiny_stage_config("finetune_qa")
+    c.adapt = tiny_stage_config("adapt_language", fam)
+    if fam == "roberta":
+      # Extractive QA: a 2-layer model learns it in minutes (its NLI head on <s> stays at chance this small).
+      c.finetune = tiny_stage_config("finetune_qa")
+    else:  # the decoder family has no span head: its verse-genre classifier reads the last token
+      c.finetune = tiny_stage_config("finetune_nli", fam)
+      c.finetune.update(task="classify", train_source="bundled:verse_genre:train",
+                        dev_source="bundled:verse_genre:dev", label_names=GENRE_LABELS)
     c.finetune.update(max_train_examples=2000, epochs=2)
     c.finetune.optim.lr = 5e-4
-    c.evaluate.test_source = "bundled:verse_qa:test"
+    c.evaluate.test_source = "bundled:verse_qa:test" if fam == "roberta" else "bundled:verse_genre:test"
   else:
     c.languages = ("ar", "de", "es", "hi", "ru", "th", "tr", "vi", "zh")
     c.adapt_source = "prepared:data/cc100_{lang}"  # configs/prepare.py:cc100.LANG for each language

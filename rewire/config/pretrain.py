@@ -11,8 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from rewire.config import probe as probe_schema
-from rewire.config.groups import (WORD_EMBEDDING, adamw_defaults, data_defaults, forget_defaults, mesh_defaults,
-                                  model_defaults)
+from rewire.config.groups import adamw_defaults, data_defaults, forget_defaults, mesh_defaults, model_defaults
 from rewire.errors import UserError
 
 
@@ -36,7 +35,8 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.init_from = ""               # "": random init
   c.init_step = 0                # 0: the newest checkpoint of init_from
   c.reinit = ml_collections.ConfigDict(dict(
-      pattern="",                # leaves drawn afresh instead of loaded (2-D: N(0, init_std), pad row 0; 1-D: 0)
+      pattern="",                # leaves drawn afresh instead of loaded: a regex over param paths or a name of
+                                 # rewire.models.registry.LEAF_SETS (2-D: N(0, init_std), RoBERTa's pad row 0; 1-D: 0)
       init_std=0.02))
   c.token_budget = 0             # >0: train on the shortest prefix of the corpus with this many tokens, repeated
   # Plasticity during pretraining: every probe_every updates, probe the current body with the `probe`
@@ -48,7 +48,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.data = data_defaults()
   c.optim = adamw_defaults()
   c.optim.clip_norm = 0.5        # global-norm clip; 0 disables
-  c.optim.rules = ((".*", "train"),)  # (regex over param paths, "train" | "frozen"); first match wins
+  c.optim.rules = ((".*", "train"),)  # (param-path regex or LEAF_SETS name, "train" | "frozen"); first match wins
   c.forget = forget_defaults()
   c.mesh = mesh_defaults()
   return c
@@ -65,9 +65,10 @@ def adapt_language_defaults() -> ml_collections.ConfigDict:
   c.token_budget = 5_000_000
   c.data.source = ""             # the new language's corpus (required)
   c.optim.clip_norm = 0.0
-  # Only the token embeddings (and so the tied decoder) train; body, positions and LM head stay frozen.
-  c.optim.rules = ((WORD_EMBEDDING, "train"), (".*", "frozen"))
-  c.reinit.pattern = f"{WORD_EMBEDDING}|lm_head/bias"
+  # Only the LM's vocabulary matrices train: the token embeddings (RoBERTa: also its tied decoder; a
+  # decoder: and its untied output head). Body, positions and the LM bias (re-initialised to 0) stay frozen.
+  c.optim.rules = (("embeddings", "train"), (".*", "frozen"))
+  c.reinit.pattern = "vocab"     # every vocabulary-sized leaf is drawn afresh for the new tokenizer
   return c
 
 

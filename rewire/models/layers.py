@@ -1,6 +1,6 @@
-"""The building blocks of rewire's RoBERTa, with Hugging Face parameter names and logical axis names.
+"""The building blocks of rewire's models (RoBERTa and Llama), with Hugging Face parameter names and logical axis names.
 
-Dense and LayerNorm layers, the token-embedding initialiser, dropout with cheap Threefry bits, exact GELU
+Dense, LayerNorm and RMSNorm layers, the token-embedding initialiser, dropout with cheap Threefry bits, exact GELU
 with an explicit derivative, and attention. Each is tuned for a fast train step on any backend (the
 measurements are in `benchmarks/README.md`); `rewire.models.roberta` assembles them into the encoder and heads.
 """
@@ -53,17 +53,20 @@ class Dense(nn.Module):
   bias_axes: tuple[str | None, ...]
   init_std: float
   dtype: Any = jnp.float32
+  use_bias: bool = True  # False: a `kernel` only (Llama's projections)
 
   def setup(self):
     self.kernel = logical_param(self, "kernel", nn.initializers.normal(self.init_std),
                          (self.in_features, self.features), self.kernel_axes)
-    self.bias = logical_param(self, "bias", nn.initializers.zeros, (self.features,), self.bias_axes)
+    if self.use_bias:
+      self.bias = logical_param(self, "bias", nn.initializers.zeros, (self.features,), self.bias_axes)
 
   def weights(self) -> tuple[Array, Array]:
     return self.kernel, self.bias
 
   def __call__(self, x: Array) -> Array:
-    return jnp.dot(x, self.kernel.astype(self.dtype)) + self.bias.astype(self.dtype)
+    y = jnp.dot(x, self.kernel.astype(self.dtype))
+    return y + self.bias.astype(self.dtype) if self.use_bias else y
 
 
 class LayerNorm(nn.Module):
@@ -83,6 +86,21 @@ class LayerNorm(nn.Module):
     var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
     y = centred * jax.lax.rsqrt(var + self.eps)
     return (y * scale + bias).astype(self.dtype)
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square norm with a `weight` param (HF Llama's `input_layernorm`, `norm`), stats in float32."""
+
+  features: int
+  eps: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    weight = logical_param(self, "weight", nn.initializers.ones, (self.features,), ("embed",))
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (weight * y).astype(self.dtype)
 
 
 def _keep_mask(rng: Array, shape: tuple[int, ...], rate: float, axis: int) -> Array:

@@ -19,8 +19,6 @@ import optax
 
 from rewire.data import masking
 from rewire.data.tokenizer import NUM_SPECIAL
-from rewire.errors import UserError
-from rewire.models.roberta import ModelConfig
 
 _EVAL_SALT = 0xE7A1
 
@@ -86,19 +84,6 @@ def make_eval_step(objective: MaskedLM, *, seed: int) -> Callable:
     return loss * n, aux["accuracy"] * n, n
 
   return eval_step
-
-
-def model_config_from(config, vocab_size: int, pad_id: int) -> ModelConfig:
-  d = dict(config.model)
-  if d["vocab_size"] and d["vocab_size"] != vocab_size:
-    raise UserError(f"config.model.vocab_size={d['vocab_size']} but the tokenizer has {vocab_size} entries")
-  d["vocab_size"] = vocab_size
-  d["max_position_embeddings"] = d["max_position_embeddings"] or config.data.seq_len + 2
-  if d["max_position_embeddings"] < config.data.seq_len + 2:
-    raise UserError(f"model.max_position_embeddings={d['max_position_embeddings']} is too small for "
-                    f"data.seq_len={config.data.seq_len} (needs seq_len + 2)")
-  d["pad_token_id"] = pad_id
-  return ModelConfig.from_dict(d)
 
 
 def unigram_loss(counts: np.ndarray, valid: np.ndarray, mask_id: int, num_special: int = NUM_SPECIAL) -> float:

@@ -6,11 +6,14 @@ parameter paths; they ask the registry for "the model of this family". A `Family
 * which `model.json` architecture names it has, and which module class each one builds;
 * which architecture is its language model (what pretraining, adaptation and the probe train through),
   and which architecture serves each task head (`TaskSpec.head`: "classification" or "span");
-* the path of the token-embedding matrix (what forgetting resets, adaptation relearns and assembly swaps;
-  the LM decoder is tied to it), of the vocabulary-sized LM bias, and of the body subtree that a task
-  model takes over from pretraining.
+* the path of the token-embedding matrix (what forgetting resets, adaptation relearns and assembly swaps),
+  of the untied output head and of the vocabulary-sized LM bias where the family has them, and of the
+  body subtree that a task model takes over from pretraining;
+* its objective (masked or next-token LM), how many positions it needs beyond `data.seq_len`, and the
+  model dimensions a warm start takes from its source.
 
-A second family registers a second `Family` here and nothing else changes.
+Two families are registered: `roberta` (the encoder of Chen et al. 2023, the default) and `llama` (a
+Llama-family causal decoder). A third registers a third `Family` here.
 
   family = family_of("RobertaForMaskedLM")
   model = make_model(family.lm, model_config)
@@ -27,6 +30,10 @@ import jax
 import jax.numpy as jnp
 
 from rewire.errors import UserError
+from rewire.models.causal_lm import CausalLM, next_token_unigram_loss
+from rewire.models.llama import LlamaConfig
+from rewire.models.llama_heads import LlamaForCausalLM, LlamaForSequenceClassification
+from rewire.models.mlm import MaskedLM, MaskingSpec, unigram_loss
 from rewire.models.roberta import ModelConfig
 from rewire.models.roberta_heads import (RobertaForMaskedLM, RobertaForQuestionAnswering,
                                          RobertaForSequenceClassification)
@@ -42,9 +49,53 @@ class Family:
   architectures: Mapping[str, type]   # model.json "architecture" -> flax module class
   lm: str                             # the language model's architecture
   task_heads: Mapping[str, str]       # TaskSpec.head -> architecture
-  word_embedding: str                 # the token embeddings (tied to the LM decoder)
-  vocab_bias: str                     # the LM head's vocabulary-sized bias
+  word_embedding: str                 # the token embeddings (the input side of the LM)
+  vocab_bias: str | None              # the LM head's vocabulary-sized bias (None: the family has none)
   body: str                           # path prefix of the body a task model takes from pretraining
+  objective: str                      # "masked" (MLM at sampled positions) | "next_token" (causal LM)
+  shape_keys: tuple[str, ...]         # model dimensions a warm start takes from its source
+  output_head: str | None = None      # the untied LM output projection (absent when tied)
+  position_offset: int = 0            # positions needed beyond data.seq_len (RoBERTa: 2, past the pad)
+  zero_pad_row: bool = True           # fresh token embeddings get a zero padding row (fairseq) or not (HF Llama)
+
+  def lm_leaves(self, which: str = "input") -> str:
+    """A regex over param paths of the LM's vocabulary-sized matrices: "input" (the token embeddings),
+    "output" (the untied output head) or "both"; anything else is returned as a regex of its own."""
+    if which not in ("input", "output", "both"):
+      return which
+    if which != "input" and self.output_head is None:
+      raise UserError(f"the {self.name} family has no separate output head; forget.pattern={which!r} "
+                      f"needs one (use input)")
+    return {"input": self.word_embedding, "output": self.output_head,
+            "both": f"{self.word_embedding}|{self.output_head}"}[which]
+
+  def vocab_leaves(self) -> str:
+    """A regex of every vocabulary-sized leaf (what a new tokenizer re-initialises)."""
+    return "|".join(p for p in (self.word_embedding, self.output_head, self.vocab_bias) if p)
+
+  def resolve(self, pattern: str) -> str:
+    """A config's leaf pattern as a regex: the names of `LEAF_SETS` resolved for this family, any other
+    string returned as the regex it is. A tied model simply has no output-head leaf to match."""
+    if pattern == "embeddings":
+      return "|".join(p for p in (self.word_embedding, self.output_head) if p)
+    if pattern == "vocab":
+      return self.vocab_leaves()
+    return self.lm_leaves(pattern)
+
+  def resolve_rules(self, rules) -> tuple[tuple[str, str], ...]:
+    """`optim.rules` with each rule's pattern resolved (`resolve`)."""
+    return tuple((self.resolve(r[0]), *r[1:]) if len(r) == 2 else tuple(r) for r in rules)
+
+  def lm_matrices(self, params) -> dict[str, str]:
+    """The LM's vocabulary-sized matrices present in `params`: {"input": path[, "output": path]}."""
+    out = {"input": self.word_embedding}
+    if self.output_head:
+      node = params
+      for k in self.output_head.split("/"):
+        node = node.get(k) if isinstance(node, Mapping) else None
+      if node is not None:
+        out["output"] = self.output_head
+    return out
 
   def word_embedding_path(self) -> tuple[str, ...]:
     return tuple(self.word_embedding.split("/"))
@@ -62,9 +113,31 @@ ROBERTA = Family(
     task_heads={"classification": "RobertaForSequenceClassification", "span": "RobertaForQuestionAnswering"},
     word_embedding="roberta/embeddings/word_embeddings/embedding",
     vocab_bias="lm_head/bias",
-    body="roberta/")
+    body="roberta/", objective="masked", position_offset=2,
+    shape_keys=("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
+                "type_vocab_size", "layer_norm_eps"))
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (ROBERTA,)}
+LLAMA = Family(
+    name="llama", config_cls=LlamaConfig,
+    architectures={"LlamaForCausalLM": LlamaForCausalLM,
+                   "LlamaForSequenceClassification": LlamaForSequenceClassification},
+    lm="LlamaForCausalLM",
+    task_heads={"classification": "LlamaForSequenceClassification"},
+    word_embedding="model/embed_tokens/embedding", output_head="lm_head/kernel", vocab_bias=None,
+    body="model/", objective="next_token", zero_pad_row=False,
+    shape_keys=("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                "max_position_embeddings", "rms_norm_eps", "rope_theta", "tie_word_embeddings"))
+
+# The names a config may give instead of a regex (forget.pattern, reinit.pattern, optim.rules patterns).
+LEAF_SETS = {
+    "input": "the token embeddings",
+    "output": "the untied LM output head (decoders with tie_word_embeddings=False)",
+    "both": "input and output",
+    "embeddings": "the LM's vocabulary-sized matrices: the token embeddings and the untied output head",
+    "vocab": "every vocabulary-sized leaf: the embeddings plus the LM bias where the family has one",
+}
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (ROBERTA, LLAMA)}
 DEFAULT_FAMILY = "roberta"
 
 # The RoBERTa names, which `model.json`, the tests and the HF interop use directly.
@@ -96,6 +169,58 @@ def family_for(model_config: Any) -> Family:
   raise UserError(f"no model family has configs of type {type(model_config).__name__}")
 
 
+def task_architecture(fam: Family, head: str) -> str:
+  """The family's architecture for a task head ("classification", "span"), or a UserError naming both."""
+  if head not in fam.task_heads:
+    raise UserError(f"the {fam.name} family has no {head!r} task head (it has {', '.join(fam.task_heads)})")
+  return fam.task_heads[head]
+
+
+def model_config_from(config, vocab_size: int, pad_id: int) -> Any:
+  """The family's model config of a run: `config.model` at the tokenizer's size and padding id.
+
+  `model.family` picks the family ("roberta" when absent) and the keys of its config class are read (the
+  group's other keys belong to the other family); `max_position_embeddings` 0 means `data.seq_len` plus
+  the family's position offset.
+  """
+  d = dict(config.model)
+  fam = family(d.pop("family", DEFAULT_FAMILY))
+  fields = {f.name for f in dataclasses.fields(fam.config_cls)}
+  d = {k: v for k, v in d.items() if k in fields}  # the model group also holds the other family's keys
+  if d["vocab_size"] and d["vocab_size"] != vocab_size:
+    raise UserError(f"config.model.vocab_size={d['vocab_size']} but the tokenizer has {vocab_size} entries")
+  d["vocab_size"] = vocab_size
+  need = config.data.seq_len + fam.position_offset
+  d["max_position_embeddings"] = d["max_position_embeddings"] or need
+  if d["max_position_embeddings"] < need:
+    raise UserError(f"model.max_position_embeddings={d['max_position_embeddings']} is too small for "
+                    f"data.seq_len={config.data.seq_len} (the {fam.name} family needs {need})")
+  d["pad_token_id"] = pad_id
+  return fam.config_cls.from_dict(d)
+
+
+def lm_objective(model: nn.Module, specials, *, mask_prob: float, max_predictions: int):
+  """The training objective of a family's LM: `MaskedLM` or `CausalLM` (both fit `rewire.step`)."""
+  if family_of_module(model).objective == "next_token":
+    return CausalLM(model, specials.pad)
+  return MaskedLM(model, MaskingSpec(mask_id=specials.mask, pad_id=specials.pad, vocab_size=specials.vocab_size,
+                                     mask_prob=mask_prob, max_predictions=max_predictions))
+
+
+def lm_baseline(fam: Family, counts, valid, specials) -> float:
+  """The unigram loss a trained LM of the family must beat on `valid` (masked or next-token targets)."""
+  if fam.objective == "next_token":
+    return next_token_unigram_loss(counts, valid, pad_id=specials.pad, bos_id=specials.bos)
+  return unigram_loss(counts, valid, specials.mask)
+
+
+def family_of_module(model: nn.Module) -> Family:
+  for f in FAMILIES.values():
+    if any(isinstance(model, cls) for cls in f.architectures.values()):
+      return f
+  raise UserError(f"no model family has modules of type {type(model).__name__}")
+
+
 def is_lm(architecture: str) -> bool:
   return family_of(architecture).lm == architecture
 
@@ -124,8 +249,8 @@ def dummy_inputs(seq_len: int, num_masked: int = 1) -> tuple[Array, Array, Array
 def init_variables(model: nn.Module, rng: Array, seq_len: int = 8) -> dict[str, Any]:
   """Boxed variables `{"params": ...}` of any registered model (works under `jax.eval_shape`)."""
   ids, mask, positions = dummy_inputs(seq_len)
-  lm_classes = tuple(f.architectures[f.lm] for f in FAMILIES.values())
-  args = (ids, mask, positions) if isinstance(model, lm_classes) else (ids, mask)
+  masked_lms = tuple(f.architectures[f.lm] for f in FAMILIES.values() if f.objective == "masked")
+  args = (ids, mask, positions) if isinstance(model, masked_lms) else (ids, mask)
   return model.init({"params": rng}, *args, deterministic=True)
 
 

@@ -16,17 +16,17 @@ from flax import linen as nn
 
 from rewire.models import registry
 from rewire import sharding
-from rewire.models.roberta import ModelConfig
 from rewire.tasks.spec import TaskSpec, make_spec
 
 
-def task_model_config(source_info: dict, model_cfg) -> ModelConfig:
-  """The source model's shape and vocabulary, with this run's dropout, dtype and remat settings."""
-  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+def task_model_config(source_info: dict, model_cfg) -> Any:
+  """The source model's family, shape and vocabulary, with this run's dropout, dtype and remat settings."""
+  fam = registry.family_of(source_info.get("architecture", registry.MLM))
+  fields = {f.name for f in dataclasses.fields(fam.config_cls)}
   d = {k: v for k, v in source_info.items() if k in fields}
   d.update(dropout=model_cfg.dropout, attention_dropout=model_cfg.attention_dropout, dtype=model_cfg.dtype,
            remat=model_cfg.remat)
-  return ModelConfig.from_dict(d)
+  return fam.config_cls.from_dict(d)
 
 
 def spec_from(config) -> TaskSpec:
@@ -37,10 +37,10 @@ def spec_from(config) -> TaskSpec:
 class TaskModel:
   """A task model on a mesh: its shardings and jitted predict step (shared by fine-tuning and evaluation)."""
 
-  def __init__(self, spec: TaskSpec, model_config: ModelConfig, mesh, rules):
+  def __init__(self, spec: TaskSpec, model_config: Any, mesh, rules):
     self.spec, self.model_config, self.mesh, self.rules = spec, model_config, mesh, rules
     self.family = registry.family_for(model_config)
-    self.architecture = self.family.task_heads[spec.head]
+    self.architecture = registry.task_architecture(self.family, spec.head)
     self.model = registry.make_model(self.architecture, model_config, spec.num_labels)
     boxed = jax.eval_shape(lambda k: registry.init_variables(self.model, k, spec.max_len)["params"],
                            jax.random.key(0))
@@ -99,9 +99,9 @@ class TaskObjective:
     return self.spec.loss(out, batch), {}
 
 
-def task_model_info(model_config: ModelConfig, spec: TaskSpec) -> dict:
+def task_model_info(model_config: Any, spec: TaskSpec) -> dict:
   """What a task model's `model.json` holds: its architecture and shape, task, labels and lengths."""
-  architecture = registry.family_for(model_config).task_heads[spec.head]
+  architecture = registry.task_architecture(registry.family_for(model_config), spec.head)
   info = {"architecture": architecture, "task": spec.name, **dataclasses.asdict(model_config)}
   if spec.num_labels:
     info.update(num_labels=spec.num_labels, label_names=list(spec.label_names))

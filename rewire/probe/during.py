@@ -15,6 +15,7 @@ import os
 import sys
 
 from rewire import config as rconfig
+from rewire.models import registry
 from rewire.probe.languages import prepare_languages
 from rewire.probe.prober import Prober
 from rewire.probe.report import plot_plasticity, results_line
@@ -33,7 +34,8 @@ class DuringPretraining:
     self.workdir, self.is_main, self.stream = workdir, is_main, log_stream or sys.stdout
     self.path = os.path.join(workdir, "plasticity.jsonl")
     languages = prepare_languages(self.cfg, os.path.join(workdir, "probe_data"), log_stream=log_stream)
-    self.prober = Prober(self.cfg, languages, dataclasses.asdict(model_config), mesh)
+    info = {"architecture": registry.family_for(model_config).lm, **dataclasses.asdict(model_config)}
+    self.prober = Prober(self.cfg, languages, info, mesh)
 
   def __call__(self, step: int, state) -> None:
     records = read_records(self.path)

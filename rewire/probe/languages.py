@@ -18,7 +18,7 @@ from rewire.data.batches import budget_prefix
 from rewire.data.run_data import open_corpus
 from rewire.data.tokenizer import load_tokenizer, special_ids
 from rewire.errors import UserError
-from rewire.models.mlm import unigram_loss
+from rewire.models import registry
 from rewire.probe.stacked import TableData
 
 
@@ -27,8 +27,13 @@ class Language:
   name: str
   tokenizer_path: str
   specials: Any
-  unigram: float                   # the language's unigram baseline on its validation sequences
+  counts: Any                      # the training text's token counts (the unigram baseline's distribution)
+  valid: Any                       # [Nv, L] the fixed validation sequences
   budgets: dict[int, TableData]    # token budget -> the data of its tables
+
+  def unigram(self, family: registry.Family) -> float:
+    """The language's unigram baseline for the family's objective, on its validation sequences."""
+    return registry.lm_baseline(family, self.counts, self.valid, self.specials)
 
 
 def prepare_languages(cfg, root: str, *, log_stream=None) -> list[Language]:
@@ -46,8 +51,6 @@ def prepare_languages(cfg, root: str, *, log_stream=None) -> list[Language]:
     if len(valid) == 0:
       raise UserError(f"probe language {name} ({source}) has no validation sequences")
     budgets = {}
-    # The language's baseline from all its training text, so it does not depend on the budgets probed.
-    unigram = unigram_loss(corpus.unigram_counts(), valid, specials.mask)
     for budget in sorted(int(b) for b in cfg.token_budgets):
       try:
         n, _ = budget_prefix(corpus, budget, cfg.batch_size)
@@ -55,5 +58,6 @@ def prepare_languages(cfg, root: str, *, log_stream=None) -> list[Language]:
         raise UserError(f"probe language {name} ({source}): {e}; lower token_budgets or give it more "
                         "text") from None
       budgets[budget] = TableData(train=corpus.read("train", 0, n), valid=valid)
-    out.append(Language(name, corpus.tokenizer_path, specials, unigram, budgets))
+    # The baseline's counts are all its training text's, so it does not depend on the budgets probed.
+    out.append(Language(name, corpus.tokenizer_path, specials, corpus.unigram_counts(), valid, budgets))
   return out

@@ -31,13 +31,15 @@ class Prober:
     self.tables: list[Table] = [Table(l.name, b, s) for l in languages for b in l.budgets
                                 for s in range(int(cfg.seed), int(cfg.seed) + int(cfg.seeds))]
     self.data = {l.name: l for l in languages}
-    self.targets = {l.name: l.unigram - float(cfg.target_margin) for l in languages}
+    family = registry.family_of(model_info.get("architecture", registry.MLM))
+    self.unigram = {l.name: l.unigram(family) for l in languages}
+    self.targets = {l.name: self.unigram[l.name] - float(cfg.target_margin) for l in languages}
     for name, value in parse_pairs(cfg.targets, "probe targets").items():
       if name not in self.targets:
         raise UserError(f"probe target for {name!r}, which is not a probe language")
       self.targets[name] = float(value)
     seq_len = int(cfg.data.seq_len)
-    if model_info.get("max_position_embeddings", seq_len + 2) < seq_len + 2:
+    if model_info.get("max_position_embeddings", seq_len + 2) < seq_len + family.position_offset:
       raise UserError(f"data.seq_len={seq_len} is too long for the model "
                       f"(max_position_embeddings={model_info['max_position_embeddings']})")
     # One compiled probe per vocabulary size, with the tables it trains.
@@ -66,18 +68,18 @@ class Prober:
         mine = [t for t in self.tables if t.language == lang.name and t.budget == budget]
         stats = probe_stats.summarize(steps, np.stack([curves[t] for t in mine]), self.targets[lang.name],
                                       float(self.cfg.confidence))
-        results.setdefault(lang.name, {})[str(budget)] = {**stats, "unigram_loss": lang.unigram}
+        results.setdefault(lang.name, {})[str(budget)] = {**stats, "unigram_loss": self.unigram[lang.name]}
     return results, finals
 
 
 def check_mlm_source(init_from: str) -> dict:
-  """The model.json of a probe's source, which must be a masked LM (the probe trains through its head)."""
+  """The model.json of a probe's source, which must be a family's LM (the probe trains through its head)."""
   if not init_from:
     raise UserError("probe needs init_from: a pretrained workdir or a `python -m rewire.hf import` directory")
   if not os.path.isdir(init_from):
     raise UserError(f"init_from {init_from} does not exist")
   info = rworkdir.read_model_info(init_from)
   if not registry.is_lm(info.get("architecture", registry.MLM)):
-    raise UserError(f"{init_from} holds a {info['architecture']}, which has no MLM head to probe through; "
+    raise UserError(f"{init_from} holds a {info['architecture']}, which has no LM head to probe through; "
                     f"probe the pretrained model it came from")
   return info

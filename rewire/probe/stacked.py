@@ -2,14 +2,16 @@
 
 A probe asks how fast a frozen transformer body lets brand-new token embeddings learn a language. Every
 (language, token budget, seed) is a *table*: a fresh N(0, init_std) embedding matrix with its own batches,
-masking and dropout randomness. All tables of one vocabulary size are stacked into one `[T, V, H]` array
-and trained by one jitted, donated step: `jax.vmap` runs the frozen body once per table, differentiating
+masking and dropout randomness; a decoder with an untied output head gets a fresh head `[H, V]` too (as
+language adaptation trains both). All tables of one vocabulary size are stacked (`[T, V, H]`, and
+`[T, H, V]` for a head) and trained by one jitted, donated step: `jax.vmap` runs the frozen body once per table, differentiating
 only the table (the body is closed over, so it gets no weight gradient), and one AdamW updates the stack,
 which is element-wise and therefore the same as T separate optimizers. `tests/test_probe.py` checks that
 the stacked run gives the curves of running the tables one by one.
 
-The LM head's bias is held at zero (the adaptation recipe re-initialises it to 0 and keeps it frozen),
-and every other leaf is the body's. Batches are drawn on the host from each table's token-budget prefix,
+A table is a dict {"input": embedding[, "output": head]}. RoBERTa's LM-head bias is held at zero (the
+adaptation recipe re-initialises it to 0 and keeps it frozen), and every other leaf is the body's. The
+objective is the family's (masked or next-token LM). Batches are drawn on the host from each table's token-budget prefix,
 in a per-table seeded epoch order, so a table's batches do not depend on which other tables share its run.
 """
 
@@ -22,11 +24,11 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from rewire import optim, sharding
 from rewire.data.masking import max_predictions_for
 from rewire.models import registry
-from rewire.models.mlm import MaskedLM, MaskingSpec
 
 _INIT_SALT, _DROP_SALT, _EVAL_SALT = 0x9B0E, 0xD209, 0xE7A2
 
@@ -50,10 +52,16 @@ class TableData:
   valid: np.ndarray   # [Nv, L] the language's fixed validation sequences
 
 
-def with_table(family: registry.Family, body: dict, table, bias) -> dict:
-  """The params of `body` with a fresh embedding `table` and LM bias (the family's vocabulary-sized leaves)."""
-  params = optim.with_path(body, family.word_embedding_path(), table)
-  return optim.with_path(params, family.vocab_bias_path(), bias)
+def with_table(family: registry.Family, body: dict, table: dict) -> dict:
+  """The params of `body` with a fresh `table` ({"input": [V, H][, "output": [H, V]]}) and a zero LM bias."""
+  params = body
+  for name, path in family.lm_matrices(body).items():
+    params = optim.with_path(params, tuple(path.split("/")), table[name])
+  if family.vocab_bias:
+    vocab = table["input"].shape[0]
+    params = optim.with_path(params, family.vocab_bias_path(), jnp.zeros((vocab,), jnp.float32)
+                             if isinstance(table["input"], jax.Array) else np.zeros((vocab,), np.float32))
+  return params
 
 
 class HostBatches:
@@ -90,9 +98,9 @@ class StackedProbe:
     self.model = registry.make_model(self.family.lm, model_config)
     self.vocab_size, self.num_tables, self.total_steps = model_config.vocab_size, num_tables, total_steps
     self.pad_id, self.init_std = specials.pad, init_std
-    self.masker = MaskingSpec(mask_id=specials.mask, pad_id=specials.pad, vocab_size=specials.vocab_size,
-                              mask_prob=mask_prob, max_predictions=max_predictions_for(seq_len, mask_prob))
-    self.objective = MaskedLM(self.model, self.masker)
+    self.objective = registry.lm_objective(self.model, specials, mask_prob=mask_prob,
+                                           max_predictions=max_predictions_for(seq_len, mask_prob))
+    self.matrices = tuple(self.family.lm_matrices(registry.abstract_params(self.model)))  # "input"[, "output"]
     schedule = optim.warmup_linear_decay(optim_cfg.lr, optim_cfg.warmup_steps, total_steps)
     self.tx = optim.adamw(optim_cfg, schedule)
     self.mesh = mesh
@@ -105,16 +113,23 @@ class StackedProbe:
 
   # -- pure functions ------------------------------------------------------------------------------------
   def _init_fn(self, keys):
-    shape = (self.vocab_size, self.model.config.hidden_size)
+    v, h = self.vocab_size, self.model.config.hidden_size
+    pad = self.pad_id if self.family.zero_pad_row else None
 
     def one(k):
-      x = self.init_std * jax.random.normal(jax.random.fold_in(k, _INIT_SALT), shape, jnp.float32)
-      return x.at[self.pad_id].set(0.0)
+      table = {}
+      for j, name in enumerate(self.matrices):
+        shape = (v, h) if name == "input" else (h, v)
+        kj = jax.random.fold_in(k, _INIT_SALT)
+        kj = jax.random.fold_in(kj, j) if j else kj  # the input table's key is the same for every family
+        x = self.init_std * jax.random.normal(kj, shape, jnp.float32)
+        table[name] = x.at[pad].set(0.0) if (name == "input" and pad is not None) else x
+      return table
     tables = jax.vmap(one)(keys)
     return {"step": jnp.zeros([], jnp.int32), "tables": tables, "opt_state": self.tx.init(tables)}
 
   def _params_with(self, body, table):
-    return with_table(self.family, body, table, jnp.zeros((table.shape[0],), jnp.float32))
+    return with_table(self.family, body, table)
 
   def _loss(self, table, body, tokens, rng, deterministic):
     batch, drop_rng = self.objective.prepare(rng, tokens)
@@ -127,7 +142,7 @@ class StackedProbe:
     loss_fn = lambda table, toks, rng: self._loss(table, body, toks, rng, False)[0]
     losses, grads = jax.vmap(jax.value_and_grad(loss_fn))(state["tables"], tokens, rngs)
     updates, opt_state = self.tx.update(grads, state["opt_state"], state["tables"])
-    return {"step": step, "tables": state["tables"] + updates, "opt_state": opt_state}, losses
+    return {"step": step, "tables": optax.apply_updates(state["tables"], updates), "opt_state": opt_state}, losses
 
   def _eval_fn(self, tables, body, tokens, keys, index):
     def one(table, toks, k):
@@ -138,7 +153,7 @@ class StackedProbe:
 
   # -- driving -------------------------------------------------------------------------------------------
   def evaluate(self, tables, body, valid: np.ndarray, keys, batch_size: int) -> np.ndarray:
-    """Validation MLM loss per table; `valid` is `[T, Nv, L]` (rows of all pad carry no weight)."""
+    """Validation LM loss per table; `valid` is `[T, Nv, L]` (rows of all pad carry no weight)."""
     sums = np.zeros(self.num_tables)
     counts = np.zeros(self.num_tables)
     for i, start in enumerate(range(0, valid.shape[1], batch_size)):
@@ -151,8 +166,8 @@ class StackedProbe:
     return sums / np.maximum(counts, 1.0)
 
   def run(self, body: Any, tables: Sequence[Table], data: Sequence[TableData], *, batch_size: int,
-          eval_every: int, progress=None) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Trains the tables on `body`; returns (evaluation steps, losses `[T, points]`, final tables)."""
+          eval_every: int, progress=None) -> tuple[list[int], np.ndarray, list[dict]]:
+    """Trains the tables on `body`; returns (evaluation steps, losses `[T, points]`, each final table)."""
     if len(tables) != self.num_tables:
       raise ValueError(f"compiled for {self.num_tables} tables, got {len(tables)}")
     body = jax.device_put(body, self._repl)  # e.g. a pretraining run's fsdp-sharded params, replicated
@@ -171,4 +186,6 @@ class StackedProbe:
         curve.append(self.evaluate(state["tables"], body, valid, keys, batch_size))
         if progress is not None:
           progress(step, curve[-1])
-    return steps, np.stack(curve, axis=1), np.asarray(jax.device_get(state["tables"]))
+    final = jax.device_get(state["tables"])
+    return steps, np.stack(curve, axis=1), [{k: np.asarray(x[i]) for k, x in final.items()}
+                                            for i in range(self.num_tables)]

@@ -77,10 +77,10 @@ def save_embeddings(params: Any, finals: dict, languages: list[Language], info: 
   written = {}
   for t, table in finals.items():
     out = os.path.join(workdir, "embeddings", f"{t.language}_b{t.budget}_s{t.seed}")
-    p = with_table(family, host, np.asarray(table), np.zeros(table.shape[0], np.float32))
+    p = with_table(family, host, table)
     lang = by_name[t.language]
     rworkdir.copy_tokenizer(lang.tokenizer_path, out)
-    rworkdir.write_model_info(out, {**info, "architecture": family.lm, "vocab_size": int(table.shape[0]),
+    rworkdir.write_model_info(out, {**info, "architecture": family.lm, "vocab_size": int(table["input"].shape[0]),
                                     "pad_token_id": lang.specials.pad})
     rworkdir.write_params(out, p, note={"probe_table": dataclasses.asdict(t)})
     rworkdir.write_summary(out, {"finished": True, "probe_table": dataclasses.asdict(t)})

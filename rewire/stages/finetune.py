@@ -42,8 +42,8 @@ def _check(config, mesh, workdir: str) -> None:
                     f"(fine-tuning restarts rather than resumes); choose a new workdir or delete it")
 
 
-def _optimizer(config, params, total: int):
-  labels = optim.label_params(params, config.optim.rules)
+def _optimizer(config, params, total: int, family):
+  labels = optim.label_params(params, family.resolve_rules(config.optim.rules))
   ocfg = dict(config.optim)
   ocfg["warmup_steps"] = config.optim.warmup_steps or round(config.optim.warmup_fraction * total)
   ocfg = type(config.optim)(ocfg)
@@ -55,7 +55,7 @@ def _initial_state_and_step(config, tm: TaskModel, total: int, batch_keys):
   """The placed initial state (pretrained body, fresh head) and the jitted, donated train step."""
   params = warm_start.overlay(tm.fresh_params(config.seed), config.init_from, config.init_step,
                               prefix=tm.family.body)
-  tx, trainable, schedules = _optimizer(config, params, total)
+  tx, trainable, schedules = _optimizer(config, params, total, tm.family)
   shardings = step.state_shardings(tx, tm.boxed_abstract, tm.mesh, tm.rules)
   train_step = step.make_train_step(TaskObjective(tm.model, tm.spec), tx, trainable, seed=config.seed,
                                     rates=lambda s: schedules.rates(s, 0))

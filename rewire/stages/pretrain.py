@@ -27,7 +27,6 @@ from rewire.data.run_data import pretraining_data
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.models import flops, registry
-from rewire.models.mlm import unigram_loss
 from rewire.plot import plot_losses
 from rewire.probe.during import DuringPretraining
 from rewire.stages import resume, warm_start
@@ -133,7 +132,7 @@ class _Run:
       return {**complete, "state": state}
     writer = MetricsWriter(os.path.join(self.workdir, "metrics.jsonl"), enabled=self.is_main,
                            resume_step=start or None)
-    baseline = unigram_loss(data.unigram_counts, data.valid, data.specials.mask)
+    baseline = registry.lm_baseline(setup.family, data.unigram_counts, data.valid, data.specials)
     if start == 0:
       writer.write({"step": 0, "event": "start", "unigram_loss": baseline,
                     "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state["params"])),
@@ -178,7 +177,8 @@ def _open(config, workdir: str, mesh, *, log_stream, run_name) -> _Run:
   if config.init_from:
     warm_start.adopt_model_shape(config)  # reads the source's model.json: before comparing configs
   changes = resume.check_resumed_config(config, workdir) if ckpt is not None else {}
-  resume.check_tokenizer_fits(config, workdir, ckpt, registry.family().word_embedding)
+  resume.check_tokenizer_fits(config, workdir, ckpt,
+                              registry.family(config.model.get("family", registry.DEFAULT_FAMILY)).word_embedding)
   data = pretraining_data(config.data, workdir, seed=config.seed, global_batch_size=config.batch_size,
                           token_budget=config.token_budget, process_index=jax.process_index(),
                           process_count=jax.process_count(), log_stream=log_stream)

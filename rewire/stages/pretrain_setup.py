@@ -21,7 +21,8 @@ from rewire import forgetting, optim, sharding, step
 from rewire.data import masking
 from rewire.data.batches import eval_batches
 from rewire.models import flops, registry
-from rewire.models.mlm import MaskedLM, MaskingSpec, make_eval_step, model_config_from
+from rewire.errors import UserError
+from rewire.models.mlm import make_eval_step
 
 
 class Setup:
@@ -31,14 +32,13 @@ class Setup:
     self.config = config
     self.mesh = mesh
     self.rules = sharding.rules_from_config(config.mesh.rules)
-    self.model_config = model_config_from(config, specials.vocab_size, specials.pad)
-    self.family = registry.family()
+    self.model_config = registry.model_config_from(config, specials.vocab_size, specials.pad)
+    self.family = registry.family_for(self.model_config)
     self.model = registry.make_model(self.family.lm, self.model_config)
     seq_len = config.data.seq_len
-    self.masker = MaskingSpec(mask_id=specials.mask, pad_id=specials.pad, vocab_size=specials.vocab_size,
-                              mask_prob=config.data.mask_prob,
-                              max_predictions=masking.max_predictions_for(seq_len, config.data.mask_prob))
-    self.objective = MaskedLM(self.model, self.masker)
+    self.objective = registry.lm_objective(self.model, specials, mask_prob=config.data.mask_prob,
+                                           max_predictions=masking.max_predictions_for(seq_len, config.data.mask_prob))
+    self.pad_id = specials.pad
 
     def init_boxed(key):
       return registry.init_variables(self.model, key, seq_len)["params"]
@@ -47,10 +47,14 @@ class Setup:
     boxed = jax.eval_shape(init_boxed, key)
     abstract_params = nn.unbox(boxed)
 
-    labels = optim.label_params(abstract_params, config.optim.rules)
+    fam = self.family
+    labels = optim.label_params(abstract_params, fam.resolve_rules(config.optim.rules))
     forget_every, fcfg = config.forget_every, config.forget
     if forget_every > 0:
-      labels = optim.relabel(abstract_params, labels, fcfg.pattern, optim.FORGET)
+      if fcfg.pattern in ("output", "both") and "output" not in fam.lm_matrices(abstract_params):
+        raise UserError(f"forget.pattern={fcfg.pattern} resets the output head, but model.tie_word_embeddings "
+                        f"makes it the token-embedding matrix; use forget.pattern=input")
+      labels = optim.relabel(abstract_params, labels, fam.resolve(fcfg.pattern), optim.FORGET)
     self.labels = labels
     self.trainable = optim.trainable_mask(labels)
     groups = sorted(set(jax.tree.leaves(labels)))
@@ -58,7 +62,8 @@ class Setup:
                                           until=fcfg.until)
     final = (optim.adamw(config.optim, self.schedules.final) if self.schedules.final is not None else None)
     reset = functools.partial(forgetting.forget, every=forget_every, last_step=config.total_steps,
-                              init_std=fcfg.init_std, pad_id=specials.pad, seed=config.seed, until=fcfg.until,
+                              init_std=fcfg.init_std,
+                              pad_id=specials.pad if fam.zero_pad_row else None, seed=config.seed, until=fcfg.until,
                               reset_optimizer=fcfg.reset_optimizer, final=final)
     self.tx = optim.make_stage_optimizer(config.optim, labels, self.schedules,
                                          wrap={optim.FORGET: reset} if forget_every > 0 else None)
@@ -96,15 +101,18 @@ class Setup:
 
   def step_flops(self) -> float:
     mc, c = self.model_config, self.config
-    return flops.mlm_step_flops(hidden=mc.hidden_size, layers=mc.num_layers, intermediate=mc.intermediate_size,
-                                vocab=mc.vocab_size, batch=c.batch_size, seq_len=c.data.seq_len,
-                                predictions=self.masker.max_predictions)
+    predictions = getattr(self.objective, "masker", None)
+    return flops.lm_step_flops(self.family.objective, hidden=mc.hidden_size, layers=mc.num_layers,
+                               intermediate=mc.intermediate_size, vocab=mc.vocab_size, batch=c.batch_size,
+                               seq_len=c.data.seq_len,
+                               predictions=predictions.max_predictions if predictions else c.data.seq_len,
+                               kv_fraction=getattr(mc, "kv_heads", mc.num_heads) / mc.num_heads)
 
   def evaluate(self, params, valid: np.ndarray, batch_size: int) -> dict[str, float]:
-    """Validation MLM loss and accuracy with a fixed masking per batch (comparable across steps and runs)."""
+    """Validation LM loss and accuracy (MLM: with a fixed masking per batch, comparable across steps and runs)."""
     loss_sum = correct = count = 0.0
     nproc, pid = jax.process_count(), jax.process_index()
-    for i, batch in enumerate(eval_batches(valid, batch_size, self.masker.pad_id)):
+    for i, batch in enumerate(eval_batches(valid, batch_size, self.pad_id)):
       local = batch.shape[0] // nproc
       tokens = sharding.global_batch(batch[pid * local:(pid + 1) * local], self.mesh)
       l, c, n = jax.device_get(self.eval_step(params, tokens, np.int32(i)))

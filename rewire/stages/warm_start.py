@@ -1,10 +1,11 @@
 """Starting a run from an earlier run's parameters: load them, re-initialise chosen leaves, check shapes.
 
-Language adaptation starts from a pretrained model, keeps its body and re-initialises the token embeddings
-(at the new tokenizer's size) and the vocabulary-sized LM-head bias. `config.init_from` names the earlier
+Language adaptation starts from a pretrained model, keeps its body and re-initialises every
+vocabulary-sized leaf at the new tokenizer's size (the token embeddings, a decoder's untied output head,
+RoBERTa's LM-head bias). `config.init_from` names the earlier
 workdir (a rewire run, or one written by `python -m rewire.hf import`), `config.reinit.pattern` the leaves
-to re-initialise: 2-D leaves are drawn from N(0, init_std) with the padding row set to 0, 1-D leaves are
-zeroed. Every other leaf must exist in the source with the same shape.
+to re-initialise: 2-D leaves are drawn from N(0, init_std) (RoBERTa's padding row set to 0), 1-D leaves
+are zeroed. Every other leaf must exist in the source with the same shape.
 """
 
 from __future__ import annotations
@@ -18,36 +19,45 @@ import numpy as np
 from rewire import workdir
 from rewire.checkpoint import load_params
 from rewire.errors import UserError
+from rewire.models import registry
 from rewire.optim import path_str
 
 _REINIT_SALT = 0x2E1217
-# Model dimensions a warm-started run takes from its source (the vocabulary comes from its own tokenizer).
-SHAPE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
-              "type_vocab_size", "layer_norm_eps")
 
 
 def adopt_model_shape(config) -> None:
-  """Copies the source model's dimensions into `config.model` (a warm start cannot change them)."""
+  """Copies the source model's family and dimensions into `config.model` (a warm start cannot change them;
+  the vocabulary comes from the run's own tokenizer)."""
   info = workdir.read_model_info(config.init_from)
-  for key in SHAPE_KEYS:
+  fam = registry.family_of(info.get("architecture", registry.MLM))
+  config.model.family = fam.name
+  for key in fam.shape_keys:
     if key in info:
       config.model[key] = info[key]
 
 
 def initial_params(config, abstract_params: Any, *, pad_id: int) -> Any:
-  """Host-side initial params: the source's leaves, with `config.reinit.pattern` leaves freshly drawn."""
-  regex = re.compile(config.reinit.pattern) if config.reinit.pattern else None
+  """Host-side initial params: the source's leaves, with `config.reinit.pattern` leaves freshly drawn.
+
+  The pattern is a regex or a name of `registry.LEAF_SETS` (resolved for `config.model.family`). A fresh
+  token-embedding matrix of a family with a zero padding row (RoBERTa) gets that row zeroed.
+  """
+  fam = registry.family(config.model.get("family", registry.DEFAULT_FAMILY))
+  pattern = fam.resolve(config.reinit.pattern) if config.reinit.pattern else ""
+  regex = re.compile(pattern) if pattern else None
   key = jax.random.fold_in(jax.random.key(config.seed), _REINIT_SALT)
   reinit = lambda name: regex is not None and regex.fullmatch(name) is not None
   index = 0
 
   def fresh(path, a):
     nonlocal index
-    if not reinit(path_str(path)):
+    name = path_str(path)
+    if not reinit(name):
       return a  # a placeholder, taken from the source below
     if len(a.shape) == 2:
       x = np.array(config.reinit.init_std * jax.random.normal(jax.random.fold_in(key, index), a.shape, a.dtype))
-      x[pad_id] = 0.0
+      if fam.zero_pad_row and name == fam.word_embedding:
+        x[pad_id] = 0.0
     else:
       x = np.zeros(a.shape, a.dtype)
     index += 1

@@ -1,0 +1,55 @@
+"""The next-token objective of decoder families: the loss over every real next token, and its baseline.
+
+Pretraining, language adaptation and the probe train a decoder through it, as `rewire.models.mlm.MaskedLM`
+trains an encoder; both fit `rewire.step.make_train_step` and `rewire.models.mlm.make_eval_step`. The
+prepared corpora are already what a decoder needs: every row is `<s> text </s>` of one document, padded
+on the right, so position t predicts token t + 1 and the loss is masked where that token is padding
+(`</s>` is a target: the model learns where documents end).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rewire.models.mlm import mlm_loss
+
+
+class CausalLM:
+  """The next-token objective of `model` (a family's causal LM), with `pad_id` masked out of the targets."""
+
+  def __init__(self, model, pad_id: int):
+    self.model, self.pad_id = model, pad_id
+
+  def inputs(self, rng: jax.Array, tokens: jax.Array) -> dict[str, jax.Array]:
+    del rng  # nothing is sampled: every real next token is a prediction
+    return {"input_ids": tokens, "attention_mask": (tokens != self.pad_id).astype(jnp.int32)}
+
+  def prepare(self, rng: jax.Array, tokens: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+    return self.inputs(rng, tokens), rng
+
+  def loss(self, params, batch, rng, *, deterministic: bool = False):
+    ids = batch["input_ids"]
+    logits = self.model.apply({"params": params}, ids, batch["attention_mask"], deterministic=deterministic,
+                              rngs=None if deterministic else {"dropout": rng})
+    targets = ids[:, 1:]
+    weights = (targets != self.pad_id).astype(jnp.float32)
+    loss, acc, n = mlm_loss(logits[:, :-1], targets, weights)
+    return loss, {"accuracy": acc, "predictions": n}
+
+
+def next_token_unigram_loss(counts: np.ndarray, valid: np.ndarray, *, pad_id: int, bos_id: int) -> float:
+  """Cross-entropy of the validation next-token targets under the training unigram distribution.
+
+  The targets are every token after the first of a row except padding (text and `</s>`); the
+  distribution is the training counts over the same kinds of token, add-one smoothed: the floor a
+  trained decoder must beat.
+  """
+  counts = counts.astype(np.float64).copy()
+  counts[[pad_id, bos_id]] = 0
+  support = counts.size - 2
+  probs = (counts + 1.0) / (counts.sum() + support)
+  v = valid[:, 1:].ravel()
+  v = v[(v != pad_id) & (v != bos_id)]
+  return float(-np.log(probs[v]).mean()) if v.size else float("nan")
