@@ -12,19 +12,21 @@ zero-shot task in three languages. Results in `study.md` (tables with intervals)
   budget; an English fine-tune on `verse_genre` (narrative vs discourse verses, Old Testament); and the
   zero-shot test on New Testament verses in es, ja and uk with each budget's adapted embeddings.
 * `micro`: the same graph in about two minutes, for the test suite and for trying the machinery.
+* `cpu-llama`, `micro-llama`: the same studies with the Llama-family decoder (2 layers, hidden 128, 4 query
+  and 2 key/value heads, SwiGLU 352, untied head; the probe trains fresh input embeddings and a fresh head,
+  scored by next-token validation loss; the classifier reads the last real token). Equivalently, any
+  preset with `--config.pretrain.model.family=llama`.
 
 Interrupted? Run the same command again: finished jobs are skipped (see `logs/` for each job's output).
 """
 
 from rewire.config import study_defaults
-from rewire.errors import UserError
+from rewire.config.presets import split_preset, tiny_llama_model
 from rewire.tasks.names import GENRE_LABELS
 
 
 def get_config(preset: str = "cpu"):
-  preset = preset or "cpu"
-  if preset not in ("cpu", "micro"):
-    raise UserError(f"unknown preset {preset!r}; choose one of ('cpu', 'micro')")
+  preset, family = split_preset(preset, known=("cpu", "micro"))
   c = study_defaults()
   p = c.pretrain
   p.update(total_steps=4100, batch_size=32, log_every=50, eval_every=410, checkpoint_every=1025,
@@ -33,6 +35,8 @@ def get_config(preset: str = "cpu"):
   p.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, dropout=0.0,
                  attention_dropout=0.0)
   p.optim.update(lr=2e-3, warmup_steps=200)
+  if family == "llama":
+    tiny_llama_model(p.model)
   c.forget_every = 100
   q = c.probe
   q.update(token_budgets=(25_000, 100_000, 400_000), total_steps=300, batch_size=32, eval_every=25)
@@ -49,6 +53,8 @@ def get_config(preset: str = "cpu"):
     p.update(total_steps=20, log_every=5, eval_every=10, checkpoint_every=10)
     p.data.update(source="bundled:bible_en", vocab_size=1024, max_documents=120, max_valid_sequences=32)
     p.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    if family == "llama":
+      p.model.num_kv_heads = 1
     c.relearn = "en=bundled:bible_en"
     c.languages = "es=bundled:bible_es"
     q.update(token_budgets=(4_000, 8_000), total_steps=10, batch_size=8, eval_every=5)

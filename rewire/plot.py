@@ -1,4 +1,4 @@
-"""Figures: the loss-curve PNG of a run (training and validation MLM loss, every reset marked), and the
+"""Figures: the loss-curve PNG of a run (training and validation LM loss, every reset marked), and the
 few helpers every rewire figure is drawn with (Agg backend, one row of panels, common styling, atomic save)."""
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def plot_losses(metrics_path: str, out_path: str, *, title: str = "") -> str | N
   for i, s in enumerate(resets):
     ax.axvline(s, color="tab:red", alpha=0.35, lw=1, ls="--", label="embedding reset" if i == 0 else None)
   if train:
-    ax.plot(*zip(*train), color="tab:blue", lw=1.2, label="train MLM loss")
+    ax.plot(*zip(*train), color="tab:blue", lw=1.2, label="train LM loss")
   if valid:
-    ax.plot(*zip(*valid), "o-", color="tab:orange", ms=4, lw=1.2, label="validation MLM loss")
+    ax.plot(*zip(*valid), "o-", color="tab:orange", ms=4, lw=1.2, label="validation LM loss")
   if baseline is not None:
     ax.axhline(baseline, color="gray", lw=1, ls=":", label="unigram baseline")
-  style(ax, "update", "MLM loss (nats)", title or os.path.basename(os.path.dirname(os.path.abspath(metrics_path))),
+  style(ax, "update", "LM loss (nats)", title or os.path.basename(os.path.dirname(os.path.abspath(metrics_path))),
         legend="upper right")
   return save(fig, out_path)

@@ -35,7 +35,7 @@ def write_report(out: dict, workdir: str) -> None:
   lines = ["# Plasticity probe", "",
            f"Body: `{out['init_from']}` at step {out['step']}, frozen. Fresh tokenizer and N(0, 0.02) "
            f"embeddings per language; {out['total_steps']} updates; {out['seeds']} seeds. Figures are the mean "
-           f"± the half-width of a {level}% t-interval over seeds. AUC is the curve's mean validation MLM loss "
+           f"± the half-width of a {level}% t-interval over seeds. AUC is the curve's mean validation LM loss "
            "over the updates (lower: learned sooner); the target is the language's unigram baseline minus "
            "the margin, and 'updates to target' averages the seeds that reached it.", ""]
   for budget in (str(b) for b in out["token_budgets"]):
@@ -58,7 +58,7 @@ def plot_curves(runs: dict, path: str, *, colors: dict | None = None) -> str:
       ax.plot(r["steps"], r["curve"]["mean"], color=c, label=name)
       ax.fill_between(r["steps"], r["curve"]["low"], r["curve"]["high"], color=c, alpha=0.2)
     ax.axhline(r["unigram_loss"], color="gray", lw=0.8, ls="--", label="unigram")
-    style(ax, "embedding updates (body frozen)", "validation MLM loss (nats)",
+    style(ax, "embedding updates (body frozen)", "validation LM loss (nats)",
           f"{lang} (budget {int(max(per, key=int)):,} tokens)")
   return save(fig, path)
 

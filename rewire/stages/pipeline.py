@@ -32,7 +32,7 @@ from rewire.telemetry import read_records
 
 
 def plot_adaptation(root: str, variants, languages, out_path: str) -> str | None:
-  """Adaptation curves: MLM loss against updates, one panel per language, a line per variant."""
+  """Adaptation curves: LM loss against updates, one panel per language, a line per variant."""
   fig, axes = panels(len(languages), width=4.5, height=3.6)
   for ax, lang in zip(axes, languages):
     for variant in variants:
@@ -40,7 +40,7 @@ def plot_adaptation(root: str, variants, languages, out_path: str) -> str | None
       train = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
       if train:
         ax.plot(*zip(*train), label=variant, color="tab:red" if variant == "forget" else "tab:blue")
-    style(ax, "update", "MLM loss (nats)", f"adaptation to {lang}")
+    style(ax, "update", "LM loss (nats)", f"adaptation to {lang}")
   return save(fig, out_path)
 
 

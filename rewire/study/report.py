@@ -150,15 +150,28 @@ def compute(config, root: str) -> dict:
   return out
 
 
-def _plot_pretraining(curves: dict, unigram: float, path: str) -> None:
+def _loss_name(model_cfg) -> str:
+  """"MLM" for an encoder study, "next-token" for a decoder's."""
+  return "next-token" if model_cfg.get("family", "roberta") == "llama" else "MLM"
+
+
+def _plot_pretraining(curves: dict, unigram: float, path: str, loss_name: str = "MLM") -> None:
   fig, (ax,) = panels(width=6, height=3.6)
   for name, pts in curves.items():
     if pts:
       v = L.variant_of(name)
       ax.plot(*zip(*pts), color=COLORS[v], alpha=0.7, label=v if name == L.model_name(v, 0) else None)
   ax.axhline(unigram, color="gray", ls="--", lw=0.8, label="unigram")
-  style(ax, "pretraining update", "English validation MLM loss (nats)")
+  style(ax, "pretraining update", f"English validation {loss_name} loss (nats)")
   save(fig, path)
+
+
+def _architecture_name(model_cfg) -> str:
+  if model_cfg.get("family", "roberta") != "llama":
+    return "RoBERTa"
+  kv = model_cfg.num_kv_heads or model_cfg.num_heads
+  tied = "tied" if model_cfg.tie_word_embeddings else "untied"
+  return f"Llama decoder ({model_cfg.num_heads} query / {kv} key-value heads, SwiGLU, {tied} head)"
 
 
 def _plot_budgets(stats: dict, path: str) -> None:
@@ -193,7 +206,8 @@ def write_study(config, root: str) -> dict:
   stats["job_s"] = float(sum(sum(t["jobs_s"].values()) for t in timings))
   with open(os.path.join(root, "study.json"), "w") as f:
     json.dump(stats, f, indent=2)
-  _plot_pretraining(curves, stats["pretrain"]["standard"]["unigram_loss"], os.path.join(root, "pretraining.png"))
+  _plot_pretraining(curves, stats["pretrain"]["standard"]["unigram_loss"], os.path.join(root, "pretraining.png"),
+                    _loss_name(config.pretrain.model))
   plot_curves(probes, os.path.join(root, "adaptation.png"), colors=COLORS)
   _plot_budgets(stats, os.path.join(root, "zero_shot.png"))
   with open(os.path.join(root, "study.md"), "w") as f:
@@ -211,7 +225,8 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
       f"({config.bootstrap:,} resamples). Wall time {stats['wall_s'] / 60:.1f} min "
       f"({stats['job_s'] / 60:.1f} min of job time on {config.workers or os.cpu_count()} workers).", "",
       "## Pretraining (English)", "",
-      f"{p.model.num_layers}-layer, hidden-{p.model.hidden_size} RoBERTa, vocab {p.data.vocab_size}, batch "
+      f"{p.model.num_layers}-layer, hidden-{p.model.hidden_size} {_architecture_name(p.model)}, vocab "
+      f"{p.data.vocab_size}, {_loss_name(p.model)} objective, batch "
       f"{p.batch_size}x{p.data.seq_len}, {p.total_steps:,} updates on `{p.data.source}`; forgetting every "
       f"{config.forget_every} updates.", "",
       "| variant | validation loss | unigram baseline | below unigram (nats) | resets per run |",
@@ -242,7 +257,7 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
     means = {v: np.mean([stats["zero_shot"][v][b][l]["mean"] for l in abl]) for v in VARIANTS}
     gain = stats["relative_gain"][b] if b != main else stats["relative_gain_ablation_main"]
     lines.append(f"| {int(b):,} | {means['standard']:.1f} | {means['forget']:.1f} | {_gain(gain)} |")
-  lines += ["", f"Validation MLM loss of the adapted embeddings ({stats['adapt_steps']:,} updates) that these "
+  lines += ["", f"Validation {_loss_name(p.model)} loss of the adapted embeddings ({stats['adapt_steps']:,} updates) that these "
             "zero-shot models use:", "", "| language | budget | standard | forget |", "|---|---|---|---|"]
   for l, per in stats["adapted_loss"].items():
     for b, r in per.items():
