@@ -2,6 +2,7 @@
 
   python -m rewire.hf export --checkpoint=runs/forget [--step=N] --out=hf/forget
   python -m rewire.hf import --hf=hf/xlm-roberta-base --out=runs/xlmr
+  python -m rewire.hf import --hf=hf/TinyLlama --out=runs/tinyllama
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   ex.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
   ex.add_argument("--out", required=True, help="the Hugging Face directory to write")
   im = sub.add_parser("import", help="Hugging Face model directory -> new rewire workdir")
-  im.add_argument("--hf", required=True, help="a local RoBERTa or XLM-R directory")
+  im.add_argument("--hf", required=True, help="a local RoBERTa, XLM-R, Llama or Mistral directory")
   im.add_argument("--out", required=True, help="the rewire workdir to create")
   args = parser.parse_args(argv)
   try:

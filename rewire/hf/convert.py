@@ -1,8 +1,9 @@
 """Conversion between rewire's param trees and Hugging Face checkpoints: names, shapes, `model.json`.
 
-rewire's trees use HF's Flax RoBERTa names already, so the Flax side is a flatten/unflatten; PyTorch
-needs one explicit, reversible name/transpose map (`pytorch_name`), written out here rather than through
-transformers' torch-dependent converters. `ModelInfo` is what a workdir's `model.json` says;
+rewire's trees use HF's Flax names already (RoBERTa's and Llama's), so the Flax side is a
+flatten/unflatten; PyTorch needs one explicit, reversible name/transpose map (`pytorch_name`, the same for
+both families), written out here rather than through transformers' torch-dependent converters. The
+Llama family's configs live in `rewire.hf.llama`. `ModelInfo` is what a workdir's `model.json` says;
 `model_info_from_hf` reads an HF `config.json` into one. `rewire.hf.export` and `rewire.hf.importer` build on these.
 """
 
@@ -23,6 +24,7 @@ from flax import traverse_util
 from rewire.models import registry
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
+from rewire.hf import llama as hf_llama
 from rewire.models.roberta import ModelConfig
 
 _HF_PREFIXES = ("Flax", "TF")
@@ -38,7 +40,7 @@ _IGNORED_FLAX = re.compile(r"^roberta/pooler/")
 class ModelInfo:
   """What `model.json` says: the architecture, the network's shape, and the task's labels."""
   architecture: str
-  config: ModelConfig
+  config: Any                     # the family's config (ModelConfig, LlamaConfig)
   num_labels: int | None = None
   labels: tuple[str, ...] | None = None
 
@@ -49,16 +51,21 @@ class ModelInfo:
   def read(cls, workdir: str) -> "ModelInfo":
     """The `model.json` of `workdir`; keys other than the architecture, config fields and labels are metadata."""
     d = rworkdir.read_model_info(workdir)
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    family = registry.family_of(d.get("architecture", registry.MLM))
+    fields = {f.name for f in dataclasses.fields(family.config_cls)}
     num_labels = d.get("num_labels")
     labels = d.get("label_names", d.get("labels"))
     if labels is not None:
       labels = tuple(str(x) for x in labels)
       num_labels = len(labels) if num_labels is None else num_labels
-    config = ModelConfig.from_dict({k: v for k, v in d.items() if k in fields})
+    config = family.config_cls.from_dict({k: v for k, v in d.items() if k in fields})
     info = cls(d.get("architecture", registry.MLM), config, num_labels, labels)
     info.make()  # validates the architecture and num_labels
     return info
+
+  @property
+  def family(self) -> registry.Family:
+    return registry.family_of(self.architecture)
 
   def to_json(self) -> dict[str, Any]:
     out: dict[str, Any] = {"architecture": self.architecture, **dataclasses.asdict(self.config)}
@@ -128,10 +135,26 @@ def from_pytorch(state: dict[str, np.ndarray], info: ModelInfo, what: str) -> di
   for path, shape in expected_shapes(info).items():
     name, transpose = pytorch_name(path)
     by_name[name] = (path, transpose, shape[::-1] if transpose else shape)
-  state = {k: v for k, v in state.items() if not _IGNORED_PT.search(k)} | _untied_bias(state, what)
+  if info.family.name == "llama":
+    state = _tied_llama_head(state, "model.embed_tokens.weight", "lm_head.weight", info, what, transposed=False)
+    state = {k: v for k, v in state.items() if not re.search(hf_llama.IGNORED_PT, k)}
+  else:
+    state = {k: v for k, v in state.items() if not _IGNORED_PT.search(k)} | _untied_bias(state, what)
   check_params(state, {name: shape for name, (_, _, shape) in by_name.items()},
                f"{what} does not fit {info.architecture}")
   return unflatten({path: state[name].T if t else state[name] for name, (path, t, _) in by_name.items()})
+
+
+def _tied_llama_head(state: dict, emb_key: str, head_key: str, info: ModelInfo, what: str, *,
+                     transposed: bool) -> dict:
+  """`state` without the output-head copy of a tied Llama (HF Flax Llama always stores one); a copy that
+  differs from the embeddings is a UserError."""
+  if not info.config.tie_word_embeddings or head_key not in state:
+    return state
+  emb, head = state.get(emb_key), state[head_key]
+  if emb is not None and not np.array_equal(head.T if transposed else head, emb):
+    raise UserError(f"{what}: tie_word_embeddings is set but {head_key} differs from {emb_key}")
+  return {k: v for k, v in state.items() if k != head_key}
 
 
 def _untied_bias(state: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
@@ -158,9 +181,11 @@ def model_info_from_hf(d: dict[str, Any], what: str = "config.json") -> ModelInf
   """A HF RoBERTa/XLM-R config dict -> ModelInfo. UserError for other model types or unsupported options."""
   from transformers import RobertaConfig
   model_type = d.get("model_type")
+  if model_type in hf_llama.MODEL_TYPES:
+    return _llama_info_from_hf(d, what)
   if model_type not in ("roberta", "xlm-roberta"):
-    raise UserError(f"{what}: model_type {model_type!r} is not supported; rewire imports roberta and "
-                    "xlm-roberta")
+    raise UserError(f"{what}: model_type {model_type!r} is not supported; rewire imports roberta, "
+                    f"xlm-roberta, {' and '.join(hf_llama.MODEL_TYPES)}")
   archs = d.get("architectures") or [f"{'XLM' if model_type == 'xlm-roberta' else ''}RobertaForMaskedLM"]
   arch = archs[0]
   for prefix in _HF_PREFIXES:
@@ -188,6 +213,22 @@ def model_info_from_hf(d: dict[str, Any], what: str = "config.json") -> ModelInf
     labels = tuple(str(c.id2label[i]) for i in range(c.num_labels))
     return ModelInfo(arch, config, c.num_labels, labels)
   return ModelInfo(arch, config)
+
+
+def _llama_info_from_hf(d: dict[str, Any], what: str) -> ModelInfo:
+  arch = (d.get("architectures") or ["LlamaForCausalLM"])[0]
+  arch = arch[len("Flax"):] if arch.startswith("Flax") else arch
+  task = arch.replace("Mistral", "Llama", 1)
+  if task not in registry.LLAMA.architectures:
+    raise UserError(f"{what}: architecture {arch!r} is not supported; rewire imports "
+                    f"{', '.join(registry.LLAMA.architectures)} (and their Mistral/Flax forms)")
+  config = hf_llama.config_from_hf(d, what)
+  if task == registry.LLAMA.task_heads["classification"]:
+    id2label = d.get("id2label") or {}
+    n = int(d.get("num_labels") or len(id2label) or 2)
+    labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n))
+    return ModelInfo(task, config, n, labels)
+  return ModelInfo(task, config)
 
 
 def _read_safetensors(paths: list[str]) -> tuple[dict[str, np.ndarray], bool]:
@@ -238,7 +279,7 @@ def read_hf_weights(hf_dir: str) -> tuple[dict[str, np.ndarray], str, str]:
 
 
 def load_hf_params(hf_dir: str) -> tuple[ModelInfo, dict[str, Any]]:
-  """Reads a local HF RoBERTa/XLM-R dir into (ModelInfo, float32 rewire params), checking every key."""
+  """Reads a local HF RoBERTa/XLM-R/Llama/Mistral dir into (ModelInfo, float32 rewire params), checking every key."""
   cfg_path = os.path.join(hf_dir, "config.json")
   if not os.path.isfile(cfg_path):
     raise UserError(f"{cfg_path} not found: is {hf_dir} a Hugging Face model directory?")
@@ -250,5 +291,7 @@ def load_hf_params(hf_dir: str) -> tuple[ModelInfo, dict[str, Any]]:
   if naming == "pt":
     return info, from_pytorch(state, info, source)
   flat = {k: v for k, v in state.items() if not _IGNORED_FLAX.search(k)}
+  if info.family.name == "llama":
+    flat = _tied_llama_head(flat, "model/embed_tokens/embedding", "lm_head/kernel", info, source, transposed=True)
   check_params(flat, expected_shapes(info), f"{source} does not fit {info.architecture}")
   return info, unflatten(flat)

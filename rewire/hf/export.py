@@ -1,8 +1,9 @@
 """Export: a rewire workdir's checkpoint as a Hugging Face model directory (`python -m rewire.hf export`).
 
-It writes `config.json` (a `RobertaConfig`, `model_type` "roberta", architectures as in the workdir's
-`model.json`), `flax_model.msgpack` (the params, for `FlaxRoberta*.from_pretrained`), `model.safetensors`
-with PyTorch names (kernels transposed; the tied decoder is left out, as torch's `save_pretrained` does)
+It writes `config.json` (a `RobertaConfig` or `LlamaConfig`, architectures as in the workdir's
+`model.json`), `flax_model.msgpack` (the params, for `FlaxRoberta*` / `FlaxLlamaForCausalLM.from_pretrained`;
+a tied Llama gets the `lm_head` copy HF Flax reads), `model.safetensors` with PyTorch names (kernels
+transposed; a tied decoder is left out, as torch's `save_pretrained` does)
 and, when the workdir has a `tokenizer.json`, the tokenizer files for `AutoTokenizer.from_pretrained`
 (the same `tokenizer.json`, so it encodes exactly as rewire does, under `PreTrainedTokenizerFast`). An
 export directory is refused if it holds anything but an earlier export of the same run.
@@ -25,6 +26,7 @@ from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.fileio import write_json_atomic
+from rewire.hf import llama as hf_llama
 from rewire.hf.convert import ModelInfo, check_params, expected_shapes, flatten, to_pytorch
 from rewire.models import registry
 
@@ -33,15 +35,27 @@ _SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"
 
 
 def hf_config(info: ModelInfo, bos_id: int = 0, eos_id: int = 2):
-  """The `transformers.RobertaConfig` of a rewire model."""
-  from transformers import RobertaConfig
-  kw: dict[str, Any] = dict(info.config.to_hf_dict(), bos_token_id=bos_id, eos_token_id=eos_id,
-                            architectures=[info.architecture], torch_dtype="float32")
-  if info.architecture == registry.SEQUENCE_CLASSIFICATION:
+  """The `transformers` config (`RobertaConfig`, `LlamaConfig`) of a rewire model."""
+  from transformers import LlamaConfig, RobertaConfig
+  if info.family.name == "llama":
+    kw: dict[str, Any] = hf_llama.hf_config_dict(info.config, info.architecture, bos_id=bos_id, eos_id=eos_id)
+    cls = LlamaConfig
+  else:
+    kw = dict(info.config.to_hf_dict(), bos_token_id=bos_id, eos_token_id=eos_id,
+              architectures=[info.architecture], torch_dtype="float32")
+    cls = RobertaConfig
+  if info.architecture == info.family.task_heads.get("classification"):
     labels = info.labels or tuple(f"LABEL_{i}" for i in range(info.num_labels))
     kw.update(num_labels=info.num_labels, id2label=dict(enumerate(labels)),
               label2id={name: i for i, name in enumerate(labels)})
-  return RobertaConfig(**kw)
+  return cls(**kw)
+
+
+def flax_params(info: ModelInfo, params: Any) -> Any:
+  """The params as HF Flax stores them: a tied Llama gets the `lm_head` copy FlaxLlamaForCausalLM reads."""
+  if info.architecture == registry.LLAMA.lm and info.config.tie_word_embeddings:
+    return {**params, "lm_head": {"kernel": np.asarray(params["model"]["embed_tokens"]["embedding"]).T.copy()}}
+  return params
 
 
 def _write_tokenizer_files(tokenizer_path: str, out: str, model_max_length: int) -> None:
@@ -100,10 +114,15 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[s
   hf_config(info, *(i if i is not None else d for i, d in zip(ids, (0, 2)))).save_pretrained(out)
   np_params = jax.tree.map(np.asarray, params)
   with open(os.path.join(out, "flax_model.msgpack"), "wb") as f:
-    f.write(flax.serialization.to_bytes(np_params))
+    f.write(flax.serialization.to_bytes(flax_params(info, np_params)))
   save_file(to_pytorch(np_params), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
   if os.path.isfile(tok_path):
     cfg = info.config
-    _write_tokenizer_files(tok_path, out, cfg.max_position_embeddings - cfg.pad_token_id - 1)
-  return {"out": os.path.abspath(out), "architecture": info.architecture, "step": int(step),
-          "num_params": int(sum(x.size for x in jax.tree.leaves(np_params))), "files": sorted(os.listdir(out))}
+    offset = cfg.pad_token_id + 1 if info.family.position_offset else 0  # RoBERTa's positions skip the pad
+    _write_tokenizer_files(tok_path, out, cfg.max_position_embeddings - offset)
+  summary = {"out": os.path.abspath(out), "architecture": info.architecture, "step": int(step),
+             "num_params": int(sum(x.size for x in jax.tree.leaves(np_params))), "files": sorted(os.listdir(out))}
+  if info.family.name == "llama" and hf_llama.flax_limitations(info.config):
+    summary["flax_note"] = ("FlaxLlamaForCausalLM will not reproduce this model: "
+                            + "; ".join(hf_llama.flax_limitations(info.config)) + " (PyTorch LlamaForCausalLM will)")
+  return summary

@@ -1,4 +1,4 @@
-"""Import: a local Hugging Face RoBERTa or XLM-R directory as a new rewire workdir (`python -m rewire.hf import`).
+"""Import: a local Hugging Face RoBERTa, XLM-R, Llama or Mistral directory as a new rewire workdir.
 
 It reads `model.safetensors` (sharded or not, with PyTorch or Flax names), `flax_model.msgpack`, or
 `pytorch_model.bin` when torch is installed (`rewire.hf.convert`), and writes `model.json`,
