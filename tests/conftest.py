@@ -70,6 +70,16 @@ def tiny_config(forgetting=True, mesh=None):
   return c
 
 
+def tiny_llama_config(forgetting=True, pattern="input"):
+  """The tiny config for the Llama family: 1 layer, hidden 32, 4 query / 2 key-value heads, untied head."""
+  from rewire.config.presets import tiny_llama_model
+  c = tiny_config(forgetting)
+  tiny_llama_model(c.model)
+  c.model.update(hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=48)
+  c.forget.pattern = pattern
+  return c
+
+
 def tiny_cli(workdir, *overrides):
   """The tiny test config as command-line flags of `python -m rewire.main`."""
   c = tiny_config()
@@ -163,3 +173,28 @@ def tiny_runs(tmp_path_factory):
     return done[name]
 
   return get
+
+
+@pytest.fixture(scope="session")
+def llama_runs(tmp_path_factory):
+  """pretrained (12 updates, resets at 4 and 8, input and output reset), adapted, fine-tuned, assembled."""
+  import jax
+  one = jax.devices()[:1]
+  root = tmp_path_factory.mktemp("llama")
+  out = {"pretrained": (root / "pretrained", run_tiny(tiny_llama_config(pattern="both"), root / "pretrained",
+                                                       devices=one))}
+  corpus = new_language_corpus(tmp_path_factory.mktemp("lang"))
+  c = adapt_config(root / "pretrained", corpus)
+  c.model.update(dropout=0.0, attention_dropout=0.0)
+  out["adapted"] = (root / "adapted", run_tiny(c, root / "adapted", devices=one))
+  from rewire.stages.finetune import train_and_evaluate
+  f = finetune_config(root / "pretrained", task="nli")
+  f.update(task="classify", train_source="bundled:verse_genre:train", dev_source="bundled:verse_genre:dev",
+           label_names=("narrative", "discourse"))
+  with open(os.devnull, "w") as sink:
+    out["finetuned"] = (root / "finetuned", train_and_evaluate(f, str(root / "finetuned"), devices=one,
+                                                               log_stream=sink))
+  from rewire.stages.assemble import assemble
+  assemble(str(root / "finetuned"), str(root / "adapted"), str(root / "assembled"))
+  out["assembled"] = (root / "assembled", None)
+  return out

@@ -241,6 +241,9 @@ class LlamaModel(nn.Module):
                                                                  ("vocab", "embed")),
                      name="embed_tokens")
     t = input_ids.shape[1]
+    span = t if cache is None else cache[0]["k"].shape[1]
+    if span > cfg.max_position_embeddings:
+      raise UserError(f"{span} positions exceed the model's max_position_embeddings={cfg.max_position_embeddings}")
     start = 0 if cache is None else index
     positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), input_ids.shape)
     x = nn.with_logical_constraint(embed(input_ids), _ACT_AXES)
