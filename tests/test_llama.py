@@ -120,3 +120,22 @@ def test_classifier_reads_the_last_real_token_and_ignores_padding():
   h = lm.apply({"params": {"model": params["model"], "lm_head": {"kernel": np.zeros((48, 97), np.float32)}}},
                ids, deterministic=True, method=lambda m, x, deterministic: m.model(x, deterministic=deterministic)[0])
   np.testing.assert_allclose(out[0], np.asarray(h)[0, 6] @ params["score"]["kernel"], atol=1e-5)
+
+
+def test_remat_gives_the_same_gradients_and_bf16_compute_stays_close():
+  cfg, model, params = build("gqa_untied")
+  ids = ids_for(cfg)
+
+  def grads(m):
+    loss = lambda p: m.apply({"params": p}, ids, deterministic=True).mean()
+    return jax.grad(loss)(params)
+
+  variant = lambda **kw: registry.make_model("LlamaForCausalLM", LlamaConfig(
+      **{**CONFIGS["gqa_untied"], "max_position_embeddings": 32, "pad_token_id": 1, **kw}))
+  remat = variant(remat=True)
+  for a, b in zip(jax.tree.leaves(grads(model)), jax.tree.leaves(grads(remat))):
+    np.testing.assert_allclose(a, b, atol=1e-7)
+  bf16 = variant(dtype="bfloat16")
+  full = np.asarray(model.apply({"params": params}, ids, deterministic=True))
+  half = np.asarray(bf16.apply({"params": params}, ids, deterministic=True))
+  assert half.dtype == np.float32 and np.abs(half - full).max() < 0.05 * np.abs(full).max() + 0.05

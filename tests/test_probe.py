@@ -128,9 +128,9 @@ def test_stacked_tables_give_the_curves_of_tables_run_one_by_one():
   for i, (t, d) in enumerate(zip(tables, data)):
     s, curve, final = one.run(body, [t], [d], batch_size=B, eval_every=2)
     np.testing.assert_allclose(curve[0], stacked[i], rtol=2e-5, atol=2e-5)
-    np.testing.assert_allclose(final[0], finals[i], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(final[0]["input"], finals[i]["input"], rtol=1e-4, atol=1e-6)
   # The tables differ by seed (fresh samples, batch orders and masks of their own).
-  assert not np.allclose(finals[0], finals[1])
+  assert not np.allclose(finals[0]["input"], finals[1]["input"])
 
 
 def test_the_body_is_not_changed_by_a_probe():
@@ -190,7 +190,7 @@ def test_probe_refuses_a_budget_larger_than_the_corpus(tiny_runs, tmp_path):
 def test_probe_refuses_a_missing_step_and_a_model_without_mlm_head(tiny_runs, tmp_path):
   with pytest.raises(UserError, match="no checkpoint for step 999"):
     probe.run(micro_probe(tiny_runs("one_device")[0], init_step=999), str(tmp_path / "a"))
-  with pytest.raises(UserError, match="no MLM head"):
+  with pytest.raises(UserError, match="no LM head"):
     probe.run(micro_probe(tiny_runs("finetuned_nli")[0]), str(tmp_path / "b"))
   with pytest.raises(UserError, match="not NAME=VALUE"):
     probe.run(micro_probe(tiny_runs("one_device")[0], languages="bundled:bible_es"), str(tmp_path / "c"))

@@ -100,11 +100,19 @@ class Sampler:
   def sample(self, prompt: Sequence[int], *, num_samples: int = 1, max_new_tokens: int = 64,
              temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, eos_id: int = -1) -> list[list[int]]:
     """`num_samples` continuations of one prompt (token ids), each cut at `eos_id` (kept) or at the limit."""
-    n = len(prompt)
+    return self.sample_batch([prompt] * num_samples, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, seed=seed, eos_id=eos_id)
+
+  def sample_batch(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                   top_p: float = 1.0, seed: int = 0, eos_id: int = -1) -> list[list[int]]:
+    """One continuation of each prompt, all prompts of one length, in one batch."""
+    n = len(prompts[0])
+    if any(len(p) != n for p in prompts):
+      raise UserError("sample_batch needs prompts of one length (sample them one by one otherwise)")
     _check_lengths(self.model, n, max_new_tokens)
     p = bucket(n, self.model.config.max_position_embeddings - max_new_tokens)
-    padded = np.zeros((num_samples, p), np.int32)
-    padded[:, :n] = np.asarray(prompt, np.int32)
+    padded = np.zeros((len(prompts), p), np.int32)
+    padded[:, :n] = np.asarray(prompts, np.int32)
     out = self._fn(max_new_tokens)(self.params, padded, np.int32(n), np.uint32(seed), np.float32(temperature),
                                    np.float32(top_p), np.int32(eos_id))
     return [[int(t) for t in row if t >= 0] for row in np.asarray(jax.device_get(out))]

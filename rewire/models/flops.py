@@ -1,4 +1,4 @@
-"""Model FLOPs of a language-model train step (masked or next-token) and the peak FLOP/s of common accelerators, for MFU.
+"""Model FLOPs of a language-model train step (masked or next-token) and accelerators' peak FLOP/s, for MFU.
 
 MFU here is the usual "model FLOPs utilisation": the FLOPs the model mathematically needs (matmuls, forward
 plus backward = 3x forward; no rematerialisation counted) divided by elapsed time and the chip's peak.

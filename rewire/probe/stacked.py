@@ -4,15 +4,16 @@ A probe asks how fast a frozen transformer body lets brand-new token embeddings 
 (language, token budget, seed) is a *table*: a fresh N(0, init_std) embedding matrix with its own batches,
 masking and dropout randomness; a decoder with an untied output head gets a fresh head `[H, V]` too (as
 language adaptation trains both). All tables of one vocabulary size are stacked (`[T, V, H]`, and
-`[T, H, V]` for a head) and trained by one jitted, donated step: `jax.vmap` runs the frozen body once per table, differentiating
-only the table (the body is closed over, so it gets no weight gradient), and one AdamW updates the stack,
+`[T, H, V]` for a head) and trained by one jitted, donated step: `jax.vmap` runs the frozen body once per
+table, differentiating only the table (the body is closed over, so it gets no weight gradient), and one AdamW updates the stack,
 which is element-wise and therefore the same as T separate optimizers. `tests/test_probe.py` checks that
 the stacked run gives the curves of running the tables one by one.
 
 A table is a dict {"input": embedding[, "output": head]}. RoBERTa's LM-head bias is held at zero (the
 adaptation recipe re-initialises it to 0 and keeps it frozen), and every other leaf is the body's. The
-objective is the family's (masked or next-token LM). Batches are drawn on the host from each table's token-budget prefix,
-in a per-table seeded epoch order, so a table's batches do not depend on which other tables share its run.
+objective is the family's (masked or next-token LM). Batches are drawn on the host from each table's
+token-budget prefix, in a per-table seeded epoch order, so a table's batches do not depend on which other
+tables share its run.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The stages: each a step of the method, run from one config by `rewire.main` (or a study's worker).
 
-  pretrain.py        pretraining and language adaptation (one masked-LM run; resumes on its own)
+  pretrain.py        pretraining and language adaptation (one LM run, masked or next-token; resumes on its own)
   pretrain_setup.py  its model, optimizer (forgetting included), shardings and compiled steps
   resume.py          what a resumed run may change;  warm_start.py  starting from another run's params
   finetune.py        task adaptation: body and task head on an English task, embeddings frozen
