@@ -15,7 +15,8 @@ Presets (`--config=configs/pretrain_forget.py:PRESET`):
   query, 2 key/value heads), SwiGLU, an untied output head; a next-token objective on the same corpus, the
   input embeddings reset every 200 updates (`--config.forget.pattern=output` or `both` resets the head).
     python -m rewire.main --config=configs/pretrain_forget.py:tiny-llama --workdir=runs/forget_llama
-  Hardware: 2 CPU cores, a few minutes.
+  Hardware: 2 CPU cores, about 5 minutes (5 min 22 s measured with another job on the machine).
+  Expected: resets at 200, ..., 1000; next-token validation loss 3.86 at the end (unigram baseline 5.89).
 
 * `base` -- the paper's recipe (Chen et al. 2023): RoBERTa-base, K=1000, 125k updates, batch 2048x512,
   Adam(0.9, 0.98, 1e-6), lr 7e-4 with 10k warm-up and linear decay (the embeddings replay it inside each
