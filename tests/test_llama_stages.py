@@ -125,3 +125,18 @@ def test_assembly_puts_the_new_language_embeddings_under_the_task_body(llama_run
   np.testing.assert_array_equal(out[EMB], a[EMB])
   for name in set(out) - {EMB}:
     np.testing.assert_array_equal(out[name], t[name], err_msg=name)
+
+
+def test_a_run_written_before_the_family_keys_resumes_and_a_family_change_is_refused(tmp_path):
+  from rewire.config import pretrain_preset
+  from rewire.stages.resume import check_resumed_config
+  config = pretrain_preset("tiny", forgetting=True)
+  old = json.loads(config.to_json_best_effort())
+  for key in ("family", "num_kv_heads", "head_dim", "rms_norm_eps", "rope_theta", "tie_word_embeddings"):
+    del old["model"][key]
+  old["forget"]["pattern"] = "roberta/embeddings/word_embeddings/embedding"  # the regex "input" names
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert check_resumed_config(config, str(tmp_path)) == {}
+  config.model.family = "llama"
+  with pytest.raises(UserError, match="model.family 'roberta' -> 'llama'"):
+    check_resumed_config(config, str(tmp_path))

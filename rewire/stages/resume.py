@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 
+from rewire import config as rconfig
 from rewire import workdir as rworkdir
 from rewire.checkpoint import Checkpointer
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
+from rewire.models import registry
 
 # Keys a resumed run may change: cadence, bookkeeping, placement and data-preparation mechanics.
 RESUMABLE_KEYS = ("total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
@@ -45,6 +47,11 @@ def check_resumed_config(config, workdir: str) -> dict:
   with open(path) as f:
     saved = _flat(json.load(f))
   new = _flat(json.loads(config.to_json_best_effort()))
+  # A run written before a key existed has that key's default; leaf-set names equal the regexes they name.
+  defaults = _flat(json.loads(rconfig.SCHEMAS[config.stage].defaults().to_json_best_effort()))
+  saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+  fam = registry.family(new.get("model.family", registry.DEFAULT_FAMILY))
+  saved, new = _resolved(saved, fam), _resolved(new, fam)
   changed = {k: [saved.get(k), new.get(k)] for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)}
   refused = [k for k in changed if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)]
   if refused:
@@ -53,6 +60,17 @@ def check_resumed_config(config, workdir: str) -> dict:
     raise UserError(f"{workdir} holds a run with other settings: {shown}{more}; resume it with its own "
                     "config (see its config.json) or choose a new --workdir")
   return changed
+
+
+def _resolved(flat: dict, fam) -> dict:
+  """`flat` with the leaf patterns (forget.pattern, reinit.pattern, optim.rules) as the regexes they name."""
+  out = dict(flat)
+  for key in ("forget.pattern", "reinit.pattern"):
+    if out.get(key):
+      out[key] = fam.resolve(out[key])
+  if isinstance(out.get("optim.rules"), (list, tuple)):
+    out["optim.rules"] = [list(r) for r in fam.resolve_rules(out["optim.rules"])]
+  return out
 
 
 def check_tokenizer_fits(config, workdir: str, ckpt: Checkpointer | None, word_embedding: str) -> None:
