@@ -1,10 +1,11 @@
 """Decoder throughput: rewire's Llama train step and cached sampler vs Hugging Face Flax, side by side in one run.
 
-Both sides run the same network (4 layers, hidden 256, 4 query / 2 key-value heads, SwiGLU 688, vocab 8192,
-untied head, fp32, no dropout) with the same params, on whatever JAX backend is active (the reference
-figures are for a 2-core CPU).
+Both sides run the same network with the same params, on whatever JAX backend is active. `--preset=cpu`
+(the default; the reference figures are for a 2-core CPU): 4 layers, hidden 256, 4 query / 2 key-value
+heads, SwiGLU 688, vocab 8192, untied head, fp32, no dropout, batch 16 x 128. `--preset=gpu`: 12 layers,
+hidden 768, 12 / 4 heads, SwiGLU 2048, vocab 32000, bf16 compute, batch 32 x 512.
 
-Training, batch 16 x 128, AdamW (b1=0.9, b2=0.98, eps=1e-6, wd=0.01 off the 1-D norm weights):
+Training, AdamW (b1=0.9, b2=0.98, eps=1e-6, wd=0.01 off the 1-D norm weights):
 (a) rewire: `rewire.stages.pretrain_setup.Setup(...).train_step` of a forgetting run (`model.family=llama`):
     raw token ids in, the next-token loss masked at padding, clipping, the forgetting wrapper (its reset a
     `lax.cond` in the step) and AdamW; one `jax.jit` with the state donated.
@@ -19,7 +20,7 @@ Both produce the same tokens; the run checks it.
 What is timed: wall time of N steps (or one sampling call) ending in `block_until_ready`, after one untimed
 repetition (compile + warm-up), in R rounds alternating the order of the sides; medians are reported.
 
-Run: `python benchmarks/decoder_step.py [--steps N] [--rounds R]`.
+Run: `python benchmarks/decoder_step.py [--preset cpu|gpu] [--steps N] [--rounds R]`.
 """
 
 from __future__ import annotations
@@ -37,8 +38,14 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 8192, 256, 4, 4, 2, 688
-BATCH, SEQ = 16, 128
+# The shapes of each preset: `cpu` (the reference figures) and `gpu` (a ~160M Llama in bf16, for a GPU host).
+PRESETS = {
+    "cpu": dict(vocab=8192, hidden=256, layers=4, heads=4, kv_heads=2, ffn=688, batch=16, seq=128,
+                dtype="float32"),
+    "gpu": dict(vocab=32000, hidden=768, layers=12, heads=12, kv_heads=4, ffn=2048, batch=32, seq=512,
+                dtype="bfloat16"),
+}
+P = dict(PRESETS["cpu"])
 PROMPTS, PROMPT_LEN, NEW_TOKENS = 8, 16, 64
 BOS, PAD, EOS = 0, 1, 2
 
@@ -49,20 +56,21 @@ def rewire_setup():
   from rewire.sharding import make_mesh
   from rewire.stages.pretrain_setup import Setup
   c = pretrain_preset("base-llama", forgetting=True)
-  c.update(total_steps=100_000, batch_size=BATCH)
-  c.model.update(hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS, num_kv_heads=KV_HEADS,
-                 intermediate_size=FFN, max_position_embeddings=SEQ + NEW_TOKENS)
-  c.data.update(seq_len=SEQ, vocab_size=VOCAB)
+  c.update(total_steps=100_000, batch_size=P["batch"])
+  c.model.update(hidden_size=P["hidden"], num_layers=P["layers"], num_heads=P["heads"], num_kv_heads=P["kv_heads"],
+                 intermediate_size=P["ffn"], max_position_embeddings=P["seq"] + NEW_TOKENS, dtype=P["dtype"])
+  c.data.update(seq_len=P["seq"], vocab_size=P["vocab"])
   c.optim.update(lr=1e-4, warmup_steps=0)
   mesh = make_mesh(c.mesh, jax.devices()[:1])
-  return Setup(c, mesh, SpecialIds(bos=BOS, pad=PAD, eos=EOS, unk=3, mask=VOCAB - 1, vocab_size=VOCAB))
+  vocab = P["vocab"]
+  return Setup(c, mesh, SpecialIds(bos=BOS, pad=PAD, eos=EOS, unk=3, mask=vocab - 1, vocab_size=vocab))
 
 
 def hf_model(setup):
   from transformers import FlaxLlamaForCausalLM, LlamaConfig
   from rewire.hf.llama import hf_config_dict
   kw = hf_config_dict(setup.model_config, "LlamaForCausalLM", bos_id=BOS, eos_id=EOS)
-  return FlaxLlamaForCausalLM(LlamaConfig(**kw), _do_init=False)
+  return FlaxLlamaForCausalLM(LlamaConfig(**kw), _do_init=False, dtype=jnp.dtype(P["dtype"]))
 
 
 def make_hf_step(model, params):
@@ -102,7 +110,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=3, help="train steps per timed repetition")
   parser.add_argument("--rounds", type=int, default=4, help="alternating repetitions per side")
+  parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="the shapes (see PRESETS)")
   args = parser.parse_args(argv)
+  P.update(PRESETS[args.preset])
+  BATCH, SEQ, VOCAB = P["batch"], P["seq"], P["vocab"]
   from rewire.generate import Sampler
 
   rng = np.random.default_rng(0)
