@@ -149,3 +149,19 @@ def test_sigterm_stops_the_study_and_its_running_jobs(tmp_path):
   assert proc.returncode == 143
   assert "SIGTERM: stopping w" in out
   assert not rworkdir.is_complete(str(tmp_path / "w"))
+
+
+def test_the_decoder_study_presets_build_the_same_graph_with_a_llama_body(tmp_path):
+  from configs.study import get_config
+  from rewire.config import validate
+  from rewire.study.graph import build_jobs
+  from rewire.study.report import _architecture_name, _loss_name
+  encoder, decoder = get_config("micro"), get_config("micro-llama")
+  validate(decoder)
+  assert decoder.pretrain.model.family == "llama" and decoder.pretrain.model.num_kv_heads == 1
+  names = lambda c: [j.name for j in build_jobs(c, str(tmp_path))]
+  assert names(decoder) == names(encoder)
+  assert _loss_name(decoder.pretrain.model) == "next-token" and _loss_name(encoder.pretrain.model) == "MLM"
+  assert _architecture_name(decoder.pretrain.model).startswith("Llama decoder (2 query / 1 key-value heads")
+  with pytest.raises(UserError, match="unknown preset"):
+    get_config("micro-gpt")
