@@ -6,6 +6,7 @@
   roberta.py        the RoBERTa encoder and its config;  roberta_heads.py  its MLM, classification, QA heads
   llama.py          the Llama-family decoder (RoPE, SwiGLU, GQA, KV cache) and its config;
                     llama_heads.py  its causal-LM and last-token classification heads
+  config_base.py    what every family's config shares (from a dict, dtype and padding checks)
   mlm.py            the masked-LM objective: on-device masking, the loss at masked positions, the baseline
   causal_lm.py      the next-token objective of decoders and its baseline
   task_model.py     a task model on a mesh (shardings, prediction) and the task objective

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rewire.errors import UserError
+from rewire.models.config_base import ConfigBase
 from rewire.models.layers import Dense, RMSNorm, dropout
 
 Array = jax.Array
@@ -37,8 +37,10 @@ _ACT_AXES = ("batch", "length", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(ConfigBase):
   """Shape and regularisation of a Llama-family decoder. Defaults are a ~160M-parameter Llama."""
+
+  family_name = "llama"
 
   vocab_size: int
   hidden_size: int = 768
@@ -67,11 +69,7 @@ class LlamaConfig:
                       f"{self.num_heads}; set model.head_dim")
     if self.head_size % 2:
       raise UserError(f"the head dimension ({self.head_size}) must be even for rotary embeddings")
-    if self.dtype not in ("float32", "bfloat16", "float16"):
-      raise UserError(f"model.dtype={self.dtype!r}; expected float32, bfloat16 or float16")
-    if not 0 <= self.pad_token_id < self.vocab_size:
-      raise UserError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary "
-                      f"(vocab_size={self.vocab_size})")
+    self.check_common()
 
   @property
   def kv_heads(self) -> int:
@@ -80,23 +78,6 @@ class LlamaConfig:
   @property
   def head_size(self) -> int:
     return self.head_dim or self.hidden_size // self.num_heads
-
-  @property
-  def compute_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.dtype)
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "LlamaConfig":
-    """Builds a config from a dict or ConfigDict; unknown keys are a UserError."""
-    d = dict(d.to_dict() if hasattr(d, "to_dict") else d)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise UserError(f"unknown model config key(s) for the llama family: {', '.join(unknown)} "
-                      f"(known: {', '.join(sorted(known))})")
-    if "vocab_size" not in d:
-      raise UserError("model config needs vocab_size")
-    return cls(**d)
 
 
 def rope_tables(config: LlamaConfig) -> tuple[np.ndarray, np.ndarray]:

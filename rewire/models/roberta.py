@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from rewire.errors import UserError
+from rewire.models.config_base import ConfigBase
 from rewire.models.layers import Dense, LayerNorm, attention, dropout, gelu, qkv_projection, word_embedding_init
 
 Array = jax.Array
@@ -36,8 +37,10 @@ _ACT_AXES = ("batch", "length", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigBase):
   """Shape and regularisation of a RoBERTa model. Defaults are RoBERTa-base."""
+
+  family_name = "roberta"
 
   vocab_size: int
   hidden_size: int = 768
@@ -58,26 +61,7 @@ class ModelConfig:
     if self.hidden_size % self.num_heads:
       raise UserError(
           f"model.hidden_size={self.hidden_size} is not a multiple of model.num_heads={self.num_heads}")
-    if self.dtype not in ("float32", "bfloat16", "float16"):
-      raise UserError(f"model.dtype={self.dtype!r}; expected float32, bfloat16 or float16")
-    if not 0 <= self.pad_token_id < self.vocab_size:
-      raise UserError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary "
-                      f"(vocab_size={self.vocab_size})")
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-    """Builds a config from a dict or an ml_collections ConfigDict; unknown keys are a UserError."""
-    if hasattr(d, "to_dict"):
-      d = d.to_dict()
-    d = dict(d)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise UserError(f"unknown model config key(s): {', '.join(unknown)} "
-                      f"(known: {', '.join(sorted(known))})")
-    if "vocab_size" not in d:
-      raise UserError("model config needs vocab_size")
-    return cls(**d)
+    self.check_common()
 
   def to_hf_dict(self) -> dict[str, Any]:
     """Keyword arguments for `transformers.RobertaConfig` describing the same network."""
@@ -88,10 +72,6 @@ class ModelConfig:
         layer_norm_eps=self.layer_norm_eps, hidden_dropout_prob=self.dropout,
         attention_probs_dropout_prob=self.attention_dropout, initializer_range=self.init_std,
         pad_token_id=self.pad_token_id, hidden_act="gelu", tie_word_embeddings=True)
-
-  @property
-  def compute_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
