@@ -67,8 +67,7 @@ def load_decoder(workdir: str, step: int | None = None) -> Decoder:
   if fam.objective != "next_token":
     raise UserError(f"{workdir} holds a {arch}; rewire.generate samples from decoder workdirs "
                     f"({', '.join(f.lm for f in registry.FAMILIES.values() if f.objective == 'next_token')})")
-  fields = {f.name for f in dataclasses.fields(fam.config_cls)}
-  config = fam.config_cls.from_dict({k: v for k, v in info.items() if k in fields})
+  _, config = registry.config_from_info(info)
   params, step = load_params(workdir, step)
   params = jax.device_get(params)
   head_from = None

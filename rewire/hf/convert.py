@@ -51,14 +51,12 @@ class ModelInfo:
   def read(cls, workdir: str) -> "ModelInfo":
     """The `model.json` of `workdir`; keys other than the architecture, config fields and labels are metadata."""
     d = rworkdir.read_model_info(workdir)
-    family = registry.family_of(d.get("architecture", registry.MLM))
-    fields = {f.name for f in dataclasses.fields(family.config_cls)}
     num_labels = d.get("num_labels")
     labels = d.get("label_names", d.get("labels"))
     if labels is not None:
       labels = tuple(str(x) for x in labels)
       num_labels = len(labels) if num_labels is None else num_labels
-    config = family.config_cls.from_dict({k: v for k, v in d.items() if k in fields})
+    _, config = registry.config_from_info(d)
     info = cls(d.get("architecture", registry.MLM), config, num_labels, labels)
     info.make()  # validates the architecture and num_labels
     return info

@@ -122,7 +122,8 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[s
     _write_tokenizer_files(tok_path, out, cfg.max_position_embeddings - offset)
   summary = {"out": os.path.abspath(out), "architecture": info.architecture, "step": int(step),
              "num_params": int(sum(x.size for x in jax.tree.leaves(np_params))), "files": sorted(os.listdir(out))}
-  if info.family.name == "llama" and hf_llama.flax_limitations(info.config):
-    summary["flax_note"] = ("FlaxLlamaForCausalLM will not reproduce this model: "
-                            + "; ".join(hf_llama.flax_limitations(info.config)) + " (PyTorch LlamaForCausalLM will)")
+  limits = hf_llama.flax_limitations(info.config) if info.family.name == "llama" else []
+  if limits:
+    summary["flax_note"] = ("FlaxLlamaForCausalLM will not reproduce this model: " + "; ".join(limits)
+                            + " (PyTorch LlamaForCausalLM will)")
   return summary

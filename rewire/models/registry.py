@@ -58,29 +58,22 @@ class Family:
   position_offset: int = 0            # positions needed beyond data.seq_len (RoBERTa: 2, past the pad)
   zero_pad_row: bool = True           # fresh token embeddings get a zero padding row (fairseq) or not (HF Llama)
 
-  def lm_leaves(self, which: str = "input") -> str:
-    """A regex over param paths of the LM's vocabulary-sized matrices: "input" (the token embeddings),
-    "output" (the untied output head) or "both"; anything else is returned as a regex of its own."""
-    if which not in ("input", "output", "both"):
-      return which
-    if which != "input" and self.output_head is None:
-      raise UserError(f"the {self.name} family has no separate output head; forget.pattern={which!r} "
-                      f"needs one (use input)")
-    return {"input": self.word_embedding, "output": self.output_head,
-            "both": f"{self.word_embedding}|{self.output_head}"}[which]
-
   def vocab_leaves(self) -> str:
     """A regex of every vocabulary-sized leaf (what a new tokenizer re-initialises)."""
     return "|".join(p for p in (self.word_embedding, self.output_head, self.vocab_bias) if p)
 
   def resolve(self, pattern: str) -> str:
-    """A config's leaf pattern as a regex: the names of `LEAF_SETS` resolved for this family, any other
-    string returned as the regex it is. A tied model simply has no output-head leaf to match."""
-    if pattern == "embeddings":
-      return "|".join(p for p in (self.word_embedding, self.output_head) if p)
-    if pattern == "vocab":
-      return self.vocab_leaves()
-    return self.lm_leaves(pattern)
+    """A config's leaf pattern as a regex: a name of `LEAF_SETS` resolved for this family ("output" and
+    "both" need an output head), any other string returned as the regex it is. A tied model simply has no
+    output-head leaf to match."""
+    if pattern in ("output", "both") and self.output_head is None:
+      raise UserError(f"the {self.name} family has no separate output head; forget.pattern={pattern!r} "
+                      f"needs one (use input)")
+    named = {"input": self.word_embedding, "output": self.output_head,
+             "both": f"{self.word_embedding}|{self.output_head}",
+             "embeddings": "|".join(p for p in (self.word_embedding, self.output_head) if p),
+             "vocab": self.vocab_leaves()}
+    return named.get(pattern, pattern)
 
   def resolve_rules(self, rules) -> tuple[tuple[str, str], ...]:
     """`optim.rules` with each rule's pattern resolved (`resolve`)."""
@@ -176,6 +169,18 @@ def task_architecture(fam: Family, head: str) -> str:
   return fam.task_heads[head]
 
 
+def run_family(model_group) -> Family:
+  """The family a run's `model` config group names (`model.family`, "roberta" when absent)."""
+  return family(model_group.get("family", DEFAULT_FAMILY))
+
+
+def config_from_info(info: Mapping[str, Any]) -> tuple[Family, Any]:
+  """The family and model config a `model.json` describes (its other keys are metadata)."""
+  fam = family_of(info.get("architecture", MLM))
+  fields = {f.name for f in dataclasses.fields(fam.config_cls)}
+  return fam, fam.config_cls.from_dict({k: v for k, v in info.items() if k in fields})
+
+
 def model_config_from(config, vocab_size: int, pad_id: int) -> Any:
   """The family's model config of a run: `config.model` at the tokenizer's size and padding id.
 
@@ -183,8 +188,8 @@ def model_config_from(config, vocab_size: int, pad_id: int) -> Any:
   group's other keys belong to the other family); `max_position_embeddings` 0 means `data.seq_len` plus
   the family's position offset.
   """
+  fam = run_family(config.model)
   d = dict(config.model)
-  fam = family(d.pop("family", DEFAULT_FAMILY))
   fields = {f.name for f in dataclasses.fields(fam.config_cls)}
   d = {k: v for k, v in d.items() if k in fields}  # the model group also holds the other family's keys
   if d["vocab_size"] and d["vocab_size"] != vocab_size:

@@ -21,12 +21,9 @@ from rewire.tasks.spec import TaskSpec, make_spec
 
 def task_model_config(source_info: dict, model_cfg) -> Any:
   """The source model's family, shape and vocabulary, with this run's dropout, dtype and remat settings."""
-  fam = registry.family_of(source_info.get("architecture", registry.MLM))
-  fields = {f.name for f in dataclasses.fields(fam.config_cls)}
-  d = {k: v for k, v in source_info.items() if k in fields}
-  d.update(dropout=model_cfg.dropout, attention_dropout=model_cfg.attention_dropout, dtype=model_cfg.dtype,
-           remat=model_cfg.remat)
-  return fam.config_cls.from_dict(d)
+  overrides = dict(dropout=model_cfg.dropout, attention_dropout=model_cfg.attention_dropout,
+                   dtype=model_cfg.dtype, remat=model_cfg.remat)
+  return registry.config_from_info({**source_info, **overrides})[1]
 
 
 def spec_from(config) -> TaskSpec:

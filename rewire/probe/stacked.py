@@ -60,8 +60,7 @@ def with_table(family: registry.Family, body: dict, table: dict) -> dict:
     params = optim.with_path(params, tuple(path.split("/")), table[name])
   if family.vocab_bias:
     vocab = table["input"].shape[0]
-    params = optim.with_path(params, family.vocab_bias_path(), jnp.zeros((vocab,), jnp.float32)
-                             if isinstance(table["input"], jax.Array) else np.zeros((vocab,), np.float32))
+    params = optim.with_path(params, family.vocab_bias_path(), np.zeros((vocab,), np.float32))
   return params
 
 

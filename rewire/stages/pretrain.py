@@ -177,8 +177,7 @@ def _open(config, workdir: str, mesh, *, log_stream, run_name) -> _Run:
   if config.init_from:
     warm_start.adopt_model_shape(config)  # reads the source's model.json: before comparing configs
   changes = resume.check_resumed_config(config, workdir) if ckpt is not None else {}
-  resume.check_tokenizer_fits(config, workdir, ckpt,
-                              registry.family(config.model.get("family", registry.DEFAULT_FAMILY)).word_embedding)
+  resume.check_tokenizer_fits(config, workdir, ckpt, registry.run_family(config.model).word_embedding)
   data = pretraining_data(config.data, workdir, seed=config.seed, global_batch_size=config.batch_size,
                           token_budget=config.token_budget, process_index=jax.process_index(),
                           process_count=jax.process_count(), log_stream=log_stream)

@@ -50,7 +50,7 @@ def check_resumed_config(config, workdir: str) -> dict:
   # A run written before a key existed has that key's default; leaf-set names equal the regexes they name.
   defaults = _flat(json.loads(rconfig.SCHEMAS[config.stage].defaults().to_json_best_effort()))
   saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
-  fam = registry.family(new.get("model.family", registry.DEFAULT_FAMILY))
+  fam = registry.run_family(config.model)
   saved, new = _resolved(saved, fam), _resolved(new, fam)
   changed = {k: [saved.get(k), new.get(k)] for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)}
   refused = [k for k in changed if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)]

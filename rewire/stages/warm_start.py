@@ -42,7 +42,7 @@ def initial_params(config, abstract_params: Any, *, pad_id: int) -> Any:
   The pattern is a regex or a name of `registry.LEAF_SETS` (resolved for `config.model.family`). A fresh
   token-embedding matrix of a family with a zero padding row (RoBERTa) gets that row zeroed.
   """
-  fam = registry.family(config.model.get("family", registry.DEFAULT_FAMILY))
+  fam = registry.run_family(config.model)
   pattern = fam.resolve(config.reinit.pattern) if config.reinit.pattern else ""
   regex = re.compile(pattern) if pattern else None
   key = jax.random.fold_in(jax.random.key(config.seed), _REINIT_SALT)
