@@ -55,8 +55,8 @@ def get_config(preset: str = "cpu"):
     p.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     if family == "llama":
       p.model.num_kv_heads = 1
-    c.relearn = "en=bundled:bible_en"
     c.languages = "es=bundled:bible_es"
+    c.controlled = "cipher=cipher:1:{pretrain}"
     q.update(token_budgets=(4_000, 8_000), total_steps=10, batch_size=8, eval_every=5)
     c.adapt_steps = 10
     q.data.update(vocab_size=1024, max_documents=120, max_valid_sequences=16)

@@ -62,6 +62,19 @@ def test_verse_genre_train_and_dev_are_balanced_old_testament_chapters():
     assert all(e["label"] == ("narrative" if int(e["id"][:2]) <= 17 else "discourse") for e in rows)
     chapters[split] = {e["id"][:5] for e in rows}
   assert not chapters["train"] & chapters["dev"]
+
+
+def test_verse_genre_in_domain_splits_are_new_testament_verses_outside_every_test_item():
+  test = {e["id"] for e in loading.load_task_split("bundled:verse_genre:test", task="classify")}
+  seen = set()
+  for split, n in (("nt_train", 4824), ("nt_dev", 500)):
+    rows = loading.load_task_split(f"bundled:verse_genre:{split}", task="classify")
+    ids = {e["id"] for e in rows}
+    assert len(rows) == len(ids) == n and not ids & test and not ids & seen
+    assert collections.Counter(e["label"] for e in rows) == {"narrative": n // 2, "discourse": n // 2}
+    assert all(int(e["id"][:2]) >= 40 and e["label"] == ("narrative" if int(e["id"][:2]) <= 44 else "discourse")
+               for e in rows)
+    seen |= ids
   with pytest.raises(UserError, match=r"no bundled verse_genre split 'train' in language 'uk'"):
     loading.load_task_split("bundled:verse_genre:train", task="classify", lang="uk")
   with pytest.raises(UserError, match=r"not a classify task; bundled classify data: verse_genre"):

@@ -57,7 +57,7 @@ def test_study_jobs_have_kinds_that_time_alike(tmp_path):
   from rewire.study.graph import build_jobs
   jobs = {j.name: j for j in build_jobs(get_config("micro"), str(tmp_path))}
   assert jobs["data/pretrain"].kind != jobs["standard_s0/pretrain"].kind == jobs["forget_s1/pretrain"].kind
-  assert jobs["data/es"].kind == jobs["data/en"].kind != jobs["data/pretrain"].kind
+  assert jobs["data/es"].kind == jobs["data/cipher"].kind != jobs["data/pretrain"].kind
   assert {jobs[f"{v}_s0/probe"].kind for v in ("standard", "forget")} == {"probe"}
 
 

@@ -23,8 +23,11 @@ def study_defaults() -> ml_collections.ConfigDict:
   c.forget_clip_norm = 0.5
   c.workers = 0                  # jobs at once (0: one per CPU core); 1 on an accelerator host
   c.pin_cores = True             # pin each job to its own core (CPU hosts)
-  c.relearn = "en=bundled:bible_en"   # probe-only languages: the pretraining language, relearned
+  c.relearn = ""                 # probe-only languages, NAME=SOURCE,... (no zero-shot test)
   c.languages = "es=bundled:bible_es,ja=bundled:bible_ja,uk=bundled:bible_uk"  # zero-shot languages
+  # Controlled languages (zero-shot, adapted at every budget): NAME=SOURCE,... where {pretrain} is the
+  # pretraining text; tested on the English test items, enciphered alike for a cipher:SEED: source.
+  c.controlled = "relearned={pretrain},cipher=cipher:1:{pretrain}"
   c.pretrain = pretrain_defaults()
   c.probe = probe_defaults()
   c.finetune = finetune_defaults()
@@ -39,5 +42,7 @@ def study_defaults() -> ml_collections.ConfigDict:
 def check_study(config) -> None:
   if len(set(config.seeds)) != len(config.seeds) or not config.seeds:
     raise UserError(f"study seeds must be distinct and non-empty, got {tuple(config.seeds)}")
-  parse_pairs(config.relearn, "relearn")
-  parse_pairs(config.languages, "languages")
+  names = [*parse_pairs(config.relearn, "relearn"), *parse_pairs(config.languages, "languages"),
+           *parse_pairs(config.controlled, "controlled")]
+  if len(set(names)) != len(names):
+    raise UserError(f"study language names must be unique across relearn, languages and controlled: {names}")

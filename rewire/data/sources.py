@@ -15,6 +15,9 @@ or to a hub dataset is a one-line change:
                                           local folder
   tfds:NAME[:CONFIG]:SPLIT                tfds.data_source(NAME[/CONFIG], split=SPLIT): array_record,
                                           random access, no TensorFlow
+  cipher:SEED:SOURCE                      SOURCE with every character enciphered by a seeded bijection: a
+                                          controlled new language with the source's structure and no
+                                          surface form in common with it (`rewire.data.cipher`)
 
 Nothing here holds a corpus in memory. `plan_units` cuts a source into *units* -- a file, an interleaved
 part of a big file, a hub dataset's shard, a range of a TFDS split -- and `read_unit` streams one unit's
@@ -34,12 +37,13 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 
+from rewire.data import cipher
 from rewire.data.bundled import bundled_path, read_bundled
 from rewire.data.file_formats import BLOCK, EXTENSIONS, read_file
 from rewire.errors import UserError
 
-FORMS = ("bundled:NAME, files:PATTERN[,PATTERN...], hf:NAME[:CONFIG]:SPLIT or "
-         "tfds:NAME[:CONFIG]:SPLIT")
+FORMS = ("bundled:NAME, files:PATTERN[,PATTERN...], hf:NAME[:CONFIG]:SPLIT, "
+         "tfds:NAME[:CONFIG]:SPLIT or cipher:SEED:SOURCE")
 _HF = re.compile(r"^hf:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
 _TFDS = re.compile(r"^tfds:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
 
@@ -58,10 +62,12 @@ class Unit:
   parts: int = 1
   size: int = 0  # Bytes on disk, for progress (0: unknown).
   limit: int = 0  # >0: read only this many (non-empty) documents of the unit.
+  cipher: int = -1  # >=0: the documents are enciphered with this seed (a cipher:SEED:SOURCE source).
 
   @property
   def name(self) -> str:
-    return self.locator if self.parts == 1 else f"{self.locator} (part {self.part + 1}/{self.parts})"
+    name = self.locator if self.parts == 1 else f"{self.locator} (part {self.part + 1}/{self.parts})"
+    return name if self.cipher < 0 else f"{cipher.PREFIX}{self.cipher}:{name}"
 
 
 def check_source(source: str) -> str:
@@ -69,6 +75,10 @@ def check_source(source: str) -> str:
   if not isinstance(source, str) or not source.strip():
     raise UserError(f"empty data source {source!r}; expected {FORMS}")
   source = source.strip()
+  ciphered = cipher.parse(source)
+  if ciphered:
+    check_source(ciphered[1])
+    return source
   for prefix in ("bundled:", "files:"):
     if source.startswith(prefix):
       return source
@@ -99,6 +109,10 @@ def plan_units(source: str, *, parts_per_file: int = 1, tfds_data_dir: str = "",
 
 def _plan_units(source: str, parts_per_file: int, tfds_data_dir: str) -> list[Unit]:
   source = check_source(source)
+  ciphered = cipher.parse(source)
+  if ciphered:
+    seed, inner = ciphered
+    return [dataclasses.replace(u, cipher=seed) for u in _plan_units(inner, parts_per_file, tfds_data_dir)]
   parts = max(1, int(parts_per_file))
   if source.startswith("bundled:"):
     name = source[len("bundled:"):]
@@ -144,7 +158,7 @@ def read_unit(unit: Unit, *, text_field: str = "text", tfds_data_dir: str = "",
     if isinstance(doc, str):
       doc = doc.strip()
       if doc:
-        yield doc
+        yield doc if unit.cipher < 0 else cipher.encipher(doc, unit.cipher)
         count += 1
         if count == unit.limit:
           return
@@ -171,6 +185,9 @@ def fingerprint(source: str, *, parts_per_file: int = 1) -> list:
   changed upstream dataset is not noticed: prepare into a new directory for a new revision.
   """
   source = check_source(source)
+  ciphered = cipher.parse(source)
+  if ciphered:
+    return [cipher.PREFIX + str(ciphered[0]), *fingerprint(ciphered[1], parts_per_file=parts_per_file)]
   if source.startswith("files:"):
     out = []
     for path in expand_patterns(source[len("files:"):]):

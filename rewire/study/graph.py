@@ -36,7 +36,6 @@ from rewire.config import prepare_defaults
 from rewire.config.variants import VARIANTS, pretrain_config
 from rewire.data.corpus import MANIFEST
 from rewire.errors import UserError
-from rewire.config import parse_pairs
 from rewire.stages.assemble import assemble_once
 from rewire.stages.evaluate import evaluate_model
 from rewire.study import layout
@@ -59,12 +58,12 @@ def build_jobs(config, root: str) -> list[Job]:
   # The data jobs have kinds of their own: "data/pretrain" is no pretraining run (the ETA's unit is a kind).
   jobs = [_prepare_job(root, L.PRETRAIN_CORPUS, config.pretrain.data.source, config.pretrain.data,
                        "prepare pretraining corpus")]
-  languages = {**parse_pairs(config.relearn, "relearn"), **parse_pairs(config.languages, "languages")}
+  languages = L.all_languages(config)
   for name, source in languages.items():
     jobs.append(_prepare_job(root, name, source, config.probe.data, "prepare probe corpus"))
   data_jobs = tuple(j.name for j in jobs)
   prepared = L.prepared(root, languages)
-  zero_shot_prepared = L.prepared(root, parse_pairs(config.languages, "languages"))
+  zero_shot_prepared = L.prepared(root, L.zero_shot_languages(config))
   ablation_prepared = L.prepared(root, ablation_languages(config))
   budgets = sorted(int(b) for b in config.probe.token_budgets)
   main_budget, small_budgets = budgets[-1], tuple(budgets[:-1])
@@ -118,13 +117,14 @@ def zero_shot(config: dict, base: str) -> None:
   ft = os.path.join(base, L.FINETUNE)
   results = {"en": {"full": evaluate_model(ft, ev["test_source"], "en", mesh=mesh, rules=rules,
                                            batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])}}
-  zero_shot_languages = parse_pairs(config["languages"], "languages")
+  zero_shot_languages = L.zero_shot_languages(config)
   for key, emb_dir in sorted(tables.items()):
     lang, budget, _ = key.split("/")
     if lang not in zero_shot_languages:
-      continue  # the relearned pretraining language has no zero-shot test of its own
+      continue  # a probe-only language has no zero-shot test of its own
     assembled = assemble_once(ft, emb_dir, os.path.join(out_dir, "models", f"{lang}_b{budget}"))
-    scores = evaluate_model(assembled, ev["test_source"], lang, mesh=mesh, rules=rules,
+    source, test_lang = L.test_set(config, lang)
+    scores = evaluate_model(assembled, source, test_lang, mesh=mesh, rules=rules,
                             batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])
     results.setdefault(lang, {})[budget] = scores
     print(f"[zero_shot] {lang} budget {budget}: {scores}", flush=True)

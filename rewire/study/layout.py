@@ -7,15 +7,19 @@ that reads it back (`rewire.study.graph`, `rewire.study.report`).
     timings.jsonl                    one line per invocation: its wall time and each job's seconds
 
 `adapt` holds the zero-shot languages' embeddings at the largest probe budget, `adapt_ablation` those of
-`ablation_languages` at the smaller budgets; `ADAPTED` lists both, in the order they are read.
+`ablation_languages` at the smaller budgets; `ADAPTED` lists both, in the order they are read. The
+languages are spelt here too: the real zero-shot languages (`languages`), the controlled ones
+(`controlled`: the pretraining language relearned, or enciphered, tested on the English items) and the
+probe-only ones (`relearn`).
 """
 
 from __future__ import annotations
 
 import os
 
-from rewire.errors import UserError
 from rewire.config import parse_pairs
+from rewire.data import cipher
+from rewire.errors import UserError
 
 PRETRAIN, PROBE, FINETUNE, ZERO_SHOT = "pretrain", "probe", "finetune", "zero_shot"
 ADAPT, ADAPT_ABLATION = "adapt", "adapt_ablation"
@@ -61,11 +65,38 @@ def prepared(root: str, corpora) -> str:
   return ",".join(f"{n}=prepared:{data_dir(root, n)}" for n in corpora)
 
 
+def controlled(config) -> dict[str, str]:
+  """{name: text source} of the controlled languages, `{pretrain}` replaced by the pretraining text source."""
+  pretrain = str(config["pretrain"]["data"]["source"])
+  return {n: s.replace("{pretrain}", pretrain) for n, s in parse_pairs(config["controlled"], "controlled").items()}
+
+
+def zero_shot_languages(config) -> dict[str, str]:
+  """{name: text source} of every language with a zero-shot test: the real ones, then the controlled ones."""
+  return {**parse_pairs(config["languages"], "languages"), **controlled(config)}
+
+
+def all_languages(config) -> dict[str, str]:
+  """{name: text source} of every language the study prepares and probes."""
+  return {**parse_pairs(config["relearn"], "relearn"), **zero_shot_languages(config)}
+
+
+def test_set(config, name: str) -> tuple[str, str]:
+  """(task source, language) of the zero-shot test of language `name`: a controlled language takes the
+  English test items, enciphered with its corpus's cipher."""
+  source = str(config["evaluate"]["test_source"])
+  if name not in controlled(config):
+    return source, name
+  ciphered = cipher.parse(controlled(config)[name])
+  return (f"{cipher.PREFIX}{ciphered[0]}:{source}" if ciphered else source), "en"
+
+
 def ablation_languages(config) -> list[str]:
-  """The zero-shot languages of the low-data ablation (in ADAPT_ABLATION at every smaller budget)."""
-  langs = parse_pairs(config.languages, "languages")
-  chosen = [l.strip() for l in str(config.ablation_languages).split(",") if l.strip()]
+  """The zero-shot languages adapted at every smaller budget (ADAPT_ABLATION): the chosen real languages
+  and every controlled one."""
+  langs = parse_pairs(config["languages"], "languages")
+  chosen = [l.strip() for l in str(config["ablation_languages"]).split(",") if l.strip()]
   unknown = [l for l in chosen if l not in langs]
   if unknown:
     raise UserError(f"ablation_languages {unknown} are not zero-shot languages ({', '.join(langs)})")
-  return chosen
+  return chosen + [l for l in controlled(config) if l not in chosen]

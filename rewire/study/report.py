@@ -21,6 +21,7 @@ from rewire.probe import stats as probe_stats
 from rewire.probe.report import fmt, plot_curves
 from rewire.config import parse_pairs
 from rewire.study import layout as L
+from rewire.study.transfer import compute_transfer, plot_transfer, transfer_lines
 from rewire.tasks.scoring import relative_gain
 from rewire.telemetry import read_records
 
@@ -109,7 +110,7 @@ def compute(config, root: str) -> dict:
                                                for s in seeds], level)}
   out["task_en"] = task
 
-  ablation = L.ablation_languages(config)
+  ablation = [l for l in L.ablation_languages(config) if l in langs]  # the controlled ones: `transfer`
   at = {b: (langs if b == main else ablation) for b in budgets}  # the languages adapted at each budget
   budgets = [b for b in budgets if at[b]]
   out["budgets"], out["ablation_languages"] = [int(b) for b in budgets], ablation
@@ -142,6 +143,8 @@ def compute(config, root: str) -> dict:
   out["adapted_loss"] = {l: {b: {v: probe_stats.mean_ci([models[(v, s)]["adapt"][l][b]["final_loss"]["mean"]
                                                          for s in seeds], level) for v in VARIANTS}
                              for b in budgets if l in at[b]} for l in langs}
+  out["transfer"] = compute_transfer(models, config, seeds, [str(b) for b in sorted(int(b) for b in
+                                                                                  config.probe.token_budgets)], level)
   out["_probes"] = probes
   out["_pretrain_curves"] = {L.model_name(v, s): models[(v, s)]["pretrain_curve"] for v in VARIANTS for s in seeds}
   out["headline"] = {"relative_gain": out["relative_gain"][main]["mean"],
@@ -210,6 +213,7 @@ def write_study(config, root: str) -> dict:
                     _loss_name(config.pretrain.model))
   plot_curves(probes, os.path.join(root, "adaptation.png"), colors=COLORS)
   _plot_budgets(stats, os.path.join(root, "zero_shot.png"))
+  plot_transfer(stats["transfer"], os.path.join(root, "transfer.png"))
   with open(os.path.join(root, "study.md"), "w") as f:
     f.write("\n".join(report_lines(config, stats, level)) + "\n")
   return stats
@@ -274,4 +278,4 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
       lines.append(f"| {l} | {int(b):,} | {fmt(s['final_loss'])} | {fmt(f_['final_loss'])} | {fmt(s['auc'])} | "
                    f"{fmt(f_['auc'])} | {fmt(f_['updates_to_standard_final'], 0)} | {f_['reached']}/{len(seeds)} |")
   lines += ["", "![adaptation curves](adaptation.png)", ""]
-  return lines
+  return lines + transfer_lines(stats["transfer"], stats["adapt_steps"], level)

@@ -15,6 +15,8 @@ bundled demo tasks and the paper's benchmarks by changing one source string:
   bundled:verse_nli:SPLIT       the bundled synthetic tasks (rewire/data/bundled_tasks/README.md): train and dev in
   bundled:verse_qa:SPLIT        English, test in every shipped language (`lang`, default en); verse_genre is
   bundled:verse_genre:SPLIT     task "classify" (labels GENRE_LABELS), the others nli and qa
+  cipher:SEED:SOURCE            SOURCE's examples in a controlled new language: the same items and labels,
+                                their text enciphered (`rewire.data.cipher`, as the text source of that name)
 
 Canonical examples: nli -> {"premise", "hypothesis", "label"} with the label as a name string;
 classify -> {"text", "label"} (plus "id" if the row has one), the label a name string, or the class index
@@ -46,13 +48,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rewire.data import sources
+from rewire.data import cipher, sources
 from rewire.errors import UserError
 
 from rewire.tasks.names import TASKS
-from rewire.tasks.schema import (LABEL_FIELDS, classify_example, label_name, nli_example, plain, qa_example,
-                                 same_language)
-FORMS = "hf:NAME[:CONFIG]:SPLIT, tfds:NAME[:CONFIG]:SPLIT, files:PATTERN[,PATTERN...] or bundled:TASK:SPLIT"
+from rewire.tasks.schema import (LABEL_FIELDS, classify_example, enciphered, label_name, nli_example, plain,
+                                 qa_example, same_language)
+FORMS = ("hf:NAME[:CONFIG]:SPLIT, tfds:NAME[:CONFIG]:SPLIT, files:PATTERN[,PATTERN...], bundled:TASK:SPLIT or "
+         "cipher:SEED:SOURCE")
 _TFDS = re.compile(r"^tfds:(?P<name>[^:]+)(?::(?P<config>[^:]+))?:(?P<split>[^:\[\]]+(?:\[[^\]]*\])?)$")
 _BUNDLED = re.compile(r"^bundled:(?P<name>[^:]+):(?P<split>[^:]+)$")
 _FILE_TYPES = (".jsonl", ".jsonl.gz", ".json", ".tsv", ".tsv.gz", ".parquet")
@@ -80,6 +83,10 @@ def load_task_split(source: str, *, task: str, lang: str | None = None,
   if not isinstance(source, str) or not source.strip():
     raise UserError(f"empty task data source {source!r}; expected {FORMS}")
   source = source.strip()
+  ciphered = cipher.parse(source)
+  if ciphered:
+    seed, inner = ciphered
+    return [enciphered(e, task, seed) for e in load_task_split(inner, task=task, lang=lang, data_dir=data_dir)]
   names: Sequence[str] | None = None
   if source.startswith("bundled:"):
     rows = _bundled(source, task, lang)

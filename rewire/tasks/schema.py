@@ -6,7 +6,7 @@ one), the label a name, or a class index where the source names no classes (the 
 map it); QA: SQuAD's `{"id", "question", "context", "answers": {"text", "answer_start"}}`. Field aliases
 (`sentence1`, `gold_label`, `sentence`, ...), multilingual text fields (`{"de": ...}`), answers nested or
 flat or as a JSON string, and numpy values from hub rows are accepted. Errors name the row (`where`) and
-the field.
+the field. `enciphered` turns an example into its cipher-language twin (`rewire.data.cipher`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rewire.data import cipher
 from rewire.errors import UserError
 from rewire.tasks.names import NLI_LABELS
 
@@ -23,6 +24,18 @@ _ALIASES = {"premise": ("premise", "sentence1"), "hypothesis": ("hypothesis", "s
             "label": ("label", "gold_label"), "text": ("text", "sentence")}
 _UNLABELLED = ("-", "")
 LABEL_FIELDS = _ALIASES["label"]
+TEXT_FIELDS = {"nli": ("premise", "hypothesis"), "classify": ("text",), "qa": ("question", "context")}
+
+
+def enciphered(example: dict[str, Any], task: str, seed: int) -> dict[str, Any]:
+  """The same example in the cipher language of `seed`: its text enciphered; label, id and answer offsets
+  unchanged (the cipher maps each character to one character, so offsets still point at the answer)."""
+  out = dict(example)
+  for key in TEXT_FIELDS[task]:
+    out[key] = cipher.encipher(example[key], seed)
+  if task == "qa":
+    out["answers"] = {**example["answers"], "text": [cipher.encipher(t, seed) for t in example["answers"]["text"]]}
+  return out
 
 
 def label_name(value: Any, names: Sequence[str] | None, where: str,

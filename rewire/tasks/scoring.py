@@ -25,6 +25,7 @@ published ones:
     only the ideographs U+4E00..U+9FA5; rewire also splits the rest of the CJK ideograph blocks, kana, and
     the Thai, Lao, Khmer and Myanmar scripts, so XQuAD's th is scored at character level.
 * Headline statistic of Chen et al. (2023): the mean over languages of the relative gain 100·(F−S)/S.
+* Transfer ratio: a zero-shot score as a share of the same model's score on the task in its own language.
 
 Per-answer functions return fractions in [0, 1]; the dataset-level `*_scores` return percentages, as in the
 papers' tables. `accuracy` returns a fraction.
@@ -243,3 +244,17 @@ def relative_gain(forget: Mapping[str, float], standard: Mapping[str, float]) ->
   if zero:
     raise UserError(f"relative gain is undefined where the standard score is 0: {zero}")
   return float(np.mean([100.0 * (forget[k] - standard[k]) / standard[k] for k in sorted(forget)]))
+
+
+def transfer_ratio(zero_shot: float, ceiling: float, *, chance: float = 0.0) -> float:
+  """Zero-shot score as a share of the task model's score in its own language (the ceiling), in percent.
+
+  With `chance` > 0 (e.g. 50 for a balanced binary task), both scores are first measured from chance:
+  100·(Z − c)/(E − c), which is 0 at chance and 100 at the ceiling. Scores in any one unit (e.g. %).
+
+  Raises:
+    UserError: a ceiling at or below chance (the English task model learnt nothing to transfer).
+  """
+  if ceiling <= chance:
+    raise UserError(f"transfer ratio needs a ceiling above chance: ceiling {ceiling}, chance {chance}")
+  return float(100.0 * (zero_shot - chance) / (ceiling - chance))
