@@ -61,6 +61,28 @@ def test_study_jobs_have_kinds_that_time_alike(tmp_path):
   assert {jobs[f"{v}_s0/probe"].kind for v in ("standard", "forget")} == {"probe"}
 
 
+def test_with_adapt_steps_0_the_probe_tables_go_to_the_zero_shot_test(tmp_path):
+  from configs.study import get_config
+  from rewire.study.graph import build_jobs
+  c = get_config("cpu")
+  jobs = {j.name: j for j in build_jobs(c, str(tmp_path))}
+  assert c.adapt_steps == 0 and not any(n.endswith(("/adapt", "/adapt_ablation")) for n in jobs)
+  assert jobs["forget_s1/probe"].config.save_embeddings
+  assert set(jobs["forget_s1/zero_shot"].after) == {"forget_s1/probe", "forget_s1/finetune"}
+  probe_languages = jobs["standard_s0/probe"].config.languages
+  assert [l.split("=")[0] for l in probe_languages.split(",")] == ["es", "relearned", "cipher"]
+  assert jobs["data/cipher"].config.data.source == "cipher:1:bundled:en_web"
+  assert jobs["data/relearned"].config.data.source == c.pretrain.data.source
+  from rewire.study import layout
+  assert layout.test_set(c, "cipher") == ("cipher:1:bundled:verse_genre:test", "en")
+  assert layout.test_set(c, "relearned") == ("bundled:verse_genre:test", "en")
+  assert layout.test_set(c, "es") == ("bundled:verse_genre:test", "es")
+  c.adapt_steps = 600  # a separate, longer adaptation: the probe saves nothing
+  jobs = {j.name: j for j in build_jobs(c, str(tmp_path))}
+  assert not jobs["forget_s1/probe"].config.save_embeddings
+  assert set(jobs["forget_s1/zero_shot"].after) == {"forget_s1/adapt", "forget_s1/adapt_ablation", "forget_s1/finetune"}
+
+
 def _record(order_file, name, workdir, fail=False):
   with open(order_file, "a") as f:
     f.write(name + "\n")
@@ -100,14 +122,22 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
   c.workers, c.pin_cores = 2, False
   out = run(c, str(tmp_path / "study"))
   root = tmp_path / "study"
-  for name in ("study.md", "study.json", "pretraining.png", "adaptation.png", "zero_shot.png", "summary.json"):
+  for name in ("study.md", "study.json", "pretraining.png", "adaptation.png", "zero_shot.png", "transfer.png",
+               "summary.json"):
     assert os.path.isfile(root / name), name
   stats = json.load(open(root / "study.json"))
   assert stats["pretrain"]["forget"]["resets"] == [3] and stats["pretrain"]["standard"]["resets"] == [0]
-  assert set(stats["zero_shot"]["forget"]["8000"]) == {"es"}
+  assert set(stats["zero_shot"]["forget"]["8000"]) == set(stats["zero_shot"]["forget"]["4000"]) == {"es"}
+  # The controlled language: adapted at every budget, tested on the enciphered English items, as a ratio.
+  transfer = stats["transfer"]["cipher"]
+  assert set(transfer) == {"4000", "8000"}
+  zs = json.load(open(root / "forget_s0" / "zero_shot" / "summary.json"))["results"]
+  assert transfer["8000"]["forget"]["ratio"]["mean"] == pytest.approx(
+      100 * zs["cipher"]["8000"]["accuracy"] / zs["en"]["full"]["accuracy"])
   assert set(stats["adaptation"]["es"]) == {"4000", "8000"}
   text = open(root / "study.md").read()
   assert "Mean per-language relative gain" in text and "| 4,000 |" in text
+  assert "## Controlled languages" in text and "| cipher | 8,000 |" in text
   assert out["headline"]["relative_gain"] == pytest.approx(stats["relative_gain"]["8000"]["mean"])
   # A second invocation finds every job complete and only rewrites the report.
   run(c, str(root))

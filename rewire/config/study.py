@@ -34,6 +34,7 @@ def study_defaults() -> ml_collections.ConfigDict:
   c.evaluate = ml_collections.ConfigDict(dict(test_source="bundled:verse_genre:test", eval_batch_size=64,
                                               max_examples=0))
   c.adapt_steps = 600            # updates of the language adaptation whose embeddings go to the zero-shot test
+                                 # (0: none; the probe's own tables go to the zero-shot test)
   c.ablation_languages = "es"    # zero-shot languages adapted at every probe budget (the others: the largest)
   c.bootstrap = 10_000           # seed-bootstrap resamples of the relative gain
   return c

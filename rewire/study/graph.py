@@ -90,12 +90,14 @@ def build_jobs(config, root: str) -> list[Job]:
       ft.update(init_from=at(L.PRETRAIN), seed=int(seed))
       zs = functools.partial(zero_shot, config.to_dict(), L.model_dir(root, variant, seed))
       after_pretrain = (name(L.PRETRAIN),)
-      per_model += [Job(name(L.PROBE), probe, at(L.PROBE), after=after_pretrain),
-                    Job(name(L.ADAPT), adapt, at(L.ADAPT), after=after_pretrain)]
-      adapted = [name(L.ADAPT)]
-      if small_budgets and ablation_prepared:
-        per_model.append(Job(name(L.ADAPT_ABLATION), ablation, at(L.ADAPT_ABLATION), after=after_pretrain))
-        adapted.append(name(L.ADAPT_ABLATION))
+      probe.save_embeddings = L.PROBE in L.adapted_jobs(config)
+      per_model.append(Job(name(L.PROBE), probe, at(L.PROBE), after=after_pretrain))
+      adapted = [name(L.PROBE)] if probe.save_embeddings else [name(L.ADAPT)]
+      if not probe.save_embeddings:
+        per_model.append(Job(name(L.ADAPT), adapt, at(L.ADAPT), after=after_pretrain))
+        if small_budgets and ablation_prepared:
+          per_model.append(Job(name(L.ADAPT_ABLATION), ablation, at(L.ADAPT_ABLATION), after=after_pretrain))
+          adapted.append(name(L.ADAPT_ABLATION))
       per_model += [Job(name(L.FINETUNE), ft, at(L.FINETUNE), after=after_pretrain),
                     Job(name(L.ZERO_SHOT), None, at(L.ZERO_SHOT), fn=zs, after=(*adapted, name(L.FINETUNE)))]
   return jobs + per_model
@@ -109,11 +111,11 @@ def zero_shot(config: dict, base: str) -> None:
   mesh = sharding.make_mesh(config["finetune"]["mesh"])
   rules = sharding.rules_from_config(config["finetune"]["mesh"]["rules"])
   tables = {}
-  for job in L.ADAPTED:
+  for job in L.adapted_jobs(config):
     path = os.path.join(base, job, "probe.json")
     if os.path.isfile(path):
       with open(path) as f:
-        tables.update(json.load(f)["embeddings"])
+        tables.update(json.load(f).get("embeddings", {}))
   ft = os.path.join(base, L.FINETUNE)
   results = {"en": {"full": evaluate_model(ft, ev["test_source"], "en", mesh=mesh, rules=rules,
                                            batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])}}

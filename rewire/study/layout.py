@@ -7,7 +7,8 @@ that reads it back (`rewire.study.graph`, `rewire.study.report`).
     timings.jsonl                    one line per invocation: its wall time and each job's seconds
 
 `adapt` holds the zero-shot languages' embeddings at the largest probe budget, `adapt_ablation` those of
-`ablation_languages` at the smaller budgets; `ADAPTED` lists both, in the order they are read. The
+`ablation_languages` at the smaller budgets; `ADAPTED` lists both, in the order they are read (with
+`adapt_steps=0`, the probe's own tables are read instead: `adapted_jobs`). The
 languages are spelt here too: the real zero-shot languages (`languages`), the controlled ones
 (`controlled`: the pretraining language relearned, or enciphered, tested on the English items) and the
 probe-only ones (`relearn`).
@@ -63,6 +64,17 @@ def data_dir(root: str, corpus: str) -> str:
 def prepared(root: str, corpora) -> str:
   """A probe's `languages` value reading the prepared `corpora`: NAME=prepared:DIR,..."""
   return ",".join(f"{n}=prepared:{data_dir(root, n)}" for n in corpora)
+
+
+def adapted_jobs(config) -> tuple[str, ...]:
+  """The jobs whose embedding tables go to the zero-shot test: ADAPTED, or with `adapt_steps=0` the probe
+  itself (its tables are then saved, and no separate adaptation runs)."""
+  return ADAPTED if int(config["adapt_steps"]) > 0 else (PROBE,)
+
+
+def adapt_steps(config) -> int:
+  """The updates of the embeddings the zero-shot test uses."""
+  return int(config["adapt_steps"]) or int(config["probe"]["total_steps"])
 
 
 def controlled(config) -> dict[str, str]:

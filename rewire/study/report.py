@@ -21,7 +21,7 @@ from rewire.probe import stats as probe_stats
 from rewire.probe.report import fmt, plot_curves
 from rewire.config import parse_pairs
 from rewire.study import layout as L
-from rewire.study.transfer import compute_transfer, plot_transfer, transfer_lines
+from rewire.study.transfer import chance_accuracy, compute_transfer, plot_transfer, transfer_lines
 from rewire.tasks.scoring import relative_gain
 from rewire.telemetry import read_records
 
@@ -53,16 +53,16 @@ def _load(root: str, config) -> dict:
           "pretrain_curve": [(r["step"], r["valid_loss"]) for r in
                              read_records(os.path.join(at(L.PRETRAIN), "metrics.jsonl")) if "valid_loss" in r],
           "probe": probe,
-          "adapt": _adapted(L.model_dir(root, v, s)),
+          "adapt": _adapted(L.model_dir(root, v, s), L.adapted_jobs(config)),
           "finetune": rworkdir.read_summary(at(L.FINETUNE)),
           "zero_shot": rworkdir.read_summary(at(L.ZERO_SHOT))["results"]}
   return models
 
 
-def _adapted(base: str) -> dict:
-  """{lang: {budget: result}} of the adaptation jobs (the largest budget, and the ablation's smaller ones)."""
+def _adapted(base: str, jobs) -> dict:
+  """{lang: {budget: result}} of the adaptation `jobs` (the largest budget, and the ablation's smaller ones)."""
   out = {}
-  for job in L.ADAPTED:
+  for job in jobs:
     path = os.path.join(base, job, "probe.json")
     if os.path.isfile(path):
       with open(path) as f:
@@ -139,7 +139,7 @@ def compute(config, root: str) -> dict:
           for b in probes["standard"]["results"][l]}
       for l in probes["standard"]["results"]}
   out["adaptation_updates"] = int(config.probe.total_steps)
-  out["adapt_steps"] = int(config.adapt_steps)
+  out["adapt_steps"] = L.adapt_steps(config)
   out["adapted_loss"] = {l: {b: {v: probe_stats.mean_ci([models[(v, s)]["adapt"][l][b]["final_loss"]["mean"]
                                                          for s in seeds], level) for v in VARIANTS}
                              for b in budgets if l in at[b]} for l in langs}
@@ -240,8 +240,10 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
     lines.append(f"| {v} | {fmt(r['valid_loss'])} | {r['unigram_loss']:.3f} | {fmt(r['below_unigram'])} | "
                  f"{', '.join(map(str, r['resets']))} |")
   lines += ["", "![pretraining](pretraining.png)", "",
-            "## English task (`verse_genre`, majority class 50%)", "",
-            "| variant | dev accuracy (OT) | test accuracy (NT, English) |", "|---|---|---|"]
+            f"## English task (trained on `{config.finetune.train_source}`; chance "
+            f"{chance_accuracy(config.finetune):.0f}%)", "",
+            f"| variant | dev accuracy (`{config.finetune.dev_source}`) | test accuracy "
+            f"(`{config.evaluate.test_source}`, English) |", "|---|---|---|"]
   for v in VARIANTS:
     t = stats["task_en"][v]
     lines.append(f"| {v} | {fmt(t['dev'], 1)} | {fmt(t['test_en'], 1)} |")
@@ -252,8 +254,9 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
     lines.append(f"| {v} | " + " | ".join(fmt(stats["zero_shot"][v][main][l], 1) for l in langs) + " |")
   g = stats["relative_gain"][main]
   lines += ["", f"Mean per-language relative gain of forgetting (the paper's statistic): **{_gain(g)}**; per "
-            "language: " + ", ".join(f"{l} {x:+.1f}%" for l, x in g["per_language"].items()) + ".", "",
-            f"## Low-data ablation ({', '.join(stats['ablation_languages'])}): zero-shot accuracy against the "
+            "language: " + ", ".join(f"{l} {x:+.1f}%" for l, x in g["per_language"].items()) + ".", ""]
+  lines += transfer_lines(stats["transfer"], stats["adapt_steps"], level)
+  lines += [f"## Low-data ablation ({', '.join(stats['ablation_languages'])}): zero-shot accuracy against the "
             "adaptation budget", "",
             "| budget (tokens) | standard | forget | relative gain |", "|---|---|---|---|"]
   for b in (str(x) for x in stats["budgets"]):
@@ -278,4 +281,4 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
       lines.append(f"| {l} | {int(b):,} | {fmt(s['final_loss'])} | {fmt(f_['final_loss'])} | {fmt(s['auc'])} | "
                    f"{fmt(f_['auc'])} | {fmt(f_['updates_to_standard_final'], 0)} | {f_['reached']}/{len(seeds)} |")
   lines += ["", "![adaptation curves](adaptation.png)", ""]
-  return lines + transfer_lines(stats["transfer"], stats["adapt_steps"], level)
+  return lines
