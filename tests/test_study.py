@@ -69,6 +69,7 @@ def test_with_adapt_steps_0_the_probe_tables_go_to_the_zero_shot_test(tmp_path):
   assert c.adapt_steps == 0 and not any(n.endswith(("/adapt", "/adapt_ablation")) for n in jobs)
   assert jobs["forget_s1/probe"].config.save_embeddings
   assert set(jobs["forget_s1/zero_shot"].after) == {"forget_s1/probe", "forget_s1/finetune"}
+  assert set(jobs["forget_s0/probe"].after) >= {"forget_s0/pretrain", "data/cipher"}  # new corpora on resume
   probe_languages = jobs["standard_s0/probe"].config.languages
   assert [l.split("=")[0] for l in probe_languages.split(",")] == ["es", "relearned", "cipher"]
   assert jobs["data/cipher"].config.data.source == "cipher:1:bundled:en_web"

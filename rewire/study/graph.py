@@ -89,7 +89,7 @@ def build_jobs(config, root: str) -> list[Job]:
       ft = copy.deepcopy(config.finetune)
       ft.update(init_from=at(L.PRETRAIN), seed=int(seed))
       zs = functools.partial(zero_shot, config.to_dict(), L.model_dir(root, variant, seed))
-      after_pretrain = (name(L.PRETRAIN),)
+      after_pretrain = (name(L.PRETRAIN), *data_jobs)  # a resumed study may have new corpora to prepare
       probe.save_embeddings = L.PROBE in L.adapted_jobs(config)
       per_model.append(Job(name(L.PROBE), probe, at(L.PROBE), after=after_pretrain))
       adapted = [name(L.PROBE)] if probe.save_embeddings else [name(L.ADAPT)]
