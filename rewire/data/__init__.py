@@ -4,6 +4,7 @@ A corpus is prepared once (text -> tokenizer + packed ArrayRecord shards + manif
 the shards through grain; masking happens on device inside the jitted step.
 
   sources       source strings (bundled:, files:, hf:, tfds:) cut into units and streamed as documents
+  cipher        cipher:SEED:SOURCE, a controlled new language: a seeded bijection of a source's characters
   bundled       the corpora shipped in rewire/data/corpora/: the English demo corpus, the verse-aligned Bibles
   file_formats  streamed readers of .txt / .jsonl (optionally compressed) and .parquet files
   tokenizer     training, saving and loading unigram tokenizers with RoBERTa's special-token layout
