@@ -10,7 +10,7 @@ import pytest
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
 from rewire.study.jobs import Job, eta, run_jobs
-from rewire.study.report import bootstrap_gain
+from rewire.study.report import REPORT_FILES, bootstrap_gain
 
 
 def test_seed_bootstrap_of_the_gain():
@@ -121,7 +121,9 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
   c.relearn = ""
   c.seeds = (0,)  # one model per variant keeps the test short; the intervals then have zero width
   c.workers, c.pin_cores = 2, False
+  c.report_dir = str(tmp_path / "report")
   out = run(c, str(tmp_path / "study"))
+  assert sorted(os.listdir(tmp_path / "report")) == sorted(REPORT_FILES)
   root = tmp_path / "study"
   for name in ("study.md", "study.json", "pretraining.png", "adaptation.png", "zero_shot.png", "transfer.png",
                "summary.json"):

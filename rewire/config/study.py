@@ -37,6 +37,7 @@ def study_defaults() -> ml_collections.ConfigDict:
                                  # (0: none; the probe's own tables go to the zero-shot test)
   c.ablation_languages = "es"    # zero-shot languages adapted at every probe budget (the others: the largest)
   c.bootstrap = 10_000           # seed-bootstrap resamples of the relative gain
+  c.report_dir = ""              # also copy study.md, study.json and the figures here (e.g. results/study_cpu)
   return c
 
 

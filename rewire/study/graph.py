@@ -27,6 +27,7 @@ import copy
 import functools
 import json
 import os
+import shutil
 import time
 
 from rewire import config as rconfig
@@ -41,7 +42,7 @@ from rewire.stages.evaluate import evaluate_model
 from rewire.study import layout
 from rewire.study.jobs import Job, run_jobs
 from rewire.study.layout import ablation_languages
-from rewire.study.report import write_study
+from rewire.study.report import REPORT_FILES, write_study
 
 
 def _prepare_job(root: str, corpus: str, source: str, data_cfg, kind: str) -> Job:
@@ -148,5 +149,10 @@ def run(config, workdir: str) -> dict:
   with open(os.path.join(workdir, layout.TIMINGS), "a") as f:
     f.write(json.dumps({"invocation_s": time.perf_counter() - t0, "jobs_s": timings}) + "\n")
   summary = write_study(config, workdir)
+  if config.report_dir:  # e.g. results/study_cpu: the report without the models
+    os.makedirs(config.report_dir, exist_ok=True)
+    for name in REPORT_FILES:
+      if os.path.isfile(os.path.join(workdir, name)):
+        shutil.copyfile(os.path.join(workdir, name), os.path.join(config.report_dir, name))
   rworkdir.write_summary(workdir, {"finished": True, **summary["headline"]})
   return summary

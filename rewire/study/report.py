@@ -21,11 +21,11 @@ from rewire.probe import stats as probe_stats
 from rewire.probe.report import fmt, plot_curves
 from rewire.config import parse_pairs
 from rewire.study import layout as L
-from rewire.study.transfer import chance_accuracy, compute_transfer, plot_transfer, transfer_lines
+from rewire.study.transfer import COLORS, chance_accuracy, compute_transfer, plot_transfer, transfer_lines
 from rewire.tasks.scoring import relative_gain
 from rewire.telemetry import read_records
 
-COLORS = {"standard": "tab:blue", "forget": "tab:red"}
+REPORT_FILES = ("study.md", "study.json", "pretraining.png", "adaptation.png", "zero_shot.png", "transfer.png")
 
 
 def bootstrap_gain(scores: dict, langs, *, resamples: int, seed: int = 0, level: float = 0.95) -> dict:
