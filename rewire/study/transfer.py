@@ -79,6 +79,8 @@ def plot_transfer(transfer: dict, path: str) -> str | None:
       ax.axhline(100.0 * transfer["chance"] / ceiling, color=COLORS[v], ls=":", lw=0.9, label=f"chance ({v})")
     ax.axhline(100.0, color="gray", ls="--", lw=0.8, label="English ceiling")
     ax.set_xscale("log")
+    ax.set_xticks(x, [f"{b:,}" for b in x])
+    ax.tick_params(axis="x", which="minor", labelbottom=False)
     style(ax, "adaptation token budget", "zero-shot / English test accuracy (%)", f"transfer ratio: {name}")
   return save(fig, path)
 
