@@ -116,5 +116,8 @@ def test_the_study_transfer_statistics_on_known_answers():
   assert d["mean"] == pytest.approx(12.5)
   # Every resample's difference lies between the extreme forget seeds (85 and 90) less the standard 75.
   assert 10.0 - 1e-9 <= d["low"] <= d["mean"] <= d["high"] <= 15.0 + 1e-9
+  models[("forget", 2)]["zero_shot"]["en"]["full"]["accuracy"] = 45.0  # a task model below chance
+  low = compute_transfer(models, _study_config(), [0, 1, 2], ["400"], 0.95)["cipher"]["400"]["forget"]
+  assert low["ratio_above_chance"]["n"] == 2 and low["ratio"]["n"] == 3  # undefined there, not an error
   text = "\n".join(transfer_lines(t, 600, 95))
   assert "| cipher | 400 | 60.0 | 70.0 ± 5.0 |" in text and "+12.5 [" in text and "relearned |" not in text

@@ -12,6 +12,8 @@ and t-interval over seeds; forget - standard: a seed bootstrap (each variant's s
 
 from __future__ import annotations
 
+import math
+
 from rewire.config.variants import VARIANTS
 from rewire.plot import panels, save, style
 from rewire.probe import stats as probe_stats
@@ -50,7 +52,9 @@ def compute_transfer(models: dict, config, seeds, budgets, level: float) -> dict
       acc = {v: [models[(v, s)]["zero_shot"][name][b]["accuracy"] for s in seeds] for v in VARIANTS}
       ceiling = {v: [models[(v, s)]["zero_shot"]["en"]["full"]["accuracy"] for s in seeds] for v in VARIANTS}
       ratio = {v: [transfer_ratio(z, e) for z, e in zip(acc[v], ceiling[v])] for v in VARIANTS}
-      above = {v: [transfer_ratio(z, e, chance=chance) for z, e in zip(acc[v], ceiling[v])] for v in VARIANTS}
+      # Undefined (NaN, left out of the means) for a task model at or below chance: nothing to transfer.
+      above = {v: [transfer_ratio(z, e, chance=chance) if e > chance else math.nan
+                   for z, e in zip(acc[v], ceiling[v])] for v in VARIANTS}
       row = {v: {"zero_shot": probe_stats.mean_ci(acc[v], level), "ceiling": probe_stats.mean_ci(ceiling[v], level),
                  "ratio": probe_stats.mean_ci(ratio[v], level),
                  "ratio_above_chance": probe_stats.mean_ci(above[v], level), "per_seed_ratio": ratio[v]}
