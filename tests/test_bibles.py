@@ -202,4 +202,4 @@ def test_build_tasks_reproduces_the_shipped_files(tmp_path):
   for name in sorted(os.listdir(tmp_path)):
     with open(tmp_path / name, "rb") as a, open(os.path.join(ROOT, "bundled_tasks", name), "rb") as b:
       assert a.read() == b.read(), name
-  assert len(os.listdir(tmp_path)) == 18  # 3 tasks x (train, dev, test in 4 languages)
+  assert len(os.listdir(tmp_path)) == 20  # 3 tasks x (train, dev, test in 4 languages) + verse_genre nt_train, nt_dev
