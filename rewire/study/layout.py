@@ -96,10 +96,10 @@ def all_languages(config) -> dict[str, str]:
 def test_set(config, name: str) -> tuple[str, str]:
   """(task source, language) of the zero-shot test of language `name`: a controlled language takes the
   English test items, enciphered with its corpus's cipher."""
-  source = str(config["evaluate"]["test_source"])
-  if name not in controlled(config):
+  source, languages = str(config["evaluate"]["test_source"]), controlled(config)
+  if name not in languages:
     return source, name
-  ciphered = cipher.parse(controlled(config)[name])
+  ciphered = cipher.parse(languages[name])
   return (f"{cipher.PREFIX}{ciphered[0]}:{source}" if ciphered else source), "en"
 
 

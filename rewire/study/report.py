@@ -88,7 +88,7 @@ def compute(config, root: str) -> dict:
   models = _load(root, config)
   seeds = [int(s) for s in config.seeds]
   langs = list(parse_pairs(config.languages, "languages"))
-  budgets = [str(b) for b in sorted(int(b) for b in config.probe.token_budgets)]
+  budgets = all_budgets = [str(b) for b in sorted(int(b) for b in config.probe.token_budgets)]
   main = budgets[-1]
   level = float(config.probe.confidence)
   out = {"seeds": seeds, "languages": langs, "budgets": [int(b) for b in budgets], "main_budget": int(main)}
@@ -143,8 +143,7 @@ def compute(config, root: str) -> dict:
   out["adapted_loss"] = {l: {b: {v: probe_stats.mean_ci([models[(v, s)]["adapt"][l][b]["final_loss"]["mean"]
                                                          for s in seeds], level) for v in VARIANTS}
                              for b in budgets if l in at[b]} for l in langs}
-  out["transfer"] = compute_transfer(models, config, seeds, [str(b) for b in sorted(int(b) for b in
-                                                                                  config.probe.token_budgets)], level)
+  out["transfer"] = compute_transfer(models, config, seeds, all_budgets, level)
   out["_probes"] = probes
   out["_pretrain_curves"] = {L.model_name(v, s): models[(v, s)]["pretrain_curve"] for v in VARIANTS for s in seeds}
   out["headline"] = {"relative_gain": out["relative_gain"][main]["mean"],

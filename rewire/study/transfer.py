@@ -42,15 +42,17 @@ def compute_transfer(models: dict, config, seeds, budgets, level: float) -> dict
   """{"chance", "languages", language: {budget: {variant: {...}, "difference", ...}}} for the controlled
   languages; `models[(variant, seed)]["zero_shot"]` holds each model's zero-shot results."""
   chance = chance_accuracy(config.finetune)
-  names = list(L.controlled(config))
-  out = {"chance": chance, "languages": names, "sources": L.controlled(config)}
+  sources = L.controlled(config)
+  names = list(sources)
+  out = {"chance": chance, "languages": names, "sources": sources}
+  # The ceiling: each task model's English test accuracy, the same at every language and budget.
+  ceiling = {v: [models[(v, s)]["zero_shot"]["en"]["full"]["accuracy"] for s in seeds] for v in VARIANTS}
   for name in names:
     per_budget = {}
     for b in budgets:
       if any(b not in models[(v, s)]["zero_shot"].get(name, {}) for v in VARIANTS for s in seeds):
         continue
       acc = {v: [models[(v, s)]["zero_shot"][name][b]["accuracy"] for s in seeds] for v in VARIANTS}
-      ceiling = {v: [models[(v, s)]["zero_shot"]["en"]["full"]["accuracy"] for s in seeds] for v in VARIANTS}
       ratio = {v: [transfer_ratio(z, e) for z, e in zip(acc[v], ceiling[v])] for v in VARIANTS}
       # Undefined (NaN, left out of the means) for a task model at or below chance: nothing to transfer.
       above = {v: [transfer_ratio(z, e, chance=chance) if e > chance else math.nan
