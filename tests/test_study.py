@@ -73,6 +73,10 @@ def test_with_adapt_steps_0_the_probe_tables_go_to_the_zero_shot_test(tmp_path):
   probe_languages = jobs["standard_s0/probe"].config.languages
   assert [l.split("=")[0] for l in probe_languages.split(",")] == ["es", "relearned", "cipher"]
   assert jobs["data/cipher"].config.data.source == "cipher:1:bundled:en_web"
+  # The forgetting variant alone gets the resets, the clipping and their end (`forget_until`).
+  forget, standard = jobs["forget_s1/pretrain"].config, jobs["standard_s1/pretrain"].config
+  assert (forget.forget_every, forget.forget.until, forget.optim.clip_norm) == (100, c.forget_until, 0.5)
+  assert (standard.forget_every, standard.forget.until, standard.optim.clip_norm) == (0, 0, 0.0)
   assert jobs["data/relearned"].config.data.source == c.pretrain.data.source
   from rewire.study import layout
   assert layout.test_set(c, "cipher") == ("cipher:1:bundled:verse_genre:test", "en")

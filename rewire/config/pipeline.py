@@ -23,6 +23,7 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
   c.languages = ("es",)
   c.forget_every = 1000          # K for the forgetting variant (the standard one uses 0)
   c.forget_clip_norm = 0.5
+  c.forget_until = 0             # > 0: no resets after this update (the last episode runs to the end)
   c.include_english = True       # also score the English task model on the English test split
   c.adapt_source = "prepared:data/cc100_{lang}"  # {lang} is replaced by each language
   c.pretrain = pretrain_defaults()

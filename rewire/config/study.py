@@ -21,6 +21,7 @@ def study_defaults() -> ml_collections.ConfigDict:
   c.seeds = (0, 1, 2)
   c.forget_every = 100
   c.forget_clip_norm = 0.5
+  c.forget_until = 0             # > 0: no resets after this update (the last episode runs to the end)
   c.workers = 0                  # jobs at once (0: one per CPU core); 1 on an accelerator host
   c.pin_cores = True             # pin each job to its own core (CPU hosts)
   c.relearn = ""                 # probe-only languages, NAME=SOURCE,... (no zero-shot test)

@@ -57,7 +57,7 @@ def run(config, workdir: str) -> dict:
     t = time.perf_counter()
     if not rworkdir.is_complete(pre):
       c = pretrain_config(config.pretrain, variant, seed=config.seed, forget_every=config.forget_every,
-                          clip_norm=config.forget_clip_norm)
+                          clip_norm=config.forget_clip_norm, until=config.forget_until)
       pretrain_or_adapt(c, pre, run_name=f"{variant}/pretrain")
     timings[f"{variant}/pretrain"] = time.perf_counter() - t
     for lang in config.languages:

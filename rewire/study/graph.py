@@ -74,7 +74,7 @@ def build_jobs(config, root: str) -> list[Job]:
       name = functools.partial(L.job_name, variant, seed)  # name(job): this model's job of that name
       at = functools.partial(L.job_dir, root, variant, seed)  # at(job): its workdir
       pre = pretrain_config(config.pretrain, variant, seed=seed, forget_every=config.forget_every,
-                            clip_norm=config.forget_clip_norm)
+                            clip_norm=config.forget_clip_norm, until=config.forget_until)
       pre.data.source = f"prepared:{L.data_dir(root, L.PRETRAIN_CORPUS)}"
       if variant == "standard" or int(seed) != int(config.seeds[0]):
         pre.probe_every = 0  # probes during pretraining: the first seed of each variant only
