@@ -206,6 +206,7 @@ def write_study(config, root: str) -> dict:
       timings = [json.loads(l) for l in f if l.strip()]
   stats["wall_s"] = float(sum(t["invocation_s"] for t in timings))
   stats["job_s"] = float(sum(sum(t["jobs_s"].values()) for t in timings))
+  stats["invocations"] = sum(1 for t in timings if t["jobs_s"])  # the ones that ran jobs
   with open(os.path.join(root, "study.json"), "w") as f:
     json.dump(stats, f, indent=2)
   _plot_pretraining(curves, stats["pretrain"]["standard"]["unigram_loss"], os.path.join(root, "pretraining.png"),
@@ -218,6 +219,11 @@ def write_study(config, root: str) -> dict:
   return stats
 
 
+def _until_text(config) -> str:
+  until = int(config.get("forget_until", 0))
+  return f" until update {until:,} (the last episode runs to the end)" if until else ""
+
+
 def report_lines(config, stats: dict, level: int) -> list[str]:
   seeds, langs, main = stats["seeds"], stats["languages"], str(stats["main_budget"])
   p = config.pretrain
@@ -225,13 +231,14 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
       "# Plasticity study: standard against forgetting pretraining", "",
       f"{len(seeds)} pretraining seeds per variant ({', '.join(map(str, seeds))}). Every ± is the half-width of a "
       f"{level}% t-interval over those seeds; brackets are {level}% seed-bootstrap intervals "
-      f"({config.bootstrap:,} resamples). Wall time {stats['wall_s'] / 60:.1f} min "
-      f"({stats['job_s'] / 60:.1f} min of job time on {config.workers or os.cpu_count()} workers).", "",
+      f"({config.bootstrap:,} resamples). Wall time {stats['wall_s'] / 60:.1f} min over "
+      f"{stats['invocations']} invocation(s) ({stats['job_s'] / 60:.1f} min of job time on "
+      f"{config.workers or os.cpu_count()} workers).", "",
       "## Pretraining (English)", "",
       f"{p.model.num_layers}-layer, hidden-{p.model.hidden_size} {_architecture_name(p.model)}, vocab "
       f"{p.data.vocab_size}, {_loss_name(p.model)} objective, batch "
       f"{p.batch_size}x{p.data.seq_len}, {p.total_steps:,} updates on `{p.data.source}`; forgetting every "
-      f"{config.forget_every} updates.", "",
+      f"{config.forget_every} updates{_until_text(config)}.", "",
       "| variant | validation loss | unigram baseline | below unigram (nats) | resets per run |",
       "|---|---|---|---|---|"]
   for v in VARIANTS:
@@ -263,8 +270,8 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
     means = {v: np.mean([stats["zero_shot"][v][b][l]["mean"] for l in abl]) for v in VARIANTS}
     gain = stats["relative_gain"][b] if b != main else stats["relative_gain_ablation_main"]
     lines.append(f"| {int(b):,} | {means['standard']:.1f} | {means['forget']:.1f} | {_gain(gain)} |")
-  lines += ["", f"Validation {_loss_name(p.model)} loss of the adapted embeddings ({stats['adapt_steps']:,} updates) that these "
-            "zero-shot models use:", "", "| language | budget | standard | forget |", "|---|---|---|---|"]
+  lines += ["", f"Validation {_loss_name(p.model)} loss of the adapted embeddings ({stats['adapt_steps']:,} updates) "
+            "that these zero-shot models use:", "", "| language | budget | standard | forget |", "|---|---|---|---|"]
   for l, per in stats["adapted_loss"].items():
     for b, r in per.items():
       lines.append(f"| {l} | {int(b):,} | {fmt(r['standard'])} | {fmt(r['forget'])} |")
