@@ -36,18 +36,24 @@ def bucket(length: int, limit: int) -> int:
 
 
 def pick(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array) -> jax.Array:
-  """Next tokens [B] from logits [B, V]: argmax at temperature 0, else a top-p sample at that temperature."""
+  """Next tokens [B] from logits [B, V]: argmax at temperature 0, else a top-p sample at that temperature.
+
+  A `lax.cond` on the (traced) temperature: greedy decoding never pays for the vocabulary sort of top-p.
+  """
   logits = logits.astype(jnp.float32)
-  greedy = jnp.argmax(logits, axis=-1)
-  scaled = logits / jnp.maximum(temperature, 1e-6)
-  order = jnp.argsort(-scaled, axis=-1)
-  sorted_logits = jnp.take_along_axis(scaled, order, axis=-1)
-  probs = jax.nn.softmax(sorted_logits, axis=-1)
-  before = jnp.cumsum(probs, axis=-1) - probs  # probability mass ranked above each token
-  keep = before < top_p                        # the smallest set whose mass reaches top_p (always >= 1 token)
-  choice = jax.random.categorical(key, jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
-  sampled = jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0]
-  return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+
+  def sampled(logits):
+    scaled = logits / jnp.maximum(temperature, 1e-6)
+    order = jnp.argsort(-scaled, axis=-1)
+    sorted_logits = jnp.take_along_axis(scaled, order, axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # probability mass ranked above each token
+    keep = before < top_p                        # the smallest set whose mass reaches top_p (always >= 1 token)
+    choice = jax.random.categorical(key, jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
+    return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+  greedy = lambda logits: jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return jax.lax.cond(temperature > 0, sampled, greedy, logits)
 
 
 def _check_lengths(model, prompt_len: int, max_new_tokens: int) -> None:
