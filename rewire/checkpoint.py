@@ -40,6 +40,12 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
+    # The manager removes those folders in a background thread. Waiting for it here means a process that
+    # stops right after opening (a refused resume: one error line, exit status 2) never exits while that
+    # thread still runs, which would print the thread's interpreter-shutdown traceback after the error line.
+    cleanup = getattr(self._mngr, "_cleanup_tmp_directory_future", None)
+    if cleanup is not None:
+      cleanup.result()
 
     self._async = async_save
     self._requested: int | None = None  # the newest step whose save was started

@@ -34,6 +34,27 @@ def test_a_second_run_on_the_same_workdir_is_refused(tmp_path):
   assert not workdir.exists()  # a new workdir that holds nothing but the lock is removed again
 
 
+def test_opening_a_checkpointer_waits_for_its_temporary_folder_cleanup(tmp_path, monkeypatch):
+  # orbax cleans up the temporary folders of killed saves in a background thread. A process that stops
+  # right after opening (a refused resume) must not exit while it runs: its shutdown traceback would follow
+  # the one error line. A slowed cleanup shows whether the constructor waits for it.
+  import asyncio
+  import threading
+  from orbax.checkpoint._src.path import temporary_paths
+  from rewire.checkpoint import Checkpointer
+  done, original = threading.Event(), temporary_paths.cleanup_temporary_paths
+
+  async def slow_cleanup(*args, **kwargs):
+    await asyncio.sleep(0.2)
+    await original(*args, **kwargs)
+    done.set()
+
+  monkeypatch.setattr(temporary_paths, "cleanup_temporary_paths", slow_cleanup)
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=1, async_save=False)
+  assert done.is_set()
+  ckpt.close()
+
+
 def test_no_checkpoint_is_written_from_a_non_finite_state(tmp_path):
   c = tiny_config()
   c.optim.lr = 1e9
