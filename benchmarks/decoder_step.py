@@ -17,10 +17,15 @@ Sampling, greedy, 8 prompts of 16 tokens, 64 new tokens each (no early stop: no 
 (b) HF: `FlaxLlamaForCausalLM.generate(..., do_sample=False)` (jitted greedy search over its own cache).
 Both produce the same tokens; the run checks it.
 
+Memory: the compiled train steps' temporary buffers (XLA's `memory_analysis`, no run needed), where rewire's
+fused head + cross-entropy (`rewire.models.head_xent`) never holds the [B, T, V] logits and HF's step holds
+them, their softmax and their gradient. `--memory_only` prints just these, e.g. for the gpu preset's shapes
+compiled on a CPU host.
+
 What is timed: wall time of N steps (or one sampling call) ending in `block_until_ready`, after one untimed
 repetition (compile + warm-up), in R rounds alternating the order of the sides; medians are reported.
 
-Run: `python benchmarks/decoder_step.py [--preset cpu|gpu] [--steps N] [--rounds R]`.
+Run: `python benchmarks/decoder_step.py [--preset cpu|gpu] [--steps N] [--rounds R] [--memory_only]`.
 """
 
 from __future__ import annotations
@@ -91,6 +96,11 @@ def make_hf_step(model, params):
   return state, jax.jit(train_step, donate_argnums=(0,))
 
 
+def temp_mib(jitted, *args) -> float:
+  """MiB of temporary buffers in the compiled program (XLA's memory analysis; args are not consumed)."""
+  return jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes / 2**20
+
+
 def timed(sides: dict, rounds: int) -> dict[str, list[float]]:
   for name, fn in sides.items():
     t0 = time.perf_counter()
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
   parser.add_argument("--steps", type=int, default=3, help="train steps per timed repetition")
   parser.add_argument("--rounds", type=int, default=4, help="alternating repetitions per side")
   parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="the shapes (see PRESETS)")
+  parser.add_argument("--memory_only", action="store_true", help="compile the train steps, print their memory")
   args = parser.parse_args(argv)
   P.update(PRESETS[args.preset])
   BATCH, SEQ, VOCAB = P["batch"], P["seq"], P["vocab"]
@@ -128,6 +139,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
   params = jax.device_get(rw_state["params"])
   model = hf_model(setup)
   hf_state, hf_step = make_hf_step(model, jax.tree.map(jnp.asarray, params))
+  memory = {"rewire_train_temp_mib": temp_mib(setup.train_step, rw_state, batches[0]),
+            "hf_train_temp_mib": temp_mib(hf_step, hf_state, {"input_ids": batches[0]})}
+  logits_mib = BATCH * SEQ * VOCAB * 4 / 2**20
+  print(f"compiled train-step temporaries ({args.preset} preset, float32 logits would be {logits_mib:.0f} MiB): "
+        f"rewire {memory['rewire_train_temp_mib']:.0f} MiB, hf {memory['hf_train_temp_mib']:.0f} MiB", flush=True)
+  if args.memory_only:
+    return memory
 
   def run_rewire():
     nonlocal rw_state
@@ -160,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
   sample = timed({"rewire_sample": run_rewire_sample, "hf_sample": run_hf_sample}, args.rounds)
   same = out["rewire"] == out["hf"]
 
-  result = {}
+  result = dict(memory)
   print(f"\n{args.rounds} rounds, backend {jax.default_backend()} ({jax.device_count()} device(s))")
   tokens = args.steps * BATCH * SEQ
   for name, ts in train.items():

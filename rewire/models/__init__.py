@@ -9,6 +9,7 @@
   config_base.py    what every family's config shares (from a dict, dtype and padding checks)
   mlm.py            the masked-LM objective: on-device masking, the loss at masked positions, the baseline
   causal_lm.py      the next-token objective of decoders and its baseline
+  head_xent.py      the LM head and its cross-entropy as one chunked op that never holds the logits
   task_model.py     a task model on a mesh (shardings, prediction) and the task objective
   flops.py          FLOPs per step and accelerator peaks, for MFU
 

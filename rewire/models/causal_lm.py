@@ -4,7 +4,8 @@ Pretraining, language adaptation and the probe train a decoder through it, as `r
 trains an encoder; both fit `rewire.step.make_train_step` and `rewire.models.mlm.make_eval_step`. The
 prepared corpora are already what a decoder needs: every row is `<s> text </s>` of one document, padded
 on the right, so position t predicts token t + 1 and the loss is masked where that token is padding
-(`</s>` is a target: the model learns where documents end).
+(`</s>` is a target: the model learns where documents end). The head and its cross-entropy run as
+`rewire.models.head_xent`, which never holds the [B, T, V] logits.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rewire.models.mlm import mlm_loss
+from rewire.models.head_xent import head_xent
 
 
 class CausalLM:
@@ -31,12 +32,16 @@ class CausalLM:
 
   def loss(self, params, batch, rng, *, deterministic: bool = False):
     ids = batch["input_ids"]
-    logits = self.model.apply({"params": params}, ids, batch["attention_mask"], deterministic=deterministic,
-                              rngs=None if deterministic else {"dropout": rng})
-    targets = ids[:, 1:]
+    h, kernel = self.model.apply({"params": params}, ids, deterministic=deterministic, method="hidden_and_head",
+                                 rngs=None if deterministic else {"dropout": rng})
+    # Position t predicts token t + 1; the last position has no target (a pad target, weight 0), which keeps
+    # the sequence length, and so the loss's chunks, whole.
+    targets = jnp.concatenate([ids[:, 1:], jnp.full_like(ids[:, :1], self.pad_id)], axis=1)
     weights = (targets != self.pad_id).astype(jnp.float32)
-    loss, acc, n = mlm_loss(logits[:, :-1], targets, weights)
-    return loss, {"accuracy": acc, "predictions": n}
+    ce_sum, correct_sum = head_xent(h, kernel, targets, weights)
+    n = weights.sum()
+    denom = jnp.maximum(n, 1.0)
+    return ce_sum / denom, {"accuracy": correct_sum / denom, "predictions": n}
 
 
 def next_token_unigram_loss(counts: np.ndarray, valid: np.ndarray, *, pad_id: int, bos_id: int) -> float:

@@ -55,6 +55,14 @@ class LlamaForCausalLM(nn.Module):
     h, _ = self.model(input_ids, deterministic=deterministic)
     return self._logits(h)
 
+  def hidden_and_head(self, input_ids: Array, *, deterministic: bool) -> tuple[Array, Array]:
+    """The final hidden states [B, T, H] (compute dtype) and the output kernel float32[H, V] (the transposed
+    embedding when tied): what `rewire.models.head_xent` turns into the loss without the logits."""
+    h, _ = self.model(input_ids, deterministic=deterministic)
+    if self.config.tie_word_embeddings:
+      return h, nn.unbox(self.model.variables["params"]["embed_tokens"]["embedding"]).T
+    return h, self.lm_head.kernel
+
   def decode(self, input_ids: Array, cache: Cache, index: Array) -> tuple[Array, Cache]:
     """Logits [B, T, V] of `input_ids` at positions index.., and the cache with their keys and values."""
     h, cache = self.model(input_ids, deterministic=True, cache=cache, index=index)
