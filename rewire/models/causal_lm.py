@@ -25,7 +25,7 @@ class CausalLM:
 
   def inputs(self, rng: jax.Array, tokens: jax.Array) -> dict[str, jax.Array]:
     del rng  # nothing is sampled: every real next token is a prediction
-    return {"input_ids": tokens, "attention_mask": (tokens != self.pad_id).astype(jnp.int32)}
+    return {"input_ids": tokens}  # causal attention over right-padded rows needs no key mask
 
   def prepare(self, rng: jax.Array, tokens: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
     return self.inputs(rng, tokens), rng

@@ -43,12 +43,14 @@ class LlamaForCausalLM(nn.Module):
       self.lm_head = Dense(cfg.hidden_size, cfg.vocab_size, ("embed", "vocab"), (None,), cfg.init_std,
                            cfg.compute_dtype, use_bias=False)
 
+  def _head_kernel(self) -> Array:
+    """The output projection float32[H, V]: the transposed `model/embed_tokens` when tied, else `lm_head`."""
+    if self.config.tie_word_embeddings:
+      return nn.unbox(self.model.variables["params"]["embed_tokens"]["embedding"]).T
+    return self.lm_head.kernel
+
   def _logits(self, h: Array) -> Array:
-    cfg = self.config
-    if cfg.tie_word_embeddings:
-      emb = nn.unbox(self.model.variables["params"]["embed_tokens"]["embedding"])
-      return jnp.einsum("...h,vh->...v", h, emb.astype(cfg.compute_dtype)).astype(jnp.float32)
-    return self.lm_head(h).astype(jnp.float32)
+    return jnp.dot(h, self._head_kernel().astype(self.config.compute_dtype)).astype(jnp.float32)
 
   def __call__(self, input_ids: Array, attention_mask: Array | None = None, *, deterministic: bool) -> Array:
     del attention_mask  # causal attention over right-padded rows: no real token sees a pad
@@ -59,9 +61,7 @@ class LlamaForCausalLM(nn.Module):
     """The final hidden states [B, T, H] (compute dtype) and the output kernel float32[H, V] (the transposed
     embedding when tied): what `rewire.models.head_xent` turns into the loss without the logits."""
     h, _ = self.model(input_ids, deterministic=deterministic)
-    if self.config.tie_word_embeddings:
-      return h, nn.unbox(self.model.variables["params"]["embed_tokens"]["embedding"]).T
-    return h, self.lm_head.kernel
+    return h, self._head_kernel()
 
   def decode(self, input_ids: Array, cache: Cache, index: Array) -> tuple[Array, Cache]:
     """Logits [B, T, V] of `input_ids` at positions index.., and the cache with their keys and values."""
