@@ -73,7 +73,7 @@ def rewire_setup():
 
 def hf_model(setup):
   from transformers import FlaxLlamaForCausalLM, LlamaConfig
-  from rewire.hf.llama import hf_config_dict
+  from rewire.models.llama_family import hf_config_dict
   kw = hf_config_dict(setup.model_config, "LlamaForCausalLM", bos_id=BOS, eos_id=EOS)
   return FlaxLlamaForCausalLM(LlamaConfig(**kw), _do_init=False, dtype=jnp.dtype(P["dtype"]))
 

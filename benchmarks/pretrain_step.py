@@ -50,8 +50,8 @@ MASK_ID = VOCAB - 1  # RoBERTa puts <mask> last
 NUM_SPECIAL = 4  # <s> <pad> </s> <unk>
 
 
-def model_config() -> rewire_model.ModelConfig:
-  return rewire_model.ModelConfig(
+def model_config() -> rewire_model.RobertaConfig:
+  return rewire_model.RobertaConfig(
       vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS, intermediate_size=FFN,
       max_position_embeddings=SEQ + 2, type_vocab_size=1, dropout=0.1, attention_dropout=0.1)
 
@@ -79,7 +79,7 @@ def make_tokens(rng: np.random.Generator) -> np.ndarray:
 # (a) rewire
 
 
-def make_rewire_step(cfg: rewire_model.ModelConfig) -> tuple[Any, Callable]:
+def make_rewire_step(cfg: rewire_model.RobertaConfig) -> tuple[Any, Callable]:
   """rewire's real train step (`rewire.stages.pretrain_setup.Setup`): the forgetting preset's optimizer (clip 0.5, K=1000,
   the reset `lax.cond` inside the step), on-device masking, the head at the gathered masked positions.
 
@@ -127,7 +127,7 @@ def hf_collate(tokens: np.ndarray) -> dict[str, np.ndarray]:
   return {"input_ids": inputs, "attention_mask": (tokens != PAD).astype(np.int32), "labels": labels}
 
 
-def make_hf_step(cfg: rewire_model.ModelConfig, tx: optax.GradientTransformation):
+def make_hf_step(cfg: rewire_model.RobertaConfig, tx: optax.GradientTransformation):
   """run_mlm_flax's TrainState and train_step, jitted (psum/pmean over one device dropped)."""
   from flax.training import train_state
   from transformers import FlaxRobertaForMaskedLM, RobertaConfig

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from rewire.data.tokenizer import SpecialIds  # noqa: E402
 from rewire.models.registry import init_variables  # noqa: E402
-from rewire.models.roberta import ModelConfig  # noqa: E402
+from rewire.models.roberta import RobertaConfig  # noqa: E402
 from rewire.models.roberta_heads import RobertaForMaskedLM  # noqa: E402
 from rewire.probe.stacked import StackedProbe, Table, TableData  # noqa: E402
 from rewire.sharding import make_mesh  # noqa: E402
@@ -43,7 +43,7 @@ def main(argv=None) -> dict[str, float]:
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--rounds", type=int, default=3)
   args = parser.parse_args(argv)
-  mc = ModelConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
+  mc = RobertaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
                    intermediate_size=FFN, max_position_embeddings=SEQ + 2)
   body = jax.tree.map(np.asarray, init_variables(RobertaForMaskedLM(mc), jax.random.key(0), SEQ)["params"])
   specials = SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=VOCAB - 1, vocab_size=VOCAB)

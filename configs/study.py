@@ -24,7 +24,9 @@ Interrupted? Run the same command again: finished jobs are skipped (see `logs/` 
 """
 
 from rewire.config import study_defaults
-from rewire.config.presets import split_preset, tiny_llama_model
+from rewire.config.groups import model_defaults
+from rewire.config.presets import split_preset
+from rewire.models import registry
 from rewire.tasks.names import GENRE_LABELS
 
 
@@ -35,11 +37,9 @@ def get_config(preset: str = "cpu"):
   p.update(total_steps=4100, batch_size=32, log_every=50, eval_every=410, checkpoint_every=1025,
            keep_checkpoints=2)
   p.data.update(source="bundled:en_web", seq_len=64, vocab_size=2048, max_valid_sequences=256)
-  p.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, dropout=0.0,
-                 attention_dropout=0.0)
+  p.model = model_defaults(family)
+  p.model.update(registry.family(family).tiny_shape, dropout=0.0, attention_dropout=0.0)
   p.optim.update(lr=2e-3, warmup_steps=200)
-  if family == "llama":
-    tiny_llama_model(p.model)
   c.forget_every = 100
   c.forget_until = 2100  # the frozen embeddings the English task model reads get 2,000 updates, not 100
   # One adaptation per language and budget, probed as it trains and carried to the zero-shot test.
@@ -60,7 +60,7 @@ def get_config(preset: str = "cpu"):
     p.update(total_steps=20, log_every=5, eval_every=10, checkpoint_every=10)
     p.data.update(source="bundled:bible_en", vocab_size=1024, max_documents=120, max_valid_sequences=32)
     p.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    if family == "llama":
+    if "num_kv_heads" in p.model:
       p.model.num_kv_heads = 1
     c.languages = "es=bundled:bible_es"
     c.controlled = "cipher=cipher:1:{pretrain}"

@@ -59,15 +59,23 @@ def _keep_moments(new_state: Any, old_state: Any) -> Any:
   return jax.tree.map(lambda n, o: o if is_adam(n) else n, new_state, old_state, is_leaf=is_adam)
 
 
+def fresh_rows(key: jax.Array, shape: tuple[int, ...], std: float, pad_row: int | None = None) -> jax.Array:
+  """Fresh vocabulary rows: N(0, std) in float32, with row `pad_row` zeroed when given.
+
+  The one draw behind a forgetting reset, an adaptation's re-initialisation and a probe's new tables
+  (`rewire.models.family.Family.pad_row` says which row a family zeroes); each caller derives `key` from
+  its own salt, so their random streams stay apart.
+  """
+  x = std * jax.random.normal(key, shape, jnp.float32)
+  return x if pad_row is None else x.at[pad_row].set(0.0)
+
+
 def resample(key: jax.Array, params: Any, *, init_std: float, pad_id: int | None) -> Any:
-  """Fresh N(0, init_std) values for every leaf of `params` (the j-th leaf from `fold_in(key, j)`)."""
+  """Fresh rows (`fresh_rows`) for every leaf of `params` (the j-th from `fold_in(key, j)`; a 2-D leaf's
+  row `pad_id` zeroed)."""
   leaves, treedef = jax.tree.flatten(params)
-  out = []
-  for j, p in enumerate(leaves):
-    x = init_std * jax.random.normal(jax.random.fold_in(key, j), p.shape, jnp.float32)
-    if pad_id is not None and x.ndim == 2:
-      x = x.at[pad_id].set(0.0)
-    out.append(x.astype(p.dtype))
+  out = [fresh_rows(jax.random.fold_in(key, j), p.shape, init_std, pad_id if p.ndim == 2 else None).astype(p.dtype)
+         for j, p in enumerate(leaves)]
   return jax.tree.unflatten(treedef, out)
 
 

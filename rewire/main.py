@@ -60,7 +60,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     inner = e.args[0] if e.args else e
     msg = inner.args[0] if isinstance(inner, BaseException) and inner.args else str(inner)
-    _fail(f"bad --config override: {str(msg).strip()}".replace("\n", " "))
+    msg = str(msg).strip().split(" Other fields present:")[0]  # ml_collections lists every key after this
+    _fail(f"bad --config override: {msg}".replace("\n", " "))
 
 
 def _fail(message: str) -> None:

@@ -13,7 +13,9 @@ embedding group of a forgetting run can replay the schedule inside every K-updat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import types
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from rewire.errors import UserError
+from rewire import forgetting
 from rewire.forgetting import last_reset
 
 FROZEN = "frozen"
@@ -41,9 +44,9 @@ def get_path(tree: Any, path: Sequence[str]) -> Any:
 
 
 def with_path(tree: dict, path: Sequence[str], value: Any) -> dict:
-  """A copy of nested dict `tree` (shallow along `path` only) with the leaf at `path` replaced."""
+  """A copy of nested dict `tree` (shallow along `path` only) with the leaf at `path` replaced (or added)."""
   out = dict(tree)
-  out[path[0]] = value if len(path) == 1 else with_path(tree[path[0]], path[1:], value)
+  out[path[0]] = value if len(path) == 1 else with_path(tree.get(path[0], {}), path[1:], value)
   return out
 
 
@@ -90,6 +93,11 @@ def relabel(params: Any, labels: Any, pattern: str, new_label: str) -> Any:
 
 def trainable_mask(labels: Any) -> Any:
   return jax.tree.map(lambda lab: lab != FROZEN, labels)
+
+
+def groups_of(labels: Any) -> list[str]:
+  """The sorted group names of a label tree."""
+  return sorted(set(jax.tree.leaves(labels)))
 
 
 def warmup_linear_decay(peak: float, warmup: int, total: int) -> optax.Schedule:
@@ -170,7 +178,7 @@ def make_stage_optimizer(optim_cfg, labels: Any, schedules: Schedules, *,
 
   `wrap[group]`, if given, wraps that group's AdamW (the forgetting group: `rewire.forgetting.forget`).
   """
-  groups = sorted(set(jax.tree.leaves(labels)))
+  groups = groups_of(labels)
   transforms: dict[str, optax.GradientTransformation] = {}
   for g in groups:
     transforms[g] = optax.set_to_zero() if g == FROZEN else adamw(optim_cfg, schedules.by_group[g])
@@ -181,6 +189,63 @@ def make_stage_optimizer(optim_cfg, labels: Any, schedules: Schedules, *,
     parts.append(optax.clip_by_global_norm(optim_cfg.clip_norm))
   parts.append(optax.multi_transform(transforms, labels))
   return optax.chain(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOptimizer:
+  """A stage's optimizer and what its train step and logs read of it."""
+  tx: optax.GradientTransformation
+  labels: Any                 # the group of every param leaf
+  trainable: Any              # bool per leaf: not frozen
+  schedules: Schedules
+  forget_every: int = 0
+
+  def rates(self, step: jax.Array) -> dict[str, jax.Array]:
+    """Each group's learning rate at update `step` (1-based)."""
+    return self.schedules.rates(step, self.forget_every)
+
+
+def stage_optimizer(optim_cfg, family, params: Any, *, total_steps: int, warmup_steps: int | None = None,
+                    forget_every: int = 0, forget_cfg=None, seed: int = 0, pad_id: int | None = None
+                    ) -> StageOptimizer:
+  """The one builder of every stage's optimizer: labels, schedules, AdamW per group, forgetting.
+
+  `optim_cfg` holds the AdamW recipe (lr, warmup_steps, b1, b2, eps, weight_decay) and optionally
+  `clip_norm` and `rules` (default: everything trains). `family` (a `rewire.models.family.Family`)
+  resolves leaf-set names and says where the padding row is; `params` may be abstract. With
+  `forget_every` > 0 the leaves of `forget_cfg.pattern` form the forgetting group, wrapped in
+  `rewire.forgetting.forget`. `warmup_steps` overrides the config's (fine-tuning derives it from a fraction).
+  """
+  hyper = types.SimpleNamespace(**{"clip_norm": 0.0, "rules": ((".*", TRAIN),), **dict(optim_cfg)})
+  if warmup_steps is not None:
+    hyper.warmup_steps = warmup_steps
+  labels = label_params(params, family.resolve_rules(hyper.rules))
+  wrap = None
+  until = forget_cfg.until if forget_every > 0 else 0
+  if forget_every > 0:
+    if forget_cfg.pattern in ("output", "both") and "output" not in family.lm_matrices(params):
+      raise UserError(f"forget.pattern={forget_cfg.pattern} resets the output head, but this {family.name} model "
+                      f"ties it to the token-embedding matrix; use forget.pattern=input")
+    labels = relabel(params, labels, family.resolve(forget_cfg.pattern), FORGET)
+  schedules = make_schedules(hyper, total_steps, forget_every, groups_of(labels), until=until)
+  if forget_every > 0:
+    final = adamw(hyper, schedules.final) if schedules.final is not None else None
+    wrap = {FORGET: functools.partial(
+        forgetting.forget, every=forget_every, last_step=total_steps, init_std=forget_cfg.init_std,
+        pad_id=family.pad_row(family.word_embedding, pad_id), seed=seed, until=until,
+        reset_optimizer=forget_cfg.reset_optimizer, final=final)}
+  tx = make_stage_optimizer(hyper, labels, schedules, wrap=wrap)
+  return StageOptimizer(tx, labels, trainable_mask(labels), schedules, max(forget_every, 0))
+
+
+def group_state(opt_state: Any, group: str) -> Any:
+  """One group's optimizer state (its AdamW chain; under `forget` for the forgetting group) in a stage
+  optimizer's state, wherever optax's chain puts it."""
+  for part in opt_state:
+    if isinstance(part, optax.MultiTransformState):
+      inner = part.inner_states[group].inner_state
+      return inner.inner_state if isinstance(inner, forgetting.ForgetState) else inner
+  raise ValueError("not the state of a stage optimizer (no optax.multi_transform in its chain)")
 
 
 def value_and_grad_trainable(loss_fn: Callable, params: Any, mask: Any, *, has_aux: bool = False):

@@ -29,11 +29,32 @@ from rewire import optim, sharding
 
 
 class Objective(Protocol):
+  def inputs(self, rng: jax.Array, batch: Any) -> Any:
+    """The model inputs of a raw batch (e.g. MLM masking drawn from `rng`); what evaluation scores."""
+
   def prepare(self, rng: jax.Array, batch: Any) -> tuple[Any, jax.Array]:
     """(model inputs, the loss's randomness) from a raw batch and the step's key; not differentiated."""
 
-  def loss(self, params: Any, inputs: Any, rng: jax.Array) -> tuple[jax.Array, Mapping[str, jax.Array]]:
-    """(scalar loss, metrics) of `params` on `inputs`, in training mode."""
+  def loss(self, params: Any, inputs: Any, rng: jax.Array, *, deterministic: bool = False
+           ) -> tuple[jax.Array, Mapping[str, jax.Array]]:
+    """(scalar loss, metrics) of `params` on `inputs` (training mode unless `deterministic`); evaluation
+    reads the metrics "accuracy" and "predictions" (the count the loss is a mean over)."""
+
+
+_EVAL_SALT = 0xE7A1
+
+
+def make_eval_step(objective: Objective, *, seed: int) -> Callable:
+  """Builds `eval_step(params, batch, index) -> (loss_sum, correct_sum, count)`: the objective's inputs
+  drawn from a key fixed per batch `index` (comparable across steps and runs), in evaluation mode."""
+
+  def eval_step(params, batch, index):
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _EVAL_SALT), index)
+    loss, aux = objective.loss(params, objective.inputs(rng, batch), None, deterministic=True)
+    n = aux["predictions"]
+    return loss * n, aux["accuracy"] * n, n
+
+  return eval_step
 
 
 def all_finite(tree: Any) -> jax.Array:

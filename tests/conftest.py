@@ -72,9 +72,9 @@ def tiny_config(forgetting=True, mesh=None):
 
 def tiny_llama_config(forgetting=True, pattern="input"):
   """The tiny config for the Llama family: 1 layer, hidden 32, 4 query / 2 key-value heads, untied head."""
-  from rewire.config.presets import tiny_llama_model
+  from rewire.config.groups import model_defaults
   c = tiny_config(forgetting)
-  tiny_llama_model(c.model)
+  c.model = model_defaults("llama")
   c.model.update(hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=48)
   c.forget.pattern = pattern
   return c

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from rewire import forgetting, optim
+from rewire.models import registry
 from rewire.errors import UserError
 
 EMB = "roberta/embeddings/word_embeddings/embedding"
@@ -31,21 +32,16 @@ def optim_cfg(clip=0.5):
                                         clip_norm=clip))
 
 
-def make_tx(params, every=K, rules=((".*", "train"),), clip=0.5, seed=0, pattern=EMB, **variant):
-  labels = optim.label_params(params, rules)
-  if every:
-    labels = optim.relabel(params, labels, pattern, optim.FORGET)
-  scheds = optim.make_schedules(optim_cfg(clip), TOTAL, every, sorted(set(jax.tree.leaves(labels))),
-                                until=variant.get("until", 0))
-  return stage_tx(optim_cfg(clip), labels, scheds, every, seed, **variant), labels, scheds
-
-
-def stage_tx(cfg, labels, scheds, every, seed=0, until=0, reset_optimizer=True):
-  """The stage optimizer as `rewire.stages.pretrain_setup.Setup` builds it: the forgetting group's AdamW wrapped by forget()."""
-  final = optim.adamw(cfg, scheds.final) if scheds.final is not None else None
-  reset = lambda tx: forgetting.forget(tx, every=every, last_step=TOTAL, init_std=0.02, pad_id=PAD, seed=seed,
-                                       until=until, reset_optimizer=reset_optimizer, final=final)
-  return optim.make_stage_optimizer(cfg, labels, scheds, wrap={optim.FORGET: reset} if every else None)
+def make_tx(params, every=K, rules=((".*", "train"),), clip=0.5, seed=0, pattern=EMB, until=0,
+            reset_optimizer=True):
+  """The stage optimizer as every stage builds it (`optim.stage_optimizer`): tx, labels, schedules."""
+  cfg = optim_cfg(clip)
+  cfg.rules = rules
+  forget = ml_collections.ConfigDict(dict(pattern=pattern, init_std=0.02, until=until,
+                                          reset_optimizer=reset_optimizer))
+  opt = optim.stage_optimizer(cfg, registry.family("roberta"), params, total_steps=TOTAL, forget_every=every,
+                              forget_cfg=forget, seed=seed, pad_id=PAD)
+  return opt.tx, opt.labels, opt.schedules
 
 
 def grads_for(step, params):
@@ -68,12 +64,6 @@ def leaves_by_path(tree):
   return {optim.path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def group_state(state, group):
-  """The AdamW chain state of a group (under the forgetting wrapper for the forgetting group)."""
-  inner = state[-1].inner_states[group].inner_state
-  return inner.inner_state if isinstance(inner, forgetting.ForgetState) else inner
-
-
 def test_reset_touches_only_embeddings_and_restarts_their_state():
   params = make_params()
   hist_f = run(make_tx(params)[0], params, K + 1)
@@ -87,23 +77,21 @@ def test_reset_touches_only_embeddings_and_restarts_their_state():
   np.testing.assert_allclose(emb[rows], expected[rows], atol=2.5e-7, rtol=0)
   assert abs(float(jnp.std(emb[rows])) - 0.02) < 0.01
   # The embedding group's Adam moments are zero and its counts restart; the body's are untouched.
-  adam, _, sched = group_state(hist_f[K - 1][1], optim.FORGET)
+  adam, _, sched = optim.group_state(hist_f[K - 1][1], optim.FORGET)
   for leaf in jax.tree.leaves(adam.mu) + jax.tree.leaves(adam.nu):
     assert not np.any(np.asarray(leaf))
   assert int(adam.count) == 0 and int(sched.count) == 0
-  body_adam = group_state(hist_f[K - 1][1], optim.TRAIN)[0]
+  body_adam = optim.group_state(hist_f[K - 1][1], optim.TRAIN)[0]
   assert int(body_adam.count) == K
   # One update later the embedding group counts from 1 again.
-  assert int(group_state(hist_f[K][1], optim.FORGET)[0].count) == 1
+  assert int(optim.group_state(hist_f[K][1], optim.FORGET)[0].count) == 1
 
 
 def test_body_update_across_reset_equals_update_without_reset():
   params = make_params()
   tx_f = make_tx(params)[0]
   # Same optimizer groups and clipping, but the reset never fires.
-  labels = optim.relabel(params, optim.label_params(params, ((".*", "train"),)), EMB, optim.FORGET)
-  scheds = optim.make_schedules(optim_cfg(), TOTAL, K, ["forget", "train"])
-  tx_n = stage_tx(optim_cfg(), labels, scheds, every=TOTAL * 10)
+  tx_n = make_tx(params, every=TOTAL * 10)[0]
   # Feed both the same params and grads at the reset step, so the comparison is exact.
   state_f, state_n = tx_f.init(params), tx_n.init(params)
   for s in range(K):
@@ -116,8 +104,8 @@ def test_body_update_across_reset_equals_update_without_reset():
       assert not np.array_equal(np.asarray(uf[name]), np.asarray(un[name]))
     else:
       np.testing.assert_array_equal(np.asarray(uf[name]), np.asarray(un[name]), err_msg=name)
-  body_f = jax.tree.leaves(group_state(state_f, optim.TRAIN))
-  body_n = jax.tree.leaves(group_state(state_n, optim.TRAIN))
+  body_f = jax.tree.leaves(optim.group_state(state_f, optim.TRAIN))
+  body_n = jax.tree.leaves(optim.group_state(state_n, optim.TRAIN))
   for a, b in zip(body_f, body_n):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -127,7 +115,7 @@ def test_resets_at_multiples_of_k_and_never_after_the_last_update():
   assert due == [3, 6]  # 9 is the final update: no reset after it
   params = make_params()
   hist = run(make_tx(params)[0], params, TOTAL)
-  counts = [int(group_state(st, optim.FORGET)[0].count) for _, st, _ in hist]
+  counts = [int(optim.group_state(st, optim.FORGET)[0].count) for _, st, _ in hist]
   assert counts == [1, 2, 0, 1, 2, 0, 1, 2, 3]
 
 
@@ -169,9 +157,9 @@ def test_label_table_requires_full_coverage_and_frozen_has_no_state():
   rules = ((EMB, "train"), (".*", "frozen"))
   tx, labels, _ = make_tx(params, every=0, rules=rules)
   state = tx.init(params)
-  trained = leaves_by_path(group_state(state, optim.TRAIN)[0].mu)
+  trained = leaves_by_path(optim.group_state(state, optim.TRAIN)[0].mu)
   assert list(trained) == [EMB]
-  assert jax.tree.leaves(state[1].inner_states["frozen"]) == []
+  assert jax.tree.leaves(optim.group_state(state, "frozen")) == []
   hist = run(tx, params, 2)
   for name, x in leaves_by_path(hist[-1][0]).items():
     if name != EMB:
@@ -201,7 +189,7 @@ def test_until_stops_resets_and_runs_the_last_episode_to_the_end():
   params = make_params()
   tx, _, scheds = make_tx(params, until=4)
   hist = run(tx, params, TOTAL)
-  counts = [int(group_state(st, optim.FORGET)[0].count) for _, st, _ in hist]
+  counts = [int(optim.group_state(st, optim.FORGET)[0].count) for _, st, _ in hist]
   assert counts == [1, 2, 0, 1, 2, 3, 4, 5, 6]
   emb = [embedding(p) for p, _, _ in hist]
   assert np.abs(emb[2] - emb[1]).max() > 0.5 * np.abs(emb[1]).max()  # the reset: a fresh small sample
@@ -213,7 +201,7 @@ def test_until_stops_resets_and_runs_the_last_episode_to_the_end():
   assert lrs[3:] != lrs[:3] * 2  # not the K-long episode repeated
   # The learning rate the optimizer applied matches the logged one: update = -lr * adam direction.
   last = hist[-1][1]
-  assert int(group_state(last, optim.FORGET)[2].count) == 6
+  assert int(optim.group_state(last, optim.FORGET)[2].count) == 6
 
 
 def test_until_past_the_end_equals_plain_forgetting():
@@ -237,12 +225,12 @@ def test_reset_optimizer_off_keeps_adam_moments_and_restarts_the_schedule():
   for keep in (False, True):
     tx, _, _ = make_tx(params, clip=0.0, reset_optimizer=not keep)
     hists[keep] = run(tx, params, K)
-  reset_state = group_state(hists[True][K - 1][1], optim.FORGET)
-  zeroed_state = group_state(hists[False][K - 1][1], optim.FORGET)
+  reset_state = optim.group_state(hists[True][K - 1][1], optim.FORGET)
+  zeroed_state = optim.group_state(hists[False][K - 1][1], optim.FORGET)
   # Reset on: moments zeroed, counts restarted.
   assert not np.any(only(zeroed_state[0].mu)) and int(zeroed_state[0].count) == 0
   # Reset off: the moments are Adam's after update K, computed by hand from update K-1's state.
-  before = group_state(hists[True][K - 2][1], optim.FORGET)[0]
+  before = optim.group_state(hists[True][K - 2][1], optim.FORGET)[0]
   g = embedding(grads_for(K - 1, hists[True][K - 2][0]))
   mu = cfg.b1 * only(before.mu) + (1 - cfg.b1) * g
   nu = cfg.b2 * only(before.nu) + (1 - cfg.b2) * g * g

@@ -20,7 +20,7 @@ from rewire.hf import convert as hf_convert
 from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
-from rewire.models.roberta import ModelConfig
+from rewire.models.roberta import RobertaConfig
 from rewire.models.roberta_heads import RobertaForMaskedLM
 
 TOL = 1e-5
@@ -144,7 +144,7 @@ def test_autotokenizer_encodes_like_rewire(exported):
 # ----------------------------------------------------------------------------------------------------------
 # Task heads.
 
-HEAD_CFG = ModelConfig(vocab_size=64, hidden_size=24, num_layers=2, num_heads=3, intermediate_size=40,
+HEAD_CFG = RobertaConfig(vocab_size=64, hidden_size=24, num_layers=2, num_heads=3, intermediate_size=40,
                        max_position_embeddings=30, layer_norm_eps=1e-5)
 
 
@@ -161,11 +161,11 @@ def _head_outputs(model, params, ids, mask):
   return np.concatenate([np.asarray(o) for o in (out if isinstance(out, tuple) else (out,))], axis=-1)
 
 
-@pytest.mark.parametrize("arch", [registry.SEQUENCE_CLASSIFICATION, registry.QUESTION_ANSWERING])
+@pytest.mark.parametrize("arch", [registry.family().task_heads["classification"], registry.family().task_heads["span"]])
 def test_heads_match_hf_and_export(arch, exported, tmp_path):
   import transformers
   torch = pytest.importorskip("torch")
-  num_labels = 3 if arch == registry.SEQUENCE_CLASSIFICATION else None
+  num_labels = 3 if arch == registry.family().task_heads["classification"] else None
   labels = ("entailment", "neutral", "contradiction") if num_labels else None
   info = hf_convert.ModelInfo(arch, HEAD_CFG, num_labels, labels)
   model = info.make()
@@ -218,7 +218,7 @@ def _import_and_run(hf_dir, workdir, ids, mask):
   assert (info.config.hidden_size, info.config.num_heads, info.config.num_layers) == (60, 5, 3)
   assert info.config.layer_norm_eps == 1e-12 and info.config.type_vocab_size == 1
   params, _ = load_params(workdir)
-  if info.architecture != registry.MLM:
+  if info.architecture != registry.family().lm:
     return info, params, _head_outputs(info.make(), params, ids, mask)
   every_position = np.tile(np.arange(L, dtype=np.int32), (B, 1))
   return info, params, _mlm_logits(info.config, params, ids, mask, every_position)

@@ -24,7 +24,7 @@ from rewire.models.registry import init_variables
 from rewire.errors import UserError
 
 B, L, M = 3, 16, 5
-CFG = rm.ModelConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+CFG = rm.RobertaConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                      max_position_embeddings=40, layer_norm_eps=1e-5)
 RULES = [("batch", ("data", "fsdp")), ("embed", "fsdp"), ("vocab", "tensor"), ("heads", "tensor"),
          ("mlp", "tensor"), ("length", None), ("embed_out", None)]
@@ -251,13 +251,13 @@ def test_bfloat16_compute_keeps_float32_params(params, batch):
 
 def test_config_from_dict():
   d = ml_collections.ConfigDict(dict(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2))
-  cfg = rm.ModelConfig.from_dict(d)
+  cfg = rm.RobertaConfig.from_dict(d)
   assert (cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size) == (50, 16, 3072)
-  assert rm.ModelConfig.from_dict(dict(vocab_size=50)) == rm.ModelConfig(vocab_size=50)
+  assert rm.RobertaConfig.from_dict(dict(vocab_size=50)) == rm.RobertaConfig(vocab_size=50)
   with pytest.raises(UserError, match="hiden_size.*num_layer"):
-    rm.ModelConfig.from_dict(dict(vocab_size=50, hiden_size=16, num_layer=2))
+    rm.RobertaConfig.from_dict(dict(vocab_size=50, hiden_size=16, num_layer=2))
   with pytest.raises(UserError, match="multiple"):
-    rm.ModelConfig.from_dict(dict(vocab_size=50, hidden_size=10, num_heads=4))
+    rm.RobertaConfig.from_dict(dict(vocab_size=50, hidden_size=10, num_heads=4))
   hf_cfg = RobertaConfig(**CFG.to_hf_dict())
   assert (hf_cfg.num_hidden_layers, hf_cfg.hidden_act, hf_cfg.type_vocab_size) == (2, "gelu", 1)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from rewire import sharding
+from rewire import optim, sharding
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.telemetry import read_records
@@ -88,7 +88,7 @@ def test_resets_keep_the_shardings(tiny_runs):
   # ("vocab", "embed") -> ("tensor", "fsdp"): after two resets the embedding is still sharded by the rules.
   assert emb.sharding.spec == P("tensor", "fsdp")
   assert emb.addressable_shards[0].data.shape == (emb.shape[0] // 2, emb.shape[1] // 2)
-  mu = summary["state"]["opt_state"][1].inner_states["forget"].inner_state.inner_state[0].mu
+  mu = optim.group_state(summary["state"]["opt_state"], "forget")[0].mu
   assert mu["roberta"]["embeddings"]["word_embeddings"]["embedding"].sharding.spec == P("tensor", "fsdp")
 
 

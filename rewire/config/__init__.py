@@ -25,10 +25,10 @@ from rewire.config.prepare import prepare_defaults
 from rewire.config.presets import PRESETS, pipeline_preset, pretrain_preset, tiny_stage_config
 from rewire.config.pretrain import adapt_language_defaults, pretrain_defaults
 from rewire.config.probe import parse_pairs, probe_defaults, probe_during_pretraining
-from rewire.config.schema import SCHEMAS, validate
+from rewire.config.schema import SCHEMAS, seat_family, validate
 from rewire.config.study import study_defaults
 
 __all__ = ["PRESETS", "SCHEMAS", "adapt_language_defaults", "assemble_defaults", "data_defaults",
            "evaluate_defaults", "finetune_defaults", "parse_pairs", "pipeline_defaults", "pipeline_preset",
            "prepare_defaults", "pretrain_defaults", "pretrain_preset", "probe_defaults",
-           "probe_during_pretraining", "study_defaults", "tiny_stage_config", "validate"]
+           "probe_during_pretraining", "seat_family", "study_defaults", "tiny_stage_config", "validate"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from rewire.models import registry
+
 
 def data_defaults() -> ml_collections.ConfigDict:
   """The `data` group: what a corpus is prepared from (`rewire.data.build`) and how a run reads it."""
@@ -35,28 +37,11 @@ def data_defaults() -> ml_collections.ConfigDict:
       mask_prob=0.15))
 
 
-def model_defaults(family: str = "roberta") -> ml_collections.ConfigDict:
-  """The `model` group of a run that builds its model: the family's keys, RoBERTa-base's by default.
-
-  One group serves both families: `family` picks the architecture (`rewire.models.registry`), and the keys
-  the other family reads are ignored. `family="llama"` gives a ~160M-parameter Llama decoder.
-  """
-  common = dict(vocab_size=0,    # 0: taken from the tokenizer
-                max_position_embeddings=0,  # 0: data.seq_len (+ 2 for RoBERTa, whose positions skip the pad)
-                init_std=0.02, dtype="float32", remat=False)
-  roberta = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, type_vocab_size=1,
-                 layer_norm_eps=1e-5, dropout=0.1, attention_dropout=0.1)
-  llama = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048, dropout=0.0,
-               attention_dropout=0.0,
-               num_kv_heads=0,             # llama: 0 = num_heads; fewer = grouped-query attention
-               head_dim=0,                 # llama: 0 = hidden_size // num_heads
-               rms_norm_eps=1e-5, rope_theta=10_000.0,
-               tie_word_embeddings=False)  # llama: True = the output head is the token-embedding matrix
-  if family not in ("roberta", "llama"):
-    raise ValueError(f"unknown model family {family!r}")
-  own = roberta if family == "roberta" else llama
-  other = {k: v for k, v in (llama if family == "roberta" else roberta).items() if k not in own}
-  return ml_collections.ConfigDict(dict(family=family, **common, **own, **other))
+def model_defaults(family: str = registry.DEFAULT_FAMILY) -> ml_collections.ConfigDict:
+  """The `model` group of a run that builds its model: `family` and that family's keys only, with the
+  defaults its config class declares (`Family.config_group`; RoBERTa-base by default, a ~160M-parameter
+  decoder for `llama`). A key of another family is an unknown key, as a typo is."""
+  return registry.family(family).config_group()
 
 
 def run_model_defaults() -> ml_collections.ConfigDict:

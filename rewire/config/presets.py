@@ -1,8 +1,8 @@
 """The presets of every stage: `tiny` (CPU-sized, on the bundled data) and `base` (the paper's recipe).
 
 Config files in `configs/` pick a preset with a colon (`configs/pretrain_forget.py:base`); these functions
-build them from the stages' schemas, so a preset only says what it changes. A `-llama` suffix
-(`:tiny-llama`, `:base-llama`) gives the same recipe for a Llama-family decoder.
+build them from the stages' schemas, so a preset only says what it changes. A family suffix
+(`:tiny-llama`, `:base-llama`) gives the same recipe for another registered family's model.
 """
 
 from __future__ import annotations
@@ -14,33 +14,34 @@ from rewire.config.groups import model_defaults
 from rewire.config.pipeline import pipeline_defaults
 from rewire.config.pretrain import adapt_language_defaults, pretrain_defaults
 from rewire.errors import UserError
+from rewire.models import registry
 from rewire.tasks.names import GENRE_LABELS
 
 PRESETS = ("tiny", "base")
-FAMILY_SUFFIXES = ("llama",)
 
 
 def split_preset(preset: str, known=PRESETS) -> tuple[str, str]:
-  """"tiny-llama" -> ("tiny", "llama"); "base" -> ("base", "roberta"); a UserError for anything else."""
+  """"tiny-<family>" -> ("tiny", family); "base" -> ("base", the default family); a UserError for anything else.
+
+  The suffix is any registered family but the default one."""
   name, _, fam = (preset or known[0]).partition("-")
-  if name not in known or (fam and fam not in FAMILY_SUFFIXES):
-    choices = [*known, *(f"{k}-{f}" for k in known for f in FAMILY_SUFFIXES)]
+  suffixes = [f for f in registry.FAMILIES if f != registry.DEFAULT_FAMILY]
+  if name not in known or (fam and fam not in suffixes):
+    choices = [*known, *(f"{k}-{f}" for k in known for f in suffixes)]
     raise UserError(f"unknown preset {preset!r}; choose one of {tuple(choices)}")
-  return name, fam or "roberta"
+  return name, fam or registry.DEFAULT_FAMILY
 
 
-def tiny_llama_model(c) -> None:
-  """The CPU-sized decoder: 2 layers, hidden 128, 4 query and 2 key/value heads, SwiGLU 352, untied."""
-  c.update(model_defaults("llama"))
-  c.update(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=352)
+def preset_name(preset: str, family: str) -> str:
+  """The preset name of `preset` for `family` (e.g. "tiny-<family>"; the default family has no suffix)."""
+  return preset if family == registry.DEFAULT_FAMILY else f"{preset}-{family}"
 
 
 def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDict:
   """The `:tiny` (CPU demo) and `:base` (paper recipe) presets, with or without forgetting."""
   preset, fam = split_preset(preset)
   c = pretrain_defaults()
-  if fam == "llama":
-    c.model = model_defaults("llama")  # ~160M parameters, no dropout, untied head
+  c.model = model_defaults(fam)  # the family's base shape (RoBERTa-base; Llama: ~160M, no dropout, untied)
   if preset == "tiny":
     c.total_steps = 1200
     c.forget_every = 200
@@ -48,9 +49,7 @@ def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDi
     c.log_every = 10
     c.eval_every = 90           # not a divisor of forget_every: no evaluation lands right after a reset
     c.checkpoint_every = 300
-    c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512)
-    if fam == "llama":
-      tiny_llama_model(c.model)
+    c.model.update(registry.family(fam).tiny_shape)
     c.data.update(seq_len=64, vocab_size=2048, max_valid_sequences=256)
     c.optim.update(lr=2e-3, warmup_steps=100)
   if preset == "base":
@@ -61,13 +60,14 @@ def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDi
   return c
 
 
-def tiny_stage_config(stage: str, family: str = "roberta") -> ml_collections.ConfigDict:
-  """The `:tiny` presets of the later stages: CPU-sized, on the bundled data, reading `runs/<variant>`
-  (`runs/<variant>_llama` and no dropout for the decoder family)."""
-  source = "runs/forget" if family == "roberta" else f"runs/forget_{family}"
-  dropout = 0.1 if family == "roberta" else 0.0
+def tiny_stage_config(stage: str, family: str = registry.DEFAULT_FAMILY) -> ml_collections.ConfigDict:
+  """The `:tiny` presets of the later stages: CPU-sized, on the bundled data, reading `runs/forget`
+  (`runs/forget_<family>` for another family), with the family's own default dropout."""
+  source = "runs/forget" if family == registry.DEFAULT_FAMILY else f"runs/forget_{family}"
+  dropout = registry.family(family).config_group().dropout
   if stage == "adapt_language":
     c = adapt_language_defaults()
+    c.model = model_defaults(family)
     c.init_from = source
     c.model.update(dropout=dropout, attention_dropout=dropout)
     c.data.update(source="bundled:bible_es", seq_len=64, vocab_size=2048, max_valid_sequences=128)
@@ -94,22 +94,23 @@ def pipeline_preset(preset: str) -> ml_collections.ConfigDict:
   """`tiny`: the whole method on the bundled Bibles in minutes on a CPU; `base`: the paper's recipe."""
   preset, fam = split_preset(preset)
   c = pipeline_defaults()
-  c.pretrain = pretrain_preset(f"{preset}-{fam}" if fam != "roberta" else preset, forgetting=True)
+  c.pretrain = pretrain_preset(preset_name(preset, fam), forgetting=True)
   c.forget_every = c.pretrain.forget_every
   if preset == "tiny":
     c.languages = ("es",)
     c.adapt_source = "bundled:bible_{lang}"
     c.adapt = tiny_stage_config("adapt_language", fam)
-    if fam == "roberta":
+    span = "span" in registry.family(fam).task_heads
+    if span:
       # Extractive QA: a 2-layer model learns it in minutes (its NLI head on <s> stays at chance this small).
-      c.finetune = tiny_stage_config("finetune_qa")
-    else:  # the decoder family has no span head: its verse-genre classifier reads the last token
+      c.finetune = tiny_stage_config("finetune_qa", fam)
+    else:  # a family without a span head (a decoder): its verse-genre classifier
       c.finetune = tiny_stage_config("finetune_nli", fam)
       c.finetune.update(task="classify", train_source="bundled:verse_genre:train",
                         dev_source="bundled:verse_genre:dev", label_names=GENRE_LABELS)
     c.finetune.update(max_train_examples=2000, epochs=2)
     c.finetune.optim.lr = 5e-4
-    c.evaluate.test_source = "bundled:verse_qa:test" if fam == "roberta" else "bundled:verse_genre:test"
+    c.evaluate.test_source = "bundled:verse_qa:test" if span else "bundled:verse_genre:test"
   else:
     c.languages = ("ar", "de", "es", "hi", "ru", "th", "tr", "vi", "zh")
     c.adapt_source = "prepared:data/cc100_{lang}"  # configs/prepare.py:cc100.LANG for each language

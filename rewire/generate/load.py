@@ -23,6 +23,7 @@ from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.models import registry
+from rewire.optim import get_path, with_path
 
 
 @dataclasses.dataclass
@@ -62,26 +63,30 @@ def _head_source(workdir: str, info: dict) -> str:
 def load_decoder(workdir: str, step: int | None = None) -> Decoder:
   """The causal LM of any Llama-family workdir (UserError for encoder workdirs)."""
   info = rworkdir.read_model_info(workdir)
-  arch = info.get("architecture", registry.MLM)
+  arch = registry.info_architecture(info)
   fam = registry.family_of(arch)
-  if fam.objective != "next_token":
+  if not fam.generates:
     raise UserError(f"{workdir} holds a {arch}; rewire.generate samples from decoder workdirs "
-                    f"({', '.join(f.lm for f in registry.FAMILIES.values() if f.objective == 'next_token')})")
+                    f"({', '.join(f.lm for f in registry.FAMILIES.values() if f.generates)})")
   _, config = registry.config_from_info(info)
   params, step = load_params(workdir, step)
   params = jax.device_get(params)
   head_from = None
+  model = registry.make_model(fam.lm, config)
   if arch != fam.lm:
-    params = {"model": params["model"]}
-    if not config.tie_word_embeddings:
+    body = fam.body.rstrip("/")
+    params = {body: params[body]}
+    lm_leaves = fam.lm_matrices(registry.abstract_params(model))
+    if "output" in lm_leaves:  # an untied head: the language model the embeddings came from holds it
       head_from = _head_source(workdir, info)
       lm, _ = load_params(head_from)
-      head = np.asarray(jax.device_get(lm["lm_head"]["kernel"]))
-      if head.shape != (config.hidden_size, config.vocab_size):
-        raise UserError(f"the output head of {head_from} is {head.shape}, but {workdir} needs "
-                        f"{(config.hidden_size, config.vocab_size)}")
-      params["lm_head"] = {"kernel": head}
+      path = tuple(lm_leaves["output"].split("/"))
+      head = np.asarray(jax.device_get(get_path(lm, path)))
+      want = get_path(registry.abstract_params(model), path).shape
+      if head.shape != want:
+        raise UserError(f"the output head of {head_from} is {head.shape}, but {workdir} needs {want}")
+      params = with_path(params, path, head)
   tok_path = rworkdir.tokenizer_path(workdir)
   if not os.path.isfile(tok_path):
     raise UserError(f"{workdir} has no tokenizer.json to encode prompts with")
-  return Decoder(registry.make_model(fam.lm, config), params, load_tokenizer(tok_path), step, head_from)
+  return Decoder(model, params, load_tokenizer(tok_path), step, head_from)

@@ -8,7 +8,7 @@ renaming-free on the Flax side; PyTorch needs one explicit, reversible name/tran
   export.py    workdir -> HF directory (Flax msgpack, safetensors in PyTorch names, tokenizer files)
   importer.py  HF directory -> workdir;  cli.py / __main__.py  `python -m rewire.hf export|import`
 
-`model.json` is `{"architecture": ..., **ModelConfig}`; task models add `"num_labels"` and optionally
+`model.json` is `{"architecture": ..., **RobertaConfig}`; task models add `"num_labels"` and optionally
 `"label_names"` (by class id), which become HF's `id2label`; other keys (task settings, provenance) are
 metadata that export ignores.
 

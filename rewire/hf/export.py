@@ -1,8 +1,8 @@
 """Export: a rewire workdir's checkpoint as a Hugging Face model directory (`python -m rewire.hf export`).
 
-It writes `config.json` (a `RobertaConfig` or `LlamaConfig`, architectures as in the workdir's
-`model.json`), `flax_model.msgpack` (the params, for `FlaxRoberta*` / `FlaxLlamaForCausalLM.from_pretrained`;
-a tied Llama gets the `lm_head` copy HF Flax reads), `model.safetensors` with PyTorch names (kernels
+It writes `config.json` (the family's HF config, architectures as in the workdir's `model.json`),
+`flax_model.msgpack` (the params as the family's HF Flax classes read them, e.g. a tied Llama's `lm_head`
+copy), `model.safetensors` with PyTorch names (kernels
 transposed; a tied decoder is left out, as torch's `save_pretrained` does)
 and, when the workdir has a `tokenizer.json`, the tokenizer files for `AutoTokenizer.from_pretrained`
 (the same `tokenizer.json`, so it encodes exactly as rewire does, under `PreTrainedTokenizerFast`). An
@@ -26,36 +26,20 @@ from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.fileio import write_json_atomic
-from rewire.hf import llama as hf_llama
 from rewire.hf.convert import ModelInfo, check_params, expected_shapes, flatten, to_pytorch
-from rewire.models import registry
 
 _SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
                    "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
 
 
 def hf_config(info: ModelInfo, bos_id: int = 0, eos_id: int = 2):
-  """The `transformers` config (`RobertaConfig`, `LlamaConfig`) of a rewire model."""
-  from transformers import LlamaConfig, RobertaConfig
-  if info.family.name == "llama":
-    kw: dict[str, Any] = hf_llama.hf_config_dict(info.config, info.architecture, bos_id=bos_id, eos_id=eos_id)
-    cls = LlamaConfig
-  else:
-    kw = dict(info.config.to_hf_dict(), bos_token_id=bos_id, eos_token_id=eos_id,
-              architectures=[info.architecture], torch_dtype="float32")
-    cls = RobertaConfig
+  """The `transformers` config of a rewire model (the family's config class, with the task's labels)."""
+  cfg = info.family.hf_config(info.architecture, info.config, bos_id=bos_id, eos_id=eos_id)
   if info.architecture == info.family.task_heads.get("classification"):
     labels = info.labels or tuple(f"LABEL_{i}" for i in range(info.num_labels))
-    kw.update(num_labels=info.num_labels, id2label=dict(enumerate(labels)),
-              label2id={name: i for i, name in enumerate(labels)})
-  return cls(**kw)
-
-
-def flax_params(info: ModelInfo, params: Any) -> Any:
-  """The params as HF Flax stores them: a tied Llama gets the `lm_head` copy FlaxLlamaForCausalLM reads."""
-  if info.architecture == registry.LLAMA.lm and info.config.tie_word_embeddings:
-    return {**params, "lm_head": {"kernel": np.asarray(params["model"]["embed_tokens"]["embedding"]).T.copy()}}
-  return params
+    cfg.num_labels = info.num_labels
+    cfg.id2label, cfg.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+  return cfg
 
 
 def _write_tokenizer_files(tokenizer_path: str, out: str, model_max_length: int) -> None:
@@ -114,7 +98,7 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[s
   hf_config(info, *(i if i is not None else d for i, d in zip(ids, (0, 2)))).save_pretrained(out)
   np_params = jax.tree.map(np.asarray, params)
   with open(os.path.join(out, "flax_model.msgpack"), "wb") as f:
-    f.write(flax.serialization.to_bytes(flax_params(info, np_params)))
+    f.write(flax.serialization.to_bytes(info.family.hf_flax_params(info.architecture, info.config, np_params)))
   save_file(to_pytorch(np_params), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
   if os.path.isfile(tok_path):
     cfg = info.config
@@ -122,8 +106,8 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[s
     _write_tokenizer_files(tok_path, out, cfg.max_position_embeddings - offset)
   summary = {"out": os.path.abspath(out), "architecture": info.architecture, "step": int(step),
              "num_params": int(sum(x.size for x in jax.tree.leaves(np_params))), "files": sorted(os.listdir(out))}
-  limits = hf_llama.flax_limitations(info.config) if info.family.name == "llama" else []
+  limits = info.family.hf_notes(info.config)
   if limits:
-    summary["flax_note"] = ("FlaxLlamaForCausalLM will not reproduce this model: " + "; ".join(limits)
-                            + " (PyTorch LlamaForCausalLM will)")
+    summary["flax_note"] = (f"HF Flax {info.architecture} will not reproduce this model: " + "; ".join(limits)
+                            + f" (PyTorch {info.architecture} will)")
   return summary

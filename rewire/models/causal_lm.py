@@ -1,7 +1,7 @@
 """The next-token objective of decoder families: the loss over every real next token, and its baseline.
 
 Pretraining, language adaptation and the probe train a decoder through it, as `rewire.models.mlm.MaskedLM`
-trains an encoder; both fit `rewire.step.make_train_step` and `rewire.models.mlm.make_eval_step`. The
+trains an encoder; both fit `rewire.step.make_train_step` and `rewire.step.make_eval_step`. The
 prepared corpora are already what a decoder needs: every row is `<s> text </s>` of one document, padded
 on the right, so position t predicts token t + 1 and the loss is masked where that token is padding
 (`</s>` is a target: the model learns where documents end). The head and its cross-entropy run as
@@ -44,7 +44,7 @@ class CausalLM:
     return ce_sum / denom, {"accuracy": correct_sum / denom, "predictions": n}
 
 
-def next_token_unigram_loss(counts: np.ndarray, valid: np.ndarray, *, pad_id: int, bos_id: int) -> float:
+def causal_unigram_loss(counts: np.ndarray, valid: np.ndarray, *, pad_id: int, bos_id: int) -> float:
   """Cross-entropy of the validation next-token targets under the training unigram distribution.
 
   The targets are every token after the first of a row except padding (text and `</s>`); the

@@ -1,6 +1,6 @@
 """What every model family's config shares: building from a dict, the dtype and padding-id checks.
 
-`ModelConfig` (RoBERTa) and `LlamaConfig` are frozen dataclasses that inherit this mixin, so a misspelt
+`RobertaConfig` (RoBERTa) and `LlamaConfig` are frozen dataclasses that inherit this mixin, so a misspelt
 key, an unknown dtype or a padding id outside the vocabulary reads the same one-line error in every family.
 """
 

@@ -1,4 +1,4 @@
-"""Model FLOPs of a language-model train step (masked or next-token) and accelerators' peak FLOP/s, for MFU.
+"""Model FLOPs of an LM train step (each family picks its formula) and accelerators' peak FLOP/s, for MFU.
 
 MFU here is the usual "model FLOPs utilisation": the FLOPs the model mathematically needs (matmuls, forward
 plus backward = 3x forward; no rematerialisation counted) divided by elapsed time and the chip's peak.
@@ -45,14 +45,10 @@ def mlm_step_flops(*, hidden: int, layers: int, intermediate: int, vocab: int, b
   return 3.0 * (body + attention + head)
 
 
-def lm_step_flops(objective: str, *, hidden: int, layers: int, intermediate: int, vocab: int, batch: int,
-                  seq_len: int, predictions: int, kv_fraction: float = 1.0) -> float:
-  """FLOPs of one train step of a family's LM: `mlm_step_flops`, or a decoder's (`objective="next_token"`:
-  SwiGLU's three MLP matmuls, K/V projections `kv_fraction` of Q's, causal attention at half the square,
-  an untied or tied H x V projection at every position)."""
-  if objective != "next_token":
-    return mlm_step_flops(hidden=hidden, layers=layers, intermediate=intermediate, vocab=vocab, batch=batch,
-                          seq_len=seq_len, predictions=predictions)
+def decoder_step_flops(*, hidden: int, layers: int, intermediate: int, vocab: int, batch: int, seq_len: int,
+                       kv_fraction: float = 1.0) -> float:
+  """FLOPs of one causal-decoder train step (forward + backward): SwiGLU's three MLP matmuls, K/V projections
+  `kv_fraction` of Q's, causal attention at half the square, an H x V projection at every position."""
   tokens = batch * seq_len
   body = 2 * tokens * layers * ((2 + 2 * kv_fraction) * hidden * hidden + 3 * hidden * intermediate)
   attention = 2 * batch * layers * seq_len * seq_len * hidden   # QK^T and AV, causal: half of 2 x 2 x L^2 x H

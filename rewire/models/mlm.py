@@ -3,14 +3,13 @@
 Pretraining, language adaptation and the plasticity probe all train through it. `MaskedLM` is the objective
 that `rewire.step.make_train_step` takes: `prepare` masks a token batch on device (outside the gradient)
 and splits off the dropout key, `loss` is the cross-entropy and accuracy over the masked positions.
-`make_eval_step` scores held-out text with a fixed masking per batch, and `unigram_loss` is the floor a
-trained model must beat.
+`unigram_loss` is the floor a trained model must beat (`rewire.step.make_eval_step` scores held-out text
+through `inputs`, with a fixed masking per batch).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +18,6 @@ import optax
 
 from rewire.data import masking
 from rewire.data.tokenizer import NUM_SPECIAL
-
-_EVAL_SALT = 0xE7A1
-
 
 @dataclasses.dataclass(frozen=True)
 class MaskingSpec:
@@ -72,18 +68,6 @@ class MaskedLM:
                               rngs=None if deterministic else {"dropout": rng})
     loss, acc, n = mlm_loss(logits, batch["masked_labels"], batch["masked_weights"])
     return loss, {"accuracy": acc, "predictions": n}
-
-
-def make_eval_step(objective: MaskedLM, *, seed: int) -> Callable:
-  """Builds `eval_step(params, tokens, index) -> (loss_sum, correct_sum, count)` with fixed masking per batch."""
-
-  def eval_step(params, tokens, index):
-    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _EVAL_SALT), index)
-    loss, aux = objective.loss(params, objective.inputs(rng, tokens), None, deterministic=True)
-    n = aux["predictions"]
-    return loss * n, aux["accuracy"] * n, n
-
-  return eval_step
 
 
 def unigram_loss(counts: np.ndarray, valid: np.ndarray, mask_id: int, num_special: int = NUM_SPECIAL) -> float:

@@ -37,7 +37,7 @@ _ACT_AXES = ("batch", "length", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig(ConfigBase):
+class RobertaConfig(ConfigBase):
   """Shape and regularisation of a RoBERTa model. Defaults are RoBERTa-base."""
 
   family_name = "roberta"
@@ -81,7 +81,7 @@ class ModelConfig(ConfigBase):
 class Embeddings(nn.Module):
   """Word + position + token-type embeddings, LayerNorm, dropout (HF `roberta/embeddings`)."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   @nn.compact
   def __call__(self, input_ids: Array, deterministic: bool) -> Array:
@@ -112,7 +112,7 @@ class Embeddings(nn.Module):
 class SelfAttention(nn.Module):
   """Multi-head self-attention (HF `attention/self`)."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
@@ -133,7 +133,7 @@ class SelfAttention(nn.Module):
 class _ResidualOutput(nn.Module):
   """HF `attention/output` and `output`: dense, dropout, residual add, post-LayerNorm."""
 
-  config: ModelConfig
+  config: RobertaConfig
   in_features: int
   kernel_axes: tuple[str | None, ...]
 
@@ -150,7 +150,7 @@ class _ResidualOutput(nn.Module):
 class Attention(nn.Module):
   """HF `attention`: `self` (multi-head attention) then `output` (dense, dropout, residual, LN)."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
@@ -163,7 +163,7 @@ class Attention(nn.Module):
 class Intermediate(nn.Module):
   """HF `intermediate`: dense to the FFN width and exact (erf) GELU."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -176,7 +176,7 @@ class Intermediate(nn.Module):
 class Layer(nn.Module):
   """One post-LN transformer layer (HF `encoder/layer/{i}`)."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
@@ -191,7 +191,7 @@ class Layer(nn.Module):
 class LayerStack(nn.Module):
   """HF `encoder/layer`: layers named "0", "1", ... (a Python loop, not `nn.scan`, to keep HF's tree)."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
@@ -206,7 +206,7 @@ class LayerStack(nn.Module):
 class Encoder(nn.Module):
   """HF `encoder`."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
@@ -222,7 +222,7 @@ def attention_bias(attention_mask: Array, dtype: Any) -> Array:
 class RobertaModel(nn.Module):
   """The RoBERTa encoder (HF `roberta`): ids [B, L] and 0/1 mask [B, L] -> hidden states [B, L, H]."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   def setup(self):
     self.embeddings = Embeddings(self.config)

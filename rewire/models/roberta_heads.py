@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from rewire.errors import UserError
 from rewire.models.layers import Dense, LayerNorm, dropout, gelu, logical_param
-from rewire.models.roberta import ModelConfig, RobertaModel
+from rewire.models.roberta import RobertaConfig, RobertaModel
 
 Array = jax.Array
 
@@ -45,7 +45,7 @@ Array = jax.Array
 class LMHead(nn.Module):
   """HF `lm_head`: dense, GELU, LayerNorm, decoder tied to the word embeddings, plus `bias` [V]."""
 
-  config: ModelConfig
+  config: RobertaConfig
 
   @nn.compact
   def __call__(self, h: Array, word_embeddings: Array) -> Array:
@@ -69,7 +69,7 @@ class RobertaForMaskedLM(nn.Module):
   `encode(input_ids, attention_mask, *, deterministic)` returns the hidden states [B, L, H].
   """
 
-  config: ModelConfig
+  config: RobertaConfig
 
   def setup(self):
     self.roberta = RobertaModel(self.config)
@@ -90,7 +90,7 @@ class RobertaForMaskedLM(nn.Module):
 class ClassificationHead(nn.Module):
   """HF `classifier`: `<s>` state -> dropout -> dense -> tanh -> dropout -> out_proj."""
 
-  config: ModelConfig
+  config: RobertaConfig
   num_labels: int
   classifier_dropout: float | None = None  # None: config.dropout (HF: hidden_dropout_prob)
 
@@ -114,7 +114,7 @@ class ClassificationHead(nn.Module):
 class RobertaForSequenceClassification(nn.Module):
   """RoBERTa + classification head on `<s>`: ids [B, L], mask [B, L] -> logits float32[B, num_labels]."""
 
-  config: ModelConfig
+  config: RobertaConfig
   num_labels: int
   classifier_dropout: float | None = None
 
@@ -135,7 +135,7 @@ class RobertaForQuestionAnswering(nn.Module):
   Like HF, no mask is applied to the logits: callers mask out padding and question tokens.
   """
 
-  config: ModelConfig
+  config: RobertaConfig
 
   def setup(self):
     self.roberta = RobertaModel(self.config)

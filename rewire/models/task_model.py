@@ -37,7 +37,7 @@ class TaskModel:
   def __init__(self, spec: TaskSpec, model_config: Any, mesh, rules):
     self.spec, self.model_config, self.mesh, self.rules = spec, model_config, mesh, rules
     self.family = registry.family_for(model_config)
-    self.architecture = registry.task_architecture(self.family, spec.head)
+    self.architecture = self.family.task_architecture(spec.head)
     self.model = registry.make_model(self.architecture, model_config, spec.num_labels)
     boxed = jax.eval_shape(lambda k: registry.init_variables(self.model, k, spec.max_len)["params"],
                            jax.random.key(0))
@@ -98,7 +98,7 @@ class TaskObjective:
 
 def task_model_info(model_config: Any, spec: TaskSpec) -> dict:
   """What a task model's `model.json` holds: its architecture and shape, task, labels and lengths."""
-  architecture = registry.task_architecture(registry.family_for(model_config), spec.head)
+  architecture = registry.family_for(model_config).task_architecture(spec.head)
   info = {"architecture": architecture, "task": spec.name, **dataclasses.asdict(model_config)}
   if spec.num_labels:
     info.update(num_labels=spec.num_labels, label_names=list(spec.label_names))

@@ -33,7 +33,7 @@ class Language:
 
   def unigram(self, family: registry.Family) -> float:
     """The language's unigram baseline for the family's objective, on its validation sequences."""
-    return registry.lm_baseline(family, self.counts, self.valid, self.specials)
+    return family.baseline_loss(self.counts, self.valid, self.specials)
 
 
 def prepare_languages(cfg, root: str, *, log_stream=None) -> list[Language]:

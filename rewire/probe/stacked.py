@@ -98,11 +98,13 @@ class StackedProbe:
     self.model = registry.make_model(self.family.lm, model_config)
     self.vocab_size, self.num_tables, self.total_steps = model_config.vocab_size, num_tables, total_steps
     self.pad_id, self.init_std = specials.pad, init_std
-    self.objective = registry.lm_objective(self.model, specials, mask_prob=mask_prob,
+    self.objective = self.family.objective(self.model, specials, mask_prob=mask_prob,
                                            max_predictions=max_predictions_for(seq_len, mask_prob))
-    self.matrices = tuple(self.family.lm_matrices(registry.abstract_params(self.model)))  # "input"[, "output"]
-    schedule = optim.warmup_linear_decay(optim_cfg.lr, optim_cfg.warmup_steps, total_steps)
-    self.tx = optim.adamw(optim_cfg, schedule)
+    abstract = registry.abstract_params(self.model)
+    self.matrices = self.family.lm_matrices(abstract)  # "input"[, "output"] -> path
+    one_table = {name: optim.get_path(abstract, path.split("/")) for name, path in self.matrices.items()}
+    self._shapes = {name: x.shape for name, x in one_table.items()}
+    self.tx = optim.stage_optimizer(optim_cfg, self.family, one_table, total_steps=total_steps).tx  # all train
     self.mesh = mesh
     repl, stacked = sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh)
     self._stacked, self._repl = stacked, repl
@@ -113,17 +115,12 @@ class StackedProbe:
 
   # -- pure functions ------------------------------------------------------------------------------------
   def _init_fn(self, keys):
-    v, h = self.vocab_size, self.model.config.hidden_size
-    pad = self.pad_id if self.family.zero_pad_row else None
-
     def one(k):
       table = {}
-      for j, name in enumerate(self.matrices):
-        shape = (v, h) if name == "input" else (h, v)
+      for j, (name, path) in enumerate(self.matrices.items()):
         kj = jax.random.fold_in(k, _INIT_SALT)
         kj = jax.random.fold_in(kj, j) if j else kj  # the input table's key is the same for every family
-        x = self.init_std * jax.random.normal(kj, shape, jnp.float32)
-        table[name] = x.at[pad].set(0.0) if (name == "input" and pad is not None) else x
+        table[name] = self.family.fresh_leaf(kj, path, self._shapes[name], std=self.init_std, pad_id=self.pad_id)
       return table
     tables = jax.vmap(one)(keys)
     return {"step": jnp.zeros([], jnp.int32), "tables": tables, "opt_state": self.tx.init(tables)}

@@ -42,25 +42,17 @@ def _check(config, mesh, workdir: str) -> None:
                     f"(fine-tuning restarts rather than resumes); choose a new workdir or delete it")
 
 
-def _optimizer(config, params, total: int, family):
-  labels = optim.label_params(params, family.resolve_rules(config.optim.rules))
-  ocfg = dict(config.optim)
-  ocfg["warmup_steps"] = config.optim.warmup_steps or round(config.optim.warmup_fraction * total)
-  ocfg = type(config.optim)(ocfg)
-  schedules = optim.make_schedules(ocfg, total, 0, sorted(set(jax.tree.leaves(labels))))
-  return optim.make_stage_optimizer(ocfg, labels, schedules), optim.trainable_mask(labels), schedules
-
-
 def _initial_state_and_step(config, tm: TaskModel, total: int, batch_keys):
   """The placed initial state (pretrained body, fresh head) and the jitted, donated train step."""
   params = warm_start.overlay(tm.fresh_params(config.seed), config.init_from, config.init_step,
                               prefix=tm.family.body)
-  tx, trainable, schedules = _optimizer(config, params, total, tm.family)
-  shardings = step.state_shardings(tx, tm.boxed_abstract, tm.mesh, tm.rules)
-  train_step = step.make_train_step(TaskObjective(tm.model, tm.spec), tx, trainable, seed=config.seed,
-                                    rates=lambda s: schedules.rates(s, 0))
+  opt = optim.stage_optimizer(config.optim, tm.family, params, total_steps=total,
+                              warmup_steps=config.optim.warmup_steps or round(config.optim.warmup_fraction * total))
+  shardings = step.state_shardings(opt.tx, tm.boxed_abstract, tm.mesh, tm.rules)
+  train_step = step.make_train_step(TaskObjective(tm.model, tm.spec), opt.tx, opt.trainable, seed=config.seed,
+                                    rates=opt.rates)
   batch_sh = {k: sharding.batch_sharding(tm.mesh) for k in batch_keys}
-  return step.place_state(params, tx, shardings), step.jit_train_step(train_step, shardings, batch_sh)
+  return step.place_state(params, opt.tx, shardings), step.jit_train_step(train_step, shardings, batch_sh)
 
 
 def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | None = None,

@@ -132,7 +132,7 @@ class _Run:
       return {**complete, "state": state}
     writer = MetricsWriter(os.path.join(self.workdir, "metrics.jsonl"), enabled=self.is_main,
                            resume_step=start or None)
-    baseline = registry.lm_baseline(setup.family, data.unigram_counts, data.valid, data.specials)
+    baseline = setup.family.baseline_loss(data.unigram_counts, data.valid, data.specials)
     if start == 0:
       writer.write({"step": 0, "event": "start", "unigram_loss": baseline,
                     "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state["params"])),

@@ -50,6 +50,8 @@ def check_resumed_config(config, workdir: str) -> dict:
   # A run written before a key existed has that key's default; leaf-set names equal the regexes they name.
   defaults = _flat(json.loads(rconfig.SCHEMAS[config.stage].defaults().to_json_best_effort()))
   saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+  # Runs written before a model group held one family's keys only also saved the other family's.
+  saved = {k: v for k, v in saved.items() if not k.startswith("model.") or k in new}
   fam = registry.run_family(config.model)
   saved, new = _resolved(saved, fam), _resolved(new, fam)
   changed = {k: [saved.get(k), new.get(k)] for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)}

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from rewire import config as rconfig
 from rewire import workdir
 from rewire.checkpoint import load_params
 from rewire.errors import UserError
@@ -29,8 +30,10 @@ def adopt_model_shape(config) -> None:
   """Copies the source model's family and dimensions into `config.model` (a warm start cannot change them;
   the vocabulary comes from the run's own tokenizer)."""
   info = workdir.read_model_info(config.init_from)
-  fam = registry.family_of(info.get("architecture", registry.MLM))
-  config.model.family = fam.name
+  fam = registry.info_family(info)
+  with config.model.unlocked():
+    config.model.family = fam.name
+  rconfig.seat_family(config.model)
   for key in fam.shape_keys:
     if key in info:
       config.model[key] = info[key]
@@ -54,12 +57,8 @@ def initial_params(config, abstract_params: Any, *, pad_id: int) -> Any:
     name = path_str(path)
     if not reinit(name):
       return a  # a placeholder, taken from the source below
-    if len(a.shape) == 2:
-      x = np.array(config.reinit.init_std * jax.random.normal(jax.random.fold_in(key, index), a.shape, a.dtype))
-      if fam.zero_pad_row and name == fam.word_embedding:
-        x[pad_id] = 0.0
-    else:
-      x = np.zeros(a.shape, a.dtype)
+    x = np.asarray(fam.fresh_leaf(jax.random.fold_in(key, index), name, a.shape, std=config.reinit.init_std,
+                                  pad_id=pad_id)).astype(a.dtype)
     index += 1
     return x
 
