@@ -47,7 +47,7 @@ def make_setup(full_gradient: bool, dropout: float = 0.1) -> Setup:
   c.data.update(seq_len=SEQ, vocab_size=VOCAB)
   c.optim.update(lr=1e-4, warmup_steps=0)
   mesh = make_mesh(c.mesh, jax.devices()[:1])
-  specials = SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=VOCAB - 1, vocab_size=VOCAB)
+  specials = SpecialIds.layout(VOCAB)
   return Setup(c, mesh, specials, full_gradient=full_gradient)
 
 

@@ -46,7 +46,7 @@ def main(argv=None) -> dict[str, float]:
   mc = RobertaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
                    intermediate_size=FFN, max_position_embeddings=SEQ + 2)
   body = jax.tree.map(np.asarray, init_variables(RobertaForMaskedLM(mc), jax.random.key(0), SEQ)["params"])
-  specials = SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=VOCAB - 1, vocab_size=VOCAB)
+  specials = SpecialIds.layout(VOCAB)
   optim_cfg = ml_collections.ConfigDict(dict(lr=2e-3, warmup_steps=2, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01))
   mesh = make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)), jax.devices()[:1])
   rng = np.random.default_rng(0)

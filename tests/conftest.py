@@ -70,14 +70,27 @@ def tiny_config(forgetting=True, mesh=None):
   return c
 
 
-def tiny_llama_config(forgetting=True, pattern="input"):
-  """The tiny config for the Llama family: 1 layer, hidden 32, 4 query / 2 key-value heads, untied head."""
-  from rewire.config.groups import model_defaults
+# The test-sized model of each family (1 layer, hidden 32); a family not listed here (a test's own) uses the
+# `tiny_shape` it declares.
+TEST_SHAPES = {
+    "roberta": dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+    "llama": dict(hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=48),
+}
+
+
+def family_config(family="roberta", forgetting=True, pattern="input"):
+  """The tiny pretraining config (`tiny_config`) with `family`'s own model group at test size."""
+  from rewire.models import registry
   c = tiny_config(forgetting)
-  c.model = model_defaults("llama")
-  c.model.update(hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=48)
+  c.model = registry.family(family).config_group()
+  c.model.update(TEST_SHAPES.get(family, registry.family(family).tiny_shape))
   c.forget.pattern = pattern
   return c
+
+
+def tiny_llama_config(forgetting=True, pattern="input"):
+  """The tiny config for the Llama family: 1 layer, hidden 32, 4 query / 2 key-value heads, untied head."""
+  return family_config("llama", forgetting, pattern)
 
 
 def tiny_cli(workdir, *overrides):
@@ -145,7 +158,8 @@ def tiny_runs(tmp_path_factory):
   """Complete tiny runs shared by the tests, built on first use: `tiny_runs(name)` -> (workdir, summary).
 
   "one_device", "mesh_2_2_2": 12-update forgetting pretraining runs; "adapted": "one_device" adapted to a
-  stand-in new language; "finetuned_nli": "one_device" fine-tuned on the bundled verse NLI task.
+  stand-in new language; "finetuned_nli": "one_device" fine-tuned on the bundled verse NLI task;
+  "assembled": the adapted embeddings under the fine-tuned body.
   """
   import jax
   done = {}
@@ -164,6 +178,9 @@ def tiny_runs(tmp_path_factory):
       with open(os.devnull, "w") as sink:
         return train_and_evaluate(finetune_config(get("one_device")[0]), str(workdir), devices=one(),
                                   log_stream=sink)
+    if name == "assembled":
+      from rewire.stages.assemble import assemble
+      return assemble(str(get("finetuned_nli")[0]), str(get("adapted")[0]), str(workdir))
     raise KeyError(name)
 
   def get(name):
@@ -175,26 +192,57 @@ def tiny_runs(tmp_path_factory):
   return get
 
 
+def genre_finetune_config(init_from):
+  """Fine-tuning on the bundled two-class verse-genre task (every family has a classification head)."""
+  c = finetune_config(init_from, task="nli")
+  c.update(task="classify", train_source="bundled:verse_genre:train", dev_source="bundled:verse_genre:dev",
+           label_names=("narrative", "discourse"))
+  return c
+
+
 @pytest.fixture(scope="session")
-def llama_runs(tmp_path_factory):
-  """pretrained (12 updates, resets at 4 and 8, input and output reset), adapted, fine-tuned, assembled."""
+def family_runs(tiny_runs, tmp_path_factory):
+  """`family_runs(family, name)` -> (workdir, summary), built on first use, for any registered family.
+
+  "pretrained": 12 updates with resets at 4 and 8 (a decoder resets its input and output matrices);
+  "adapted": it adapted to a stand-in new language; "finetuned": fine-tuned on a classification task;
+  "assembled": the adapted embeddings under the fine-tuned body (summary None). RoBERTa's are the shared
+  `tiny_runs`.
+  """
   import jax
   one = jax.devices()[:1]
-  root = tmp_path_factory.mktemp("llama")
-  out = {"pretrained": (root / "pretrained", run_tiny(tiny_llama_config(pattern="both"), root / "pretrained",
-                                                       devices=one))}
-  corpus = new_language_corpus(tmp_path_factory.mktemp("lang"))
-  c = adapt_config(root / "pretrained", corpus)
-  c.model.update(dropout=0.0, attention_dropout=0.0)
-  out["adapted"] = (root / "adapted", run_tiny(c, root / "adapted", devices=one))
-  from rewire.stages.finetune import train_and_evaluate
-  f = finetune_config(root / "pretrained", task="nli")
-  f.update(task="classify", train_source="bundled:verse_genre:train", dev_source="bundled:verse_genre:dev",
-           label_names=("narrative", "discourse"))
-  with open(os.devnull, "w") as sink:
-    out["finetuned"] = (root / "finetuned", train_and_evaluate(f, str(root / "finetuned"), devices=one,
-                                                               log_stream=sink))
-  from rewire.stages.assemble import assemble
-  assemble(str(root / "finetuned"), str(root / "adapted"), str(root / "assembled"))
-  out["assembled"] = (root / "assembled", None)
-  return out
+  done = {}
+  shared = {"pretrained": "one_device", "adapted": "adapted", "finetuned": "finetuned_nli",
+            "assembled": "assembled"}
+
+  def build(family, name, workdir):
+    if family == "roberta":
+      return tiny_runs(shared[name])[1]
+    if name == "pretrained":
+      from rewire.models import registry
+      pattern = "both" if registry.family(family).output_head else "input"
+      return run_tiny(family_config(family, pattern=pattern), workdir, devices=one)
+    if name == "adapted":
+      corpus = new_language_corpus(tmp_path_factory.mktemp("lang"))
+      c = adapt_config(get(family, "pretrained")[0], corpus)
+      c.model.update(dropout=0.0, attention_dropout=0.0)
+      return run_tiny(c, workdir, devices=one)
+    if name == "finetuned":
+      from rewire.stages.finetune import train_and_evaluate
+      with open(os.devnull, "w") as sink:
+        return train_and_evaluate(genre_finetune_config(get(family, "pretrained")[0]), str(workdir), devices=one,
+                                  log_stream=sink)
+    if name == "assembled":
+      from rewire.stages.assemble import assemble
+      return assemble(str(get(family, "finetuned")[0]), str(get(family, "adapted")[0]), str(workdir))
+    raise KeyError(name)
+
+  def get(family, name):
+    if family == "roberta":
+      return tiny_runs(shared[name])
+    if (family, name) not in done:
+      workdir = tmp_path_factory.mktemp(f"{family}_{name}")
+      done[family, name] = (workdir, build(family, name, workdir))
+    return done[family, name]
+
+  return get

@@ -32,8 +32,8 @@ def rewire_logits(workdir, ids):
 
 
 @pytest.fixture(scope="module")
-def exported(llama_runs, tmp_path_factory):
-  workdir, _ = llama_runs["adapted"]
+def exported(family_runs, tmp_path_factory):
+  workdir, _ = family_runs("llama", "adapted")
   out = tmp_path_factory.mktemp("hf") / "adapted"
   return workdir, out, export_checkpoint(str(workdir), str(out))
 
@@ -74,9 +74,9 @@ def test_import_then_export_is_exact(exported, tmp_path):
   assert info["num_kv_heads"] == 2 and info["tie_word_embeddings"] is False
 
 
-def test_an_exported_classifier_matches_pytorch_sequence_classification(llama_runs, tmp_path):
+def test_an_exported_classifier_matches_pytorch_sequence_classification(family_runs, tmp_path):
   from transformers import LlamaForSequenceClassification
-  workdir, _ = llama_runs["finetuned"]
+  workdir, _ = family_runs("llama", "finetuned")
   export_checkpoint(str(workdir), str(tmp_path / "cls"))
   ids = np.full((2, 12), 1, np.int32)  # right-padded with <pad> = 1
   ids[0, :12] = np.arange(4, 16)

@@ -52,7 +52,7 @@ def _predicted_bytes(state, mesh):
 
 
 def test_per_device_state_bytes_fall_with_fsdp_and_tensor():
-  specials = SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=255, vocab_size=256)
+  specials = SpecialIds.layout(256)
   sizes = {}
   for shape in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
     c = tiny_config(mesh=shape)

@@ -77,20 +77,6 @@ def test_state_keeps_its_shardings_across_resets(full_run):
   assert len(emb.sharding.device_set) == 8 and emb.sharding.is_fully_replicated
 
 
-def test_resume_is_bit_identical(full_run, tmp_path):
-  workdir, summary, _ = full_run
-  first = run(tiny_config(), tmp_path, stop_after=6)
-  assert first["step"] == 6 and not first["finished"]
-  resumed = run(tiny_config(), tmp_path)
-  assert resumed["step"] == TOTAL
-  a, b = params_of(summary), params_of(resumed)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y)
-  assert losses(tmp_path) == losses(workdir)
-  events = [r["step"] for r in read_records(os.path.join(tmp_path, "metrics.jsonl")) if r.get("event") == "forget"]
-  assert events == [4, 8]
-
-
 def test_one_device_matches_eight_devices(full_run, tiny_runs):
   workdir, _, _ = full_run
   one_dir, one = tiny_runs("one_device")

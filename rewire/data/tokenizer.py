@@ -40,6 +40,11 @@ class SpecialIds:
   mask: int
   vocab_size: int
 
+  @classmethod
+  def layout(cls, vocab_size: int) -> "SpecialIds":
+    """The ids every rewire tokenizer of `vocab_size` entries has (<s> <pad> </s> <unk> = 0..3, <mask> last)."""
+    return cls(bos=0, pad=1, eos=2, unk=3, mask=vocab_size - 1, vocab_size=vocab_size)
+
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> tokenizers.Tokenizer:
   """Trains a unigram tokenizer with rewire's id layout on `texts`.
@@ -146,7 +151,7 @@ def special_ids(tok: tokenizers.Tokenizer) -> SpecialIds:
     got = ", ".join(f"{t}={found[t]}" for t in found)
     raise UserError(f"tokenizer has the wrong special-token layout ({got}); rewire needs "
                     f"<s>=0, <pad>=1, </s>=2, <unk>=3 and <mask>=vocab_size-1={size - 1}")
-  return SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=size - 1, vocab_size=size)
+  return SpecialIds.layout(size)
 
 
 def save_tokenizer(tok: tokenizers.Tokenizer, path: str) -> None:

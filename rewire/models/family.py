@@ -83,11 +83,13 @@ class Family:
     if d.get("vocab_size") and d["vocab_size"] != vocab_size:
       raise UserError(f"config.model.vocab_size={d['vocab_size']} but the tokenizer has {vocab_size} entries")
     d["vocab_size"] = vocab_size
-    need = seq_len + self.position_offset
-    d["max_position_embeddings"] = d.get("max_position_embeddings") or need
-    if d["max_position_embeddings"] < need:
-      raise UserError(f"model.max_position_embeddings={d['max_position_embeddings']} is too small for "
-                      f"data.seq_len={seq_len} (the {self.name} family needs {need})")
+    fields = {f.name for f in dataclasses.fields(self.config_cls)}
+    if "max_position_embeddings" in fields:  # a family with learned or bounded positions
+      need = seq_len + self.position_offset
+      d["max_position_embeddings"] = d.get("max_position_embeddings") or need
+      if d["max_position_embeddings"] < need:
+        raise UserError(f"model.max_position_embeddings={d['max_position_embeddings']} is too small for "
+                        f"data.seq_len={seq_len} (the {self.name} family needs {need})")
     d["pad_token_id"] = pad_id
     return self.config_cls.from_dict(d)
 

@@ -54,7 +54,7 @@ def plan(config, devices: Sequence[jax.Device] | None = None) -> dict:
   mesh = sharding.make_mesh(config.mesh, devices)
   _check_placement(config, mesh)
   vocab = config.model.vocab_size or config.data.vocab_size
-  setup = Setup(config, mesh, SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=vocab - 1, vocab_size=vocab))
+  setup = Setup(config, mesh, SpecialIds.layout(vocab))  # the ids its tokenizer will have
   per_device = 0
   for a, sh in zip(jax.tree.leaves(setup.abstract_state), jax.tree.leaves(setup.state_shardings)):
     per_device += math.prod(sh.shard_shape(a.shape)) * a.dtype.itemsize
