@@ -4,7 +4,7 @@
 `optax.multi_transform` (see `rewire.optim`). After update number s (1-based) it resets that group
 whenever s is a multiple of K, s is not the final update and (with `until` = U > 0) s <= U:
 
-* the group's leaves are resampled from N(0, init_std), with the padding row of a 2-D embedding set to 0;
+* the group's leaves get fresh rows from N(0, init_std) (`fresh_rows`), the padding row of a 2-D leaf 0;
 * the group's optimizer state is re-initialised (Adam moments zeroed, its update count restarted), so the
   group replays its own learning-rate schedule inside every K-update episode. With
   `reset_optimizer=False` the Adam moments (and their bias-correction count) are carried over instead;
@@ -70,7 +70,7 @@ def fresh_rows(key: jax.Array, shape: tuple[int, ...], std: float, pad_row: int 
   return x if pad_row is None else x.at[pad_row].set(0.0)
 
 
-def resample(key: jax.Array, params: Any, *, init_std: float, pad_id: int | None) -> Any:
+def fresh_leaves(key: jax.Array, params: Any, *, init_std: float, pad_id: int | None) -> Any:
   """Fresh rows (`fresh_rows`) for every leaf of `params` (the j-th from `fold_in(key, j)`; a 2-D leaf's
   row `pad_id` zeroed)."""
   leaves, treedef = jax.tree.flatten(params)
@@ -108,7 +108,7 @@ def forget(inner: optax.GradientTransformation, *, every: int, last_step: int, i
 
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
-      raise ValueError("forget() needs `params` in update() to resample the embeddings")
+      raise ValueError("forget() needs `params` in update() to reset the embeddings")
     count = state.count + 1
     if final_from is None:
       updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
@@ -122,7 +122,7 @@ def forget(inner: optax.GradientTransformation, *, every: int, last_step: int, i
     def do_reset(operand):
       upd, old = operand
       key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _SALT), count)
-      fresh = resample(key, params, init_std=init_std, pad_id=pad_id)
+      fresh = fresh_leaves(key, params, init_std=init_std, pad_id=pad_id)
       upd = jax.tree.map(lambda u, f, p: (f - p).astype(u.dtype), upd, fresh, params)
       new = inner.init(fresh)
       return upd, new if reset_optimizer else _keep_moments(new, old)

@@ -165,7 +165,7 @@ def test_a_reset_resamples_exactly_the_chosen_leaves_and_touches_no_other(family
   reset = set(fam.resolve(pattern).split("|"))
   key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), forgetting._SALT), K)
   group = {k: pa[k] for k in sorted(reset)}  # the group's leaves in tree order
-  fresh = forgetting.resample(key, list(group.values()), init_std=0.02,
+  fresh = forgetting.fresh_leaves(key, list(group.values()), init_std=0.02,
                               pad_id=fam.pad_row(fam.word_embedding, specials.pad))
   for (name, x), f in zip(group.items(), fresh):
     np.testing.assert_allclose(x, np.asarray(f), atol=1e-7, err_msg=name)

@@ -245,7 +245,7 @@ def test_reset_optimizer_off_keeps_adam_moments_and_restarts_the_schedule():
 def test_reset_std_sets_the_spread_of_the_fresh_sample():
   params = {"e": jnp.ones((4000, 8))}
   for std in (0.02, 0.5):
-    fresh = forgetting.resample(jax.random.key(0), params, init_std=std, pad_id=1)["e"]
+    fresh = forgetting.fresh_leaves(jax.random.key(0), params, init_std=std, pad_id=1)["e"]
     assert not np.any(np.asarray(fresh[1]))
     np.testing.assert_allclose(float(np.std(np.asarray(fresh))), std, rtol=0.03)
 

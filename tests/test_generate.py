@@ -75,8 +75,8 @@ def test_a_prompt_past_the_positions_is_a_clear_error(tiny):
     Sampler(model, params).sample(list(range(60)), max_new_tokens=10)
 
 
-def test_an_assembled_task_model_samples_with_its_adaptations_head(llama_runs):
-  assembled, adapted = (str(llama_runs[k][0]) for k in ("assembled", "adapted"))
+def test_an_assembled_task_model_samples_with_its_adaptations_head(family_runs):
+  assembled, adapted = (str(family_runs("llama", k)[0]) for k in ("assembled", "adapted"))
   dec = load_decoder(assembled)
   assert dec.head_from == adapted
   ref = load_decoder(adapted)
@@ -84,12 +84,12 @@ def test_an_assembled_task_model_samples_with_its_adaptations_head(llama_runs):
   assert Sampler(dec.model, dec.params).sample(dec.encode("DOG EHT"), max_new_tokens=5)
 
 
-def test_the_command_line_prints_samples_and_refuses_an_encoder(llama_runs, tiny_runs):
+def test_the_command_line_prints_samples_and_refuses_an_encoder(family_runs, tiny_runs):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
              PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   run = lambda *a: subprocess.run([sys.executable, "-m", "rewire.generate", *a], capture_output=True, text=True,
                                   env=env)
-  proc = run(f"--checkpoint={llama_runs['pretrained'][0]}", "--prompt=In the beginning", "--prompt=And God",
+  proc = run(f"--checkpoint={family_runs('llama', 'pretrained')[0]}", "--prompt=In the beginning", "--prompt=And God",
              "--num_samples=2", "--max_new_tokens=6", "--temperature=0.9")
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.splitlines()
@@ -99,3 +99,16 @@ def test_the_command_line_prints_samples_and_refuses_an_encoder(llama_runs, tiny
   bad = run(f"--checkpoint={tiny_runs('one_device')[0]}", "--prompt=x")
   errors = [l for l in bad.stderr.splitlines() if l.startswith("rewire: error")]
   assert bad.returncode == 2 and len(errors) == 1 and "RobertaForMaskedLM" in errors[0]
+
+
+def test_the_command_line_prints_the_prompt_once_joined_to_its_continuation(family_runs, capsys):
+  from rewire.generate.cli import main
+  workdir, text = str(family_runs("llama", "pretrained")[0]), "In the beginning "  # a trailing space, as typed
+  assert main([f"--checkpoint={workdir}", f"--prompt={text}", "--max_new_tokens=6", "--temperature=0"]) == 0
+  line = capsys.readouterr().out.splitlines()[0]
+  dec = load_decoder(workdir)
+  prompt = dec.encode(text)
+  new = Sampler(dec.model, dec.params).sample(prompt, max_new_tokens=6, eos_id=dec.special("</s>"))[0]
+  # One decode of prompt and continuation: the prompt once, as the model read it, and no seam after it.
+  assert line == f"[prompt 0, sample 0] {dec.decode(prompt + new)}"
+  assert line.count("In the beginning") == 1 and "  " not in line

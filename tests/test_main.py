@@ -66,7 +66,7 @@ def test_resuming_with_a_mismatched_tokenizer_fails_in_a_fresh_process(tmp_path)
 
 
 @pytest.mark.parametrize("case", ["missing_config", "unknown_preset", "mask_prob", "negative_lr", "workdir_file",
-                                  "unwritable"])
+                                  "unwritable", "llama_key_on_roberta", "roberta_key_on_llama"])
 def test_more_bad_inputs_are_one_line(case, tmp_path):
   cfg = os.path.join(ROOT, "configs", "pretrain_forget.py")
   workdir = tmp_path / "run"
@@ -82,6 +82,10 @@ def test_more_bad_inputs_are_one_line(case, tmp_path):
       "negative_lr": ([f"--config={cfg}", "--config.optim.lr=-0.1"], "optim.lr must be positive"),
       "workdir_file": ([f"--config={cfg}"], "is a file"),
       "unwritable": ([f"--config={cfg}"], "cannot write to workdir"),
+      # A key of another family is an unknown key, as a typo is (one model group holds one family's keys).
+      "llama_key_on_roberta": ([f"--config={cfg}", "--config.model.rope_theta=1"], "rope_theta"),
+      "roberta_key_on_llama": ([f"--config={cfg}:tiny-llama", "--config.model.type_vocab_size=2"],
+                               "type_vocab_size"),
   }[case]
   out = rewire_main(*args, f"--workdir={workdir}")
   assert out.returncode == 2, out.stderr[-2000:]

@@ -1,5 +1,7 @@
 """The plasticity probe: statistics on known answers, stacked tables = tables one by one, the stage end to end."""
 
+import io
+import itertools
 import json
 import math
 import os
@@ -15,7 +17,7 @@ from rewire.config import probe_defaults
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.models.registry import init_variables
-from rewire.models.roberta import ModelConfig
+from rewire.models.roberta import RobertaConfig
 from rewire.models.roberta_heads import RobertaForMaskedLM
 from rewire.probe.stacked import StackedProbe, Table, TableData
 
@@ -98,7 +100,7 @@ SPECIALS = SpecialIds(bos=0, pad=1, eos=2, unk=3, mask=V - 1, vocab_size=V)
 
 
 def _body():
-  mc = ModelConfig(vocab_size=V, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+  mc = RobertaConfig(vocab_size=V, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                    max_position_embeddings=L + 2, dropout=0.1, attention_dropout=0.1)
   params = init_variables(RobertaForMaskedLM(mc), jax.random.key(0), L)["params"]
   return mc, jax.tree.map(np.asarray, params)
@@ -153,9 +155,11 @@ def micro_probe(init_from, **kw):
 
 @pytest.fixture(scope="module")
 def probed(tiny_runs, tmp_path_factory):
+  """A probe of the tiny run; its log (in probe.log) on a fake clock that moves 16 s at every reading."""
   workdir = tmp_path_factory.mktemp("probe")
-  with open(os.devnull, "w") as sink:
-    out = probe.run(micro_probe(tiny_runs("one_device")[0], save_embeddings=True), str(workdir), log_stream=sink)
+  with open(workdir / "probe.log", "w") as log:
+    out = probe.run(micro_probe(tiny_runs("one_device")[0], save_embeddings=True), str(workdir), log_stream=log,
+                    clock=itertools.count(0.0, 16.0).__next__)
   return workdir, out
 
 
@@ -213,3 +217,79 @@ def test_probe_every_records_plasticity_and_leaves_the_run_unchanged(tiny_runs, 
   assert losses(tmp_path / "run") == losses(ref_dir)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(out["state"]["params"]),
                jax.device_get(ref["state"]["params"]))
+
+
+# -- the papercuts: presets, dropout, the figure, progress ---------------------------------------------------
+
+def test_the_probe_config_takes_the_family_presets():
+  from configs.probe import get_config
+  from rewire import config as rconfig
+  assert get_config("tiny").init_from == "runs/forget"
+  assert get_config("tiny-llama").init_from == "runs/forget_llama"  # the decoder quick start's run
+  base = get_config("base-llama")
+  assert base.token_budgets == (5_000_000,) and base.data.seq_len == 512
+  for preset in ("tiny", "tiny-llama", "base", "base-llama"):
+    rconfig.validate(get_config(preset))
+  with pytest.raises(UserError, match=r"unknown preset 'small'.*'tiny-llama'"):
+    get_config("small")
+
+
+def test_a_probe_keeps_the_body_dropout_unless_it_sets_its_own(probed, tiny_runs):
+  from rewire.probe.prober import probed_model_config
+  from rewire.workdir import read_model_info
+  info = read_model_info(tiny_runs("one_device")[0])
+  assert probed[1]["model"] == {"dropout": info["dropout"], "attention_dropout": info["attention_dropout"]}
+  info.update(dropout=0.0, attention_dropout=0.0)  # a body pretrained without dropout (a decoder's)
+  model = probe_defaults().model
+  mc = probed_model_config(info, model)
+  assert (mc.dropout, mc.attention_dropout) == (0.0, 0.0)
+  model.dropout = 0.2
+  mc = probed_model_config(info, model)
+  assert (mc.dropout, mc.attention_dropout) == (0.2, 0.0)
+  from rewire.config.probe import check_probe
+  c = micro_probe("unused")
+  c.model.attention_dropout = 1.5
+  with pytest.raises(UserError, match=r"model.attention_dropout must be in \[0, 1\), or -1"):
+    check_probe(c)
+
+
+def test_the_probe_figure_draws_every_budget():
+  import matplotlib.pyplot as plt
+  from rewire.probe.report import draw_curves
+  curve = lambda b: {"steps": [0, 5, 10], "unigram_loss": 5.5,
+                     "curve": {k: [6.0, 5.0, 4.0 + 1e3 / b] for k in ("mean", "low", "high")}}
+  runs = {"probe": {"results": {lang: {str(b): curve(b) for b in (1000, 4000, 16000)} for lang in ("en", "es")}}}
+  fig = draw_curves(runs, every_budget=True)  # as probe.png is drawn
+  assert len(fig.axes) == 2
+  for ax in fig.axes:
+    lines = [l for l in ax.get_lines() if l.get_label().endswith(" tokens")]
+    assert sorted(l.get_label() for l in lines) == ["1,000 tokens", "16,000 tokens", "4,000 tokens"]
+    assert len({l.get_linestyle() for l in lines}) == 3
+  plt.close(fig)
+  fig = draw_curves(runs)  # as the study's adaptation.png: the largest budget only
+  assert [l.get_label() for l in fig.axes[0].get_lines()] == ["probe", "unigram"]
+  plt.close(fig)
+
+
+def test_probe_progress_prints_every_30_seconds_between_evaluations():
+  now, out = [0.0], io.StringIO()
+  lines = probe.ProbeProgress(10, stream=out, clock=lambda: now[0])
+  for t in (10.0, 20.0, 30.0, 35.0, 45.0, 55.0, 65.0):
+    now[0] = t
+    if t == 35.0:
+      lines.evaluated(np.array([4.0, 5.0]))  # the evaluation after update 3
+    else:
+      lines.updated()
+  # 30 s after the start, at the evaluation, 30 s after it; the ETA from the updates after the first.
+  assert out.getvalue().splitlines() == [
+      "[probe] update 3/10 | elapsed 0:00:30 | ETA 0:01:10",
+      "[probe] update 3/10: mean valid loss 4.500 | elapsed 0:00:35 | ETA 0:01:27",
+      "[probe] update 6/10 | elapsed 0:01:05 | ETA 0:00:44"]
+
+
+def test_the_probe_stage_prints_progress_by_time(probed):
+  log = (probed[0] / "probe.log").read_text().splitlines()
+  timed = [l for l in log if l.startswith("[probe] update") and "valid loss" not in l]
+  # Its fake clock moves 16 s a reading: a line at update 2 and 5, between the evaluations at 3 and 6.
+  assert timed[:2] and timed[0].startswith("[probe] update 2/") and timed[1].startswith("[probe] update 5/")
+  assert any(l.startswith("[probe] update 3/") and "mean valid loss" in l for l in log)

@@ -10,7 +10,8 @@ import pytest
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
 from rewire.study.jobs import Job, eta, run_jobs
-from rewire.study.report import REPORT_FILES, bootstrap_gain
+from rewire.study.report import REPORT_FILES
+from rewire.study.statistics import bootstrap_gain
 
 
 def test_seed_bootstrap_of_the_gain():
@@ -192,13 +193,14 @@ def test_the_decoder_study_presets_build_the_same_graph_with_a_llama_body(tmp_pa
   from configs.study import get_config
   from rewire.config import validate
   from rewire.study.graph import build_jobs
-  from rewire.study.report import _architecture_name, _loss_name
+  from rewire.models import registry
   encoder, decoder = get_config("micro"), get_config("micro-llama")
   validate(decoder)
   assert decoder.pretrain.model.family == "llama" and decoder.pretrain.model.num_kv_heads == 1
   names = lambda c: [j.name for j in build_jobs(c, str(tmp_path))]
   assert names(decoder) == names(encoder)
-  assert _loss_name(decoder.pretrain.model) == "next-token" and _loss_name(encoder.pretrain.model) == "MLM"
-  assert _architecture_name(decoder.pretrain.model).startswith("Llama decoder (2 query / 1 key-value heads")
+  family = lambda c: registry.run_family(c.pretrain.model)
+  assert family(decoder).loss_name == "next-token" and family(encoder).loss_name == "MLM"
+  assert family(decoder).describe(decoder.pretrain.model).startswith("Llama decoder (2 query / 1 key-value heads")
   with pytest.raises(UserError, match="unknown preset"):
     get_config("micro-gpt")

@@ -56,7 +56,7 @@ def adamw_defaults(**overrides) -> ml_collections.ConfigDict:
 
 
 def forget_defaults() -> ml_collections.ConfigDict:
-  """The `forget` group: what a reset resamples, how, and until when."""
+  """The `forget` group: which leaves a reset draws fresh, how, and until when."""
   return ml_collections.ConfigDict(dict(
       # the leaves that are reset: input (the token embeddings), output (a decoder's untied head), both,
       # or a regex over param paths

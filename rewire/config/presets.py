@@ -60,10 +60,16 @@ def pretrain_preset(preset: str, *, forgetting: bool) -> ml_collections.ConfigDi
   return c
 
 
+def tiny_source(family: str) -> str:
+  """The workdir the `tiny` presets of later stages read: `runs/forget`, `runs/forget_<family>` for another
+  family (where `configs/pretrain_forget.py:tiny[-<family>]` is run to in the README)."""
+  return "runs/forget" if family == registry.DEFAULT_FAMILY else f"runs/forget_{family}"
+
+
 def tiny_stage_config(stage: str, family: str = registry.DEFAULT_FAMILY) -> ml_collections.ConfigDict:
   """The `:tiny` presets of the later stages: CPU-sized, on the bundled data, reading `runs/forget`
   (`runs/forget_<family>` for another family), with the family's own default dropout."""
-  source = "runs/forget" if family == registry.DEFAULT_FAMILY else f"runs/forget_{family}"
+  source = tiny_source(family)
   dropout = registry.family(family).config_group().dropout
   if stage == "adapt_language":
     c = adapt_language_defaults()

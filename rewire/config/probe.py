@@ -2,9 +2,10 @@
 
 A *probe recipe* (`probe_recipe`) is everything that decides what a plasticity probe measures: its
 languages, token budgets, seeds, updates, batch, the data preparation of its languages, the frozen body's
-dropout and the tables' optimizer. The `probe` stage (`configs/probe.py`) is a recipe plus the checkpoint
-it reads; a pretraining run's `probe` group is the same recipe (with smaller defaults), which
-`probe_during_pretraining` turns into a probe config, so the two are never out of step.
+dropout (by default the body's own, as it was pretrained) and the tables' optimizer. The `probe` stage
+(`configs/probe.py`) is a recipe plus the checkpoint it reads; a pretraining run's `probe` group is the
+same recipe (with smaller defaults), which `probe_during_pretraining` turns into a probe config, so the
+two are never out of step.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import ml_collections
 
 from rewire.config.groups import adamw_defaults, data_defaults, mesh_defaults, run_model_defaults
 from rewire.errors import UserError
+
+BODY = -1.0  # a probe's model.dropout / attention_dropout: the value the probed body was pretrained with
 
 
 def probe_recipe() -> ml_collections.ConfigDict:
@@ -34,6 +37,8 @@ def probe_recipe() -> ml_collections.ConfigDict:
   c.data = data_defaults()
   c.data.update(seq_len=64, vocab_size=4096, max_valid_sequences=128)
   c.model = run_model_defaults()
+  # -1 (BODY): the probed body's own dropout, from its model.json (a decoder pretrained without it: 0)
+  c.model.update(dropout=BODY, attention_dropout=BODY)
   c.optim = adamw_defaults(lr=2e-3, warmup_steps=30)
   return c
 
@@ -95,5 +100,9 @@ def check_probe(config) -> None:
     raise UserError(f"probe token_budgets must be positive, got {tuple(config.token_budgets)}")
   if not 0 < float(config.confidence) < 1:
     raise UserError(f"probe confidence must be in (0, 1), got {config.confidence}")
+  for key in ("dropout", "attention_dropout"):
+    value = float(config.model[key])
+    if value != BODY and not 0 <= value < 1:
+      raise UserError(f"probe model.{key} must be in [0, 1), or {BODY:g} for the body's own, got {value}")
   parse_pairs(config.languages, "probe languages")
   parse_pairs(config.targets, "probe targets")

@@ -3,8 +3,9 @@
   python -m rewire.generate --checkpoint=runs/forget_llama_es --prompt="En el principio" \
       --temperature=0.8 --top_p=0.95 --num_samples=3 --max_new_tokens=48
 
-Greedy with `--temperature=0`. Each sample is printed as `[prompt i, sample j] text`; `--json` prints one
-JSON object per sample instead (ids included). Errors are one line.
+Greedy with `--temperature=0`. Each sample is printed as `[prompt i, sample j] text`, the text being the
+prompt (once, as the tokenizer reads it) and its continuation decoded together; `--json` prints one JSON
+object per sample instead, whose `text` and `ids` are the continuation alone. Errors are one line.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     eos = dec.special("</s>")
     for i, text in enumerate(args.prompt):
       start, compiled = time.perf_counter(), sampler.compiles()
-      outs = sampler.sample(dec.encode(text), num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
+      prompt = dec.encode(text)
+      outs = sampler.sample(prompt, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_p=args.top_p, seed=args.seed + i,
                             eos_id=-1 if eos is None else eos)
       elapsed = time.perf_counter() - start
@@ -57,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           print(json.dumps({"prompt": text, "sample": j, "text": dec.decode(ids), "ids": ids,
                             "seconds": round(elapsed, 3)}, ensure_ascii=False))
         else:
-          print(f"[prompt {i}, sample {j}] {text} {dec.decode(ids)}")
+          print(f"[prompt {i}, sample {j}] {dec.decode(prompt + ids)}")  # one decode: no seam at the prompt
       if not args.json:
         tokens = sum(len(x) for x in outs)
         note = ", compile included" if sampler.compiles() > compiled else ""

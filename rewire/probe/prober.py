@@ -18,7 +18,7 @@ from rewire.errors import UserError
 from rewire.models import registry
 from rewire.models.task_model import task_model_config
 from rewire.probe import stats as probe_stats
-from rewire.config.probe import parse_pairs
+from rewire.config.probe import BODY, parse_pairs
 from rewire.probe.languages import Language
 from rewire.probe.stacked import StackedProbe, Table
 
@@ -31,7 +31,7 @@ class Prober:
     self.tables: list[Table] = [Table(l.name, b, s) for l in languages for b in l.budgets
                                 for s in range(int(cfg.seed), int(cfg.seed) + int(cfg.seeds))]
     self.data = {l.name: l for l in languages}
-    family = registry.family_of(model_info.get("architecture", registry.MLM))
+    family = registry.info_family(model_info)
     self.unigram = {l.name: l.unigram(family) for l in languages}
     self.targets = {l.name: self.unigram[l.name] - float(cfg.target_margin) for l in languages}
     for name, value in parse_pairs(cfg.targets, "probe targets").items():
@@ -47,19 +47,23 @@ class Prober:
     for vocab in sorted({l.specials.vocab_size for l in languages}):
       members = [t for t in self.tables if self.data[t.language].specials.vocab_size == vocab]
       specials = self.data[members[0].language].specials
-      mc = task_model_config({**model_info, "vocab_size": vocab, "pad_token_id": specials.pad}, cfg.model)
+      mc = probed_model_config({**model_info, "vocab_size": vocab, "pad_token_id": specials.pad}, cfg.model)
+      self.dropout = {"dropout": mc.dropout, "attention_dropout": mc.attention_dropout}
       self.groups.append((StackedProbe(mc, specials, seq_len=seq_len, mask_prob=cfg.data.mask_prob,
                                        optim_cfg=cfg.optim, total_steps=int(cfg.total_steps),
                                        init_std=float(cfg.init_std), mesh=mesh, num_tables=len(members)),
                           members))
 
-  def measure(self, params: Any, *, progress=None) -> tuple[dict, dict]:
-    """Trains every table on the body of `params`; returns (results per language/budget, final tables)."""
+  def measure(self, params: Any, *, progress=None, on_update=None) -> tuple[dict, dict]:
+    """Trains every table on the body of `params`; returns (results per language/budget, final tables).
+
+    `progress(step, losses)` runs at evaluations, `on_update(train_losses)` after every update.
+    """
     curves, finals, steps = {}, {}, None
     for probe, members in self.groups:
       data = [self.data[t.language].budgets[t.budget] for t in members]
       steps, losses, tables = probe.run(params, members, data, batch_size=int(self.cfg.batch_size),
-                                        eval_every=int(self.cfg.eval_every), progress=progress)
+                                        eval_every=int(self.cfg.eval_every), progress=progress, on_update=on_update)
       for t, curve, table in zip(members, losses, tables):
         curves[t], finals[t] = curve, table
     results = {}
@@ -72,6 +76,17 @@ class Prober:
     return results, finals
 
 
+def probed_model_config(model_info: dict, model_cfg) -> Any:
+  """The model config of a probe: the body's, with the probe's `model` settings; a dropout of BODY (-1) keeps
+  the body's own, so a body pretrained without dropout (a decoder) is not probed with it."""
+  _, body = registry.config_from_info(model_info)
+  settings = model_cfg.copy_and_resolve_references()
+  for key in ("dropout", "attention_dropout"):
+    if float(settings[key]) == BODY:
+      settings[key] = float(getattr(body, key))
+  return task_model_config(model_info, settings)
+
+
 def check_mlm_source(init_from: str) -> dict:
   """The model.json of a probe's source, which must be a family's LM (the probe trains through its head)."""
   if not init_from:
@@ -79,7 +94,7 @@ def check_mlm_source(init_from: str) -> dict:
   if not os.path.isdir(init_from):
     raise UserError(f"init_from {init_from} does not exist")
   info = rworkdir.read_model_info(init_from)
-  if not registry.is_lm(info.get("architecture", registry.MLM)):
+  if not registry.is_lm(registry.info_architecture(info)):
     raise UserError(f"{init_from} holds a {info['architecture']}, which has no LM head to probe through; "
                     f"probe the pretrained model it came from")
   return info

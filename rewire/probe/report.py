@@ -1,5 +1,6 @@
-"""What a probe writes for people: `probe.md` (a table per budget) and `probe.png` (curves with bands), and
-`plasticity.png`, plasticity against pretraining updates for the probes a pretraining run takes."""
+"""What a probe writes for people: `probe.md` (a table per budget) and `probe.png` (curves with bands, a line
+style per budget), and `plasticity.png`, plasticity against pretraining updates for the probes a
+pretraining run takes."""
 
 from __future__ import annotations
 
@@ -43,24 +44,49 @@ def write_report(out: dict, workdir: str) -> None:
   lines += ["![adaptation curves](probe.png)", ""]
   with open(os.path.join(workdir, "probe.md"), "w") as f:
     f.write("\n".join(lines))
-  plot_curves({"probe": out}, os.path.join(workdir, "probe.png"))
+  plot_curves({"probe": out}, os.path.join(workdir, "probe.png"), every_budget=True)
 
 
-def plot_curves(runs: dict, path: str, *, colors: dict | None = None) -> str:
-  """One panel per language (at its largest budget): each run's mean curve with its seed band."""
-  langs = list(next(iter(runs.values()))["results"])
-  fig, axes = panels(len(langs), width=4.2, height=3.4)
-  for ax, lang in zip(axes, langs):
+LINESTYLES = ("-", "--", ":", "-.")  # the largest budget solid, then each smaller one
+
+
+def curve_series(runs: dict, *, every_budget: bool = False) -> dict[str, list[dict]]:
+  """Per language, the curves a figure draws: each run's at every token budget (largest first), or only at
+  its largest; each with its run's color and its budget's line style."""
+  series = {}
+  for lang in next(iter(runs.values()))["results"]:
     for i, (name, out) in enumerate(runs.items()):
       per = out["results"][lang]
-      r = per[max(per, key=int)]
-      c = (colors or {}).get(name, f"C{i}")
-      ax.plot(r["steps"], r["curve"]["mean"], color=c, label=name)
-      ax.fill_between(r["steps"], r["curve"]["low"], r["curve"]["high"], color=c, alpha=0.2)
-    ax.axhline(r["unigram_loss"], color="gray", lw=0.8, ls="--", label="unigram")
-    style(ax, "embedding updates (body frozen)", "validation LM loss (nats)",
-          f"{lang} (budget {int(max(per, key=int)):,} tokens)")
-  return save(fig, path)
+      budgets = sorted(per, key=int, reverse=True)
+      for j, b in enumerate(budgets if every_budget else budgets[:1]):
+        series.setdefault(lang, []).append({"run": name, "budget": int(b), "result": per[b],
+                                            "color_index": i, "linestyle": LINESTYLES[j % len(LINESTYLES)]})
+  return series
+
+
+def draw_curves(runs: dict, *, colors: dict | None = None, every_budget: bool = False):
+  """One panel per language: each run's mean curve with its seed band, at its largest or every budget."""
+  series = curve_series(runs, every_budget=every_budget)
+  fig, axes = panels(len(series), width=4.2, height=3.4)
+  for ax, (lang, curves) in zip(axes, series.items()):
+    budgets = sorted({c["budget"] for c in curves})
+    for c in curves:
+      r = c["result"]
+      color = (colors or {}).get(c["run"], f"C{c['color_index']}")
+      label = c["run"] if len(budgets) == 1 else (f"{c['budget']:,} tokens" if len(runs) == 1
+                                                   else f"{c['run']}, {c['budget']:,} tokens")
+      ax.plot(r["steps"], r["curve"]["mean"], color=color, ls=c["linestyle"], label=label)
+      ax.fill_between(r["steps"], r["curve"]["low"], r["curve"]["high"], color=color, alpha=0.15)
+    ax.axhline(curves[0]["result"]["unigram_loss"], color="gray", lw=0.8, ls="--", label="unigram")
+    title = f"{lang} (budget {budgets[0]:,} tokens)" if len(budgets) == 1 else f"{lang} (token budgets)"
+    style(ax, "embedding updates (body frozen)", "validation LM loss (nats)", title)
+  return fig
+
+
+def plot_curves(runs: dict, path: str, *, colors: dict | None = None, every_budget: bool = False) -> str:
+  """`draw_curves` written to `path`; the study's figure keeps to the largest budget (its budgets have a
+  figure of their own), a probe's draws them all."""
+  return save(draw_curves(runs, colors=colors, every_budget=every_budget), path)
 
 
 def plot_plasticity(records: list[dict], path: str, *, resets: list[int] = ()) -> str | None:

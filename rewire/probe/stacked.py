@@ -163,8 +163,10 @@ class StackedProbe:
     return sums / np.maximum(counts, 1.0)
 
   def run(self, body: Any, tables: Sequence[Table], data: Sequence[TableData], *, batch_size: int,
-          eval_every: int, progress=None) -> tuple[list[int], np.ndarray, list[dict]]:
-    """Trains the tables on `body`; returns (evaluation steps, losses `[T, points]`, each final table)."""
+          eval_every: int, progress=None, on_update=None) -> tuple[list[int], np.ndarray, list[dict]]:
+    """Trains the tables on `body`; returns (evaluation steps, losses `[T, points]`, each final table).
+
+    `progress(step, losses)` runs at evaluations, `on_update(train_losses)` after every update."""
     if len(tables) != self.num_tables:
       raise ValueError(f"compiled for {self.num_tables} tables, got {len(tables)}")
     body = jax.device_put(body, self._repl)  # e.g. a pretraining run's fsdp-sharded params, replicated
@@ -177,7 +179,9 @@ class StackedProbe:
     batches = HostBatches(tables, data, batch_size)
     steps, curve = [0], [self.evaluate(state["tables"], body, valid, keys, batch_size)]
     for step in range(1, self.total_steps + 1):
-      state, _ = self._step(state, body, jax.device_put(batches.next(), self._stacked), keys)
+      state, train_losses = self._step(state, body, jax.device_put(batches.next(), self._stacked), keys)
+      if on_update is not None:
+        on_update(train_losses)
       if step % eval_every == 0 or step == self.total_steps:
         steps.append(step)
         curve.append(self.evaluate(state["tables"], body, valid, keys, batch_size))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from typing import Any
 
 import jax
@@ -33,9 +34,12 @@ from rewire.probe.languages import Language, prepare_languages
 from rewire.probe.prober import Prober, check_mlm_source
 from rewire.probe.report import write_report
 from rewire.probe.stacked import with_table
+from rewire.telemetry import hms
+
+PROGRESS_EVERY_S = 30.0  # the longest silence between two progress lines (as the study driver's)
 
 
-def run(config, workdir: str, *, log_stream=None) -> dict:
+def run(config, workdir: str, *, log_stream=None, clock=time.perf_counter) -> dict:
   """The `probe` stage: probes `config.init_from` and writes probe.json, probe.md and probe.png."""
   rconfig.validate(config)
   info = check_mlm_source(config.init_from)
@@ -47,17 +51,19 @@ def run(config, workdir: str, *, log_stream=None) -> dict:
     prober = Prober(config, languages, info, mesh)
     print(f"[probe] {config.init_from} at step {step}: {len(prober.tables)} tables "
           f"({len(languages)} languages x {len(config.token_budgets)} budgets x {config.seeds} seeds), "
-          f"{config.total_steps} updates", file=stream, flush=True)
+          f"{config.total_steps} updates, dropout {prober.dropout['dropout']:g} "
+          f"(attention {prober.dropout['attention_dropout']:g})", file=stream, flush=True)
+    lines = ProbeProgress(int(config.total_steps) * len(prober.groups), stream=stream, clock=clock)
 
-    def progress(s, losses):
+    def evaluated(s, losses):
       if s % max(int(config.eval_every), int(config.total_steps) // 10) == 0 or s == config.total_steps:
-        print(f"[probe] update {s}/{config.total_steps}: mean valid loss {float(np.mean(losses)):.3f}",
-              file=stream, flush=True)
+        lines.evaluated(losses)
 
-    results, finals = prober.measure(params, progress=progress)
+    results, finals = prober.measure(params, progress=evaluated, on_update=lines.updated)
     out = {"init_from": os.path.abspath(config.init_from), "step": int(step), "results": results,
            "total_steps": int(config.total_steps), "seeds": int(config.seeds),
-           "confidence": float(config.confidence), "token_budgets": [int(b) for b in config.token_budgets]}
+           "confidence": float(config.confidence), "token_budgets": [int(b) for b in config.token_budgets],
+           "model": prober.dropout}
     if config.save_embeddings:
       out["embeddings"] = save_embeddings(params, finals, languages, info, workdir)
     write_json_atomic(os.path.join(workdir, "probe.json"), out)
@@ -69,10 +75,48 @@ def run(config, workdir: str, *, log_stream=None) -> dict:
   return out
 
 
+class ProbeProgress:
+  """The probe's progress lines: at evaluations, and between them at least every PROGRESS_EVERY_S.
+
+  On a loaded machine one evaluation can be many minutes from the next. `updated` runs after every update:
+  it waits for the update before it, so the host stays one update ahead of the device (which always has
+  the next one queued) and the count and the clock describe work done, not work queued; then it reads the
+  clock, and prints only when a line is due.
+  """
+
+  def __init__(self, total: int, *, stream, clock=time.perf_counter, every_s: float = PROGRESS_EVERY_S):
+    self.total, self.stream, self.clock, self.every_s = total, stream, clock, every_s
+    self.done, self.queued = 0, None
+    self.t0 = self.last = clock()
+    self.first: tuple[int, float] | None = None  # (updates, time) after the first: no compile in the ETA
+
+  def updated(self, losses=None) -> None:
+    if self.queued is not None:
+      jax.block_until_ready(self.queued)
+    self.queued, self.done = losses, self.done + 1
+    now = self.clock()
+    if self.first is None:
+      self.first = (self.done, now)
+    if now - self.last >= self.every_s:
+      self.line(now)
+
+  def evaluated(self, losses) -> None:
+    self.line(self.clock(), f"mean valid loss {float(np.mean(losses)):.3f}")
+
+  def line(self, now: float, what: str = "") -> None:
+    parts = [f"[probe] update {self.done}/{self.total}" + (f": {what}" if what else ""),
+             f"elapsed {hms(now - self.t0)}"]
+    if self.first is not None and self.done > self.first[0]:
+      rate = (now - self.first[1]) / (self.done - self.first[0])
+      parts.append(f"ETA {hms(rate * (self.total - self.done))}")
+    print(" | ".join(parts), file=self.stream, flush=True)
+    self.last = now
+
+
 def save_embeddings(params: Any, finals: dict, languages: list[Language], info: dict, workdir: str) -> dict:
   """Writes each table as a language-adapted workdir (body + new embedding + tokenizer) for `assemble`."""
   host = jax.device_get(params)
-  family = registry.family_of(info.get("architecture", registry.MLM))
+  family = registry.info_family(info)
   by_name = {l.name: l for l in languages}
   written = {}
   for t, table in finals.items():

@@ -3,7 +3,7 @@
 A probe (`rewire.probe.stage`) trains fresh token embeddings on a frozen body and records validation loss at
 fixed updates. These functions turn a set of such curves (one per seed) into the numbers a plasticity
 comparison needs, and `bootstrap` gives an interval of any statistic over seeds (the study's relative
-gain, `rewire.study.report`); they are plain NumPy, so known-answer tests pin them down.
+gain, `rewire.study.statistics`); they are plain NumPy, so known-answer tests pin them down.
 """
 
 from __future__ import annotations

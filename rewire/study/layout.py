@@ -1,5 +1,5 @@
 """Where the study keeps what: its workdir layout, spelt once for the graph that writes it and the report
-that reads it back (`rewire.study.graph`, `rewire.study.report`).
+that reads it back (`rewire.study.graph`, `rewire.study.summaries`).
 
     data/<name>                      a prepared corpus (PRETRAIN_CORPUS, or a probe language)
     <variant>_s<seed>/<job>          one model's jobs: PRETRAIN, PROBE, ADAPT, ADAPT_ABLATION, FINETUNE, ZERO_SHOT

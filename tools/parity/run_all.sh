@@ -88,4 +88,36 @@ step evaluate configs/evaluate.py \
   --config.models=assembled="$OUT/assemble" "--config.languages=('es',)" \
   --config.test_source=bundled:verse_genre:test --config.max_examples=64 --config.eval_batch_size=16
 
+# The Llama family: the same stages on the tiny decoder (input and output matrices reset; the probe with the
+# probe recipe's dropout spelled out, so that a tree whose probe takes the body's dropout runs the same thing).
+step pretrain_llama configs/pretrain_forget.py:tiny-llama "${PRETRAIN[@]}" --config.forget.pattern=both
+
+step probe_llama configs/probe.py \
+  --config.init_from="$OUT/pretrain_llama" --config.languages=es=bundled:bible_es \
+  "--config.token_budgets=(10000,)" --config.seeds=2 --config.total_steps=20 --config.eval_every=10 \
+  --config.batch_size=8 --config.model.dropout=0.1 --config.model.attention_dropout=0.1 \
+  --config.data.seq_len=32 --config.data.vocab_size=300 --config.data.max_valid_sequences=16 \
+  --config.data.max_documents=200
+
+step adapt_llama configs/adapt_language.py:tiny-llama \
+  --config.init_from="$OUT/pretrain_llama" --config.data.source=bundled:bible_es \
+  --config.total_steps=30 --config.token_budget=20000 --config.batch_size=16 \
+  --config.log_every=5 --config.eval_every=15 --config.checkpoint_every=15 \
+  --config.data.seq_len=32 --config.data.vocab_size=400 --config.data.max_valid_sequences=32 \
+  --config.data.max_documents=200 --config.optim.warmup_steps=3
+
+step finetune_llama configs/finetune_nli.py:tiny-llama \
+  --config.task=classify \
+  --config.train_source=bundled:verse_genre:train --config.dev_source=bundled:verse_genre:dev \
+  "--config.label_names=('narrative','discourse')" \
+  --config.init_from="$OUT/pretrain_llama" --config.max_train_examples=256 --config.epochs=2 \
+  --config.batch_size=16 --config.eval_batch_size=16 --config.max_len=32 --config.log_every=4
+
+step assemble_llama configs/assemble.py \
+  --config.task_from="$OUT/finetune_llama" --config.embeddings_from="$OUT/adapt_llama"
+
+step evaluate_llama configs/evaluate.py \
+  --config.models=assembled="$OUT/assemble_llama" "--config.languages=('es',)" \
+  --config.test_source=bundled:verse_genre:test --config.max_examples=64 --config.eval_batch_size=16
+
 printf 'run_all.sh: all runs done in %.1f s -> %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$OUT"

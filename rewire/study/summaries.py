@@ -1,0 +1,62 @@
+"""Reads back what the study's jobs wrote: each model's summaries, its pretraining curve, the timings.
+
+The one place the report touches the jobs' workdirs (laid out by `rewire.study.layout`); what it returns is
+plain data for `rewire.study.statistics` and `rewire.study.figures`, which read no files themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+from rewire import workdir as rworkdir
+from rewire.config.variants import VARIANTS
+from rewire.study import layout as L
+from rewire.telemetry import read_records
+
+
+def load_models(root: str, config) -> dict:
+  """{(variant, seed): that model's pretraining, probe, adaptation, fine-tuning and zero-shot summaries}."""
+  models = {}
+  for variant in VARIANTS:
+    for seed in config.seeds:
+      job_dir = functools.partial(L.job_dir, root, variant, seed)  # job_dir(job): the workdir of this model's job
+      with open(os.path.join(job_dir(L.PROBE), "probe.json")) as f:
+        probe = json.load(f)
+      metrics = read_records(os.path.join(job_dir(L.PRETRAIN), "metrics.jsonl"))
+      models[(variant, int(seed))] = {
+          "pretrain": rworkdir.read_summary(job_dir(L.PRETRAIN)),
+          "pretrain_curve": [(record["step"], record["valid_loss"]) for record in metrics if "valid_loss" in record],
+          "probe": probe,
+          "adapt": _adapted(L.model_dir(root, variant, seed), L.adapted_jobs(config)),
+          "finetune": rworkdir.read_summary(job_dir(L.FINETUNE)),
+          "zero_shot": rworkdir.read_summary(job_dir(L.ZERO_SHOT))["results"]}
+  return models
+
+
+def _adapted(base: str, jobs) -> dict:
+  """{lang: {budget: result}} of the adaptation `jobs` (the largest budget, and the ablation's smaller ones)."""
+  out = {}
+  for job in jobs:
+    path = os.path.join(base, job, "probe.json")
+    if os.path.isfile(path):
+      with open(path) as f:
+        for lang, per_budget in json.load(f)["results"].items():
+          out.setdefault(lang, {}).update(per_budget)
+  return out
+
+
+def pretraining_curves(models: dict, seeds) -> dict:
+  """{model name: [(update, English validation loss)]} of every model, variant by variant."""
+  return {L.model_name(variant, seed): models[(variant, int(seed))]["pretrain_curve"]
+          for variant in VARIANTS for seed in seeds}
+
+
+def read_timings(root: str) -> list[dict]:
+  """One record per invocation of the study (`layout.TIMINGS`): its wall time and each job's seconds."""
+  path = os.path.join(root, L.TIMINGS)
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
