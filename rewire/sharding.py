@@ -39,10 +39,11 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   # Random draws (init, masking, dropout, forgetting resets) must not depend on how arrays are sharded,
-  # so that a run gives the same values on any mesh. Partitionable threefry guarantees that; it is the
-  # default in current JAX, and pinned here for versions where it is not.
+  # so that a run gives the same values on any mesh. Partitionable threefry guarantees that; it is JAX's
+  # default, and a process that turned it off is told so rather than have it flipped behind its back.
   if not jax.config.jax_threefry_partitionable:
-    jax.config.update("jax_threefry_partitionable", True)
+    raise UserError("rewire needs jax_threefry_partitionable=True (JAX's default): its random draws must not "
+                    "depend on the mesh; something in this process set it to False")
   devices = list(devices) if devices is not None else jax.devices()
   shape = mesh_shape(mesh_cfg, len(devices))
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))

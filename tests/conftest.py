@@ -93,20 +93,33 @@ def tiny_llama_config(forgetting=True, pattern="input"):
   return family_config("llama", forgetting, pattern)
 
 
+def config_flags(config, base) -> list[str]:
+  """`--config.KEY=VALUE` flags for every leaf where `config` differs from `base` (a preset's config)."""
+  out = []
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      out += [f.replace("--config.", f"--config.{key}.", 1) for f in config_flags(value, base[key])]
+    elif base[key] != value:
+      out.append(f"--config.{key}={value!r}" if isinstance(value, tuple) else f"--config.{key}={value}")
+  return out
+
+
 def tiny_cli(workdir, *overrides):
-  """The tiny test config as command-line flags of `python -m rewire.main`."""
-  c = tiny_config()
-  flags = [f"--config.total_steps={c.total_steps}", f"--config.forget_every={c.forget_every}",
-           f"--config.batch_size={c.batch_size}", "--config.log_every=1", "--config.eval_every=6",
-           "--config.checkpoint_every=6", "--config.model.hidden_size=32", "--config.model.num_layers=1",
-           "--config.model.num_heads=2", "--config.model.intermediate_size=64",
-           f"--config.data.source=prepared:{shared_corpus()}", "--config.data.seq_len=32",
-           "--config.data.max_valid_sequences=32", f"--config.data.tokenizer={shared_tokenizer()}",
-           "--config.optim.lr=3e-3", "--config.optim.warmup_steps=4"]
+  """The tiny test config (`tiny_config`) as a `python -m rewire.main` command on configs/pretrain_forget.py."""
+  from rewire.config import pretrain_preset
+  flags = config_flags(tiny_config(), pretrain_preset("tiny", forgetting=True))
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
              PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   return [sys.executable, "-m", "rewire.main", "--config=configs/pretrain_forget.py", f"--workdir={workdir}",
           *flags, *overrides], env
+
+
+def flat(params):
+  """`{"a/b/c": array}` of a param tree (host numpy arrays)."""
+  import jax
+  import numpy as np
+  from rewire import optim
+  return {optim.path_str(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]}
 
 
 def run_tiny(config, workdir, **kw):

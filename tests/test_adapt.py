@@ -6,7 +6,6 @@ import jax
 import numpy as np
 import pytest
 
-from rewire import optim
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.telemetry import read_records
@@ -22,10 +21,6 @@ EMB = "roberta/embeddings/word_embeddings/embedding"
 @pytest.fixture(scope="module")
 def new_language(tmp_path_factory):
   return new_language_corpus(tmp_path_factory.mktemp("lang"))
-
-
-def flat(params):
-  return {optim.path_str(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
 @pytest.fixture(scope="module")

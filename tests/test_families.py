@@ -29,7 +29,7 @@ from rewire.models.layers import Dense, logical_param
 from rewire.models.mlm import MaskedLM, MaskingSpec, unigram_loss
 from rewire.stages.pretrain_setup import Setup
 
-from conftest import K, family_config, losses, run_tiny
+from conftest import K, family_config, flat, losses, run_tiny
 
 # -- the toy family --------------------------------------------------------------------------------------
 
@@ -121,10 +121,6 @@ def toy_registered():
 
 
 FAMILIES = [*registry.FAMILIES, "toy"]
-
-
-def flat(params):
-  return {optim.path_str(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
 def vocab_leaves(family):

@@ -17,14 +17,10 @@ from rewire.errors import UserError
 from rewire.stages.pretrain_setup import Setup
 from rewire.telemetry import read_records
 
-from conftest import tiny_llama_config
+from conftest import flat, tiny_llama_config
 
 EMB, HEAD = "model/embed_tokens/embedding", "lm_head/kernel"
 SPECIALS = SpecialIds.layout(400)
-
-
-def flat(params):
-  return {optim.path_str(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
 def tokens(step, batch=16, length=32):

@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 
-from rewire import optim
 from rewire.stages.assemble import assemble
 from rewire.checkpoint import load_params
 from rewire.errors import UserError
@@ -17,11 +16,9 @@ from rewire.telemetry import read_records
 from rewire import sharding
 from rewire.config import pretrain_defaults
 
+from conftest import flat
+
 EMB = "roberta/embeddings/word_embeddings/embedding"
-
-
-def flat(params):
-  return {optim.path_str(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ renaming-free on the Flax side; PyTorch needs one explicit, reversible name/tran
   export.py    workdir -> HF directory (Flax msgpack, safetensors in PyTorch names, tokenizer files)
   importer.py  HF directory -> workdir;  cli.py / __main__.py  `python -m rewire.hf export|import`
 
-`model.json` is `{"architecture": ..., **RobertaConfig}`; task models add `"num_labels"` and optionally
+What differs between families (their HF config classes, checkpoint entries to drop or check, HF Flax
+quirks) is each family's own (`rewire.models.family.Family.hf_*`). `model.json` is
+`{"architecture": ..., **the family's config}`; task models add `"num_labels"` and optionally
 `"label_names"` (by class id), which become HF's `id2label`; other keys (task settings, provenance) are
 metadata that export ignores.
 

@@ -1,6 +1,9 @@
 """Model families: the flax modules, the registry that builds them, and the objectives they train with.
 
-  registry.py       every family's architectures, builders and parameter paths ("the model of this family")
+  family.py         the family interface: the one class per family that owns its config group, modules,
+                    objective and baseline, vocabulary leaves, fresh rows, FLOPs and HF mapping
+  registry.py       the one place families are registered, and the lookups (by name, architecture, config)
+  roberta_family.py, llama_family.py   the two families rewire ships, each a `Family` subclass
   layers.py         building blocks with HF names and logical axes (Dense, LayerNorm, RMSNorm, dropout, GELU,
                     attention)
   roberta.py        the RoBERTa encoder and its config;  roberta_heads.py  its MLM, classification, QA heads
@@ -13,8 +16,8 @@
   task_model.py     a task model on a mesh (shardings, prediction) and the task objective
   flops.py          FLOPs per step and accelerator peaks, for MFU
 
-Stages, the probe, the study and the HF interop ask `registry` for a family's models and paths instead of
-importing a family's modules; `llama.py` is the second family, a sibling of `roberta.py` registered there.
+Stages, the probe, the study, the HF interop and the sampler ask `registry` for a family and call its
+methods instead of importing a family's modules or branching on its name.
 
 May import: the core (modules directly in rewire/), rewire.data, rewire.tasks.
 """
