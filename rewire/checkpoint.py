@@ -48,6 +48,7 @@ class Checkpointer:
       cleanup.result()
 
     self._async = async_save
+    self._closed = False
     self._requested: int | None = None  # the newest step whose save was started
     root = os.path.dirname(self.directory)
     self.sums_dir = os.path.join(root, "checkpoint_checksums")
@@ -210,6 +211,32 @@ class Checkpointer:
 
   def close(self) -> None:
     self._mngr.close()
+
+  def newest_sealed(self) -> int | None:
+    """The newest checkpoint that is finished and sealed, after letting any save in flight finish (what an
+    error line may name: a run that stops resumes from it)."""
+    try:
+      self.wait()
+    except UserError:  # the save in flight failed: its temporary folder is gone, earlier ones stay
+      pass
+    sealed = {int(n[:-5]) for n in (os.listdir(self.sums_dir) if os.path.isdir(self.sums_dir) else [])
+              if n.endswith(".json") and n[:-5].isdigit()}
+    steps = sealed & set(self._mngr.all_steps())
+    return max(steps) if steps else None
+
+  def finish(self) -> None:
+    """Ends the checkpointer on any exit path, an error included: a save in flight either completes and is
+    sealed or leaves no temporary folder, and orbax's threads stop, so the process exits with its one line
+    instead of hanging in a save's barrier or printing the threads' shutdown tracebacks."""
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self.wait()
+    except UserError:
+      pass  # `_failed` removed the failed save's temporary folder; the error that stopped the run is reported
+    finally:
+      self._mngr.close()
 
 
 def _file_hashes(directory: str) -> dict[str, str]:

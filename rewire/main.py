@@ -119,9 +119,27 @@ def main(argv) -> None:
     print(f"stopped: {workdir}  step {summary['step']} (--stop_after): checkpoint saved; run the same command "
           "without --stop_after to go on")
     return
+  line = closing_line(workdir, summary)
+  if line:
+    print(line)
+
+
+def closing_line(workdir: str, summary: dict) -> str | None:
+  """The line a finished stage ends with: its result, where the details are."""
   if "valid_loss" in summary:
-    print(f"done: {workdir}  step {summary['step']}  valid loss {summary['valid_loss']:.3f}"
-          + (f" (unigram baseline {summary['unigram_loss']:.3f})" if summary.get("unigram_loss") else ""))
+    return (f"done: {workdir}  step {summary['step']}  valid loss {summary['valid_loss']:.3f}"
+            + (f" (unigram baseline {summary['unigram_loss']:.3f})" if summary.get("unigram_loss") else ""))
+  best = next((k for k in summary if k.startswith("best_dev_")), None)
+  if best:  # fine-tuning
+    return (f"done: {workdir}  best dev {best[len('best_dev_'):]} {summary[best]:.1f} at update "
+            f"{summary['best_step']} of {summary['steps']} (the checkpoint kept)")
+  if "assembled_from" in summary:
+    src = summary["assembled_from"]
+    return f"done: {workdir}  {summary['architecture']}: the body of {src['task']} with the embeddings of {src['embeddings']}"
+  if "results" in summary and os.path.isfile(os.path.join(workdir, "results.md")):  # evaluation
+    with open(os.path.join(workdir, "results.md")) as f:
+      return f.read().rstrip() + f"\ndone: {workdir}/results.md, results.json"
+  return None
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ TOKENIZER = "tokenizer.json"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
+# `model.json` metadata of an imported checkpoint: the special token ids its Hugging Face config names, which
+# an export writes back while the model keeps that tokenizer.
+HF_SPECIAL_IDS = "hf_special_ids"
+SPECIAL_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 @contextlib.contextmanager

@@ -149,3 +149,16 @@ def test_family_registry_resolves_leaf_set_names():
   assert llama.resolve("model/norm/weight") == "model/norm/weight"
   with pytest.raises(UserError, match="no separate output head"):
     roberta.resolve("output")
+
+
+def test_import_then_export_keeps_the_special_ids_of_the_imported_tokenizer(tmp_path):
+  from transformers import LlamaForCausalLM
+  torch.manual_seed(0)
+  LlamaForCausalLM(_tiny_hf("llama", bos_token_id=1, eos_token_id=2, pad_token_id=None)).save_pretrained(
+      tmp_path / "hf")
+  import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "rw"))
+  export_checkpoint(str(tmp_path / "rw"), str(tmp_path / "out"))
+  back = json.load(open(tmp_path / "out" / "config.json"))
+  assert (back["bos_token_id"], back["eos_token_id"], back.get("pad_token_id")) == (1, 2, None)
+  modes = {name: os.stat(tmp_path / "out" / name).st_mode & 0o777 for name in os.listdir(tmp_path / "out")}
+  assert len(set(modes.values())) == 1, modes  # model.safetensors as readable as every other exported file

@@ -52,3 +52,43 @@ def test_gpu_node_runs_the_main_entry_point():
   plan = json.loads(out.stdout)
   assert 124e6 < plan["params"] < 125e6  # RoBERTa-base with a 50k vocabulary
   assert plan["tokens_per_step"] == 2048 * 512 and plan["forget_every"] == 1000
+
+
+def test_the_local_launcher_checks_its_arguments_in_one_line(tmp_path):
+  import socket
+  taken = socket.socket()
+  taken.bind(("127.0.0.1", 0))
+  taken.listen()
+  port = str(taken.getsockname()[1])
+  for args, expect in ((["--devices"], "--devices needs a value"),
+                       (["--devices", "--workdir=x", "--", "a"], "--devices needs a value"),
+                       (["--devices", "abc", "--", "a"], "--devices must be a positive integer, got 'abc'"),
+                       (["--devices", "0", "--", "a"], "--devices must be a positive integer, got '0'"),
+                       (["--port", port, "--", "--config=configs/pretrain_forget.py"], f"port {port} is in use")):
+    out = sh("launch/local_multiprocess.sh", "2", *args)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and expect in lines[0], (args, out.stderr)
+  taken.close()
+
+
+def test_the_local_launcher_stops_the_job_when_one_process_fails(tmp_path):
+  """Process 0 fails at start; process 1 ignores SIGTERM (as a process stuck joining would): the launcher
+  kills it after the grace period and exits with process 0's status."""
+  fake = tmp_path / "python"
+  fake.write_text(f"""#!/usr/bin/env bash
+[[ "$1" == "-c" ]] && exec {sys.executable} "$@"
+if [[ "$JAX_PROCESS_ID" == 0 ]]; then echo "cannot join" >&2; exit 3; fi
+trap '' TERM
+echo $$ > {tmp_path}/survivor.pid
+exec sleep 300
+""")
+  fake.chmod(0o755)
+  import time
+  t0 = time.monotonic()
+  out = sh("launch/local_multiprocess.sh", "2", "--grace", "2", "--", "--config=x", env_extra={"PYTHON": str(fake)})
+  elapsed = time.monotonic() - t0
+  assert out.returncode == 3, out.stderr
+  assert "process 0 exited with status 3; stopping the other 1" in out.stderr
+  assert elapsed < 30
+  pid = int((tmp_path / "survivor.pid").read_text())
+  assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"

@@ -66,7 +66,7 @@ def test_resuming_with_a_mismatched_tokenizer_fails_in_a_fresh_process(tmp_path)
 
 
 @pytest.mark.parametrize("case", ["missing_config", "unknown_preset", "mask_prob", "negative_lr", "workdir_file",
-                                  "unwritable", "llama_key_on_roberta", "roberta_key_on_llama"])
+                                  "unwritable", "llama_key_on_roberta", "roberta_key_on_llama", "heads"])
 def test_more_bad_inputs_are_one_line(case, tmp_path):
   cfg = os.path.join(ROOT, "configs", "pretrain_forget.py")
   workdir = tmp_path / "run"
@@ -86,6 +86,8 @@ def test_more_bad_inputs_are_one_line(case, tmp_path):
       "llama_key_on_roberta": ([f"--config={cfg}", "--config.model.rope_theta=1"], "rope_theta"),
       "roberta_key_on_llama": ([f"--config={cfg}:tiny-llama", "--config.model.type_vocab_size=2"],
                                "type_vocab_size"),
+      # A model value the config alone cannot tell is wrong: checked before the workdir is touched.
+      "heads": ([f"--config={cfg}", "--config.model.num_heads=3"], "not a multiple of model.num_heads=3"),
   }[case]
   out = rewire_main(*args, f"--workdir={workdir}")
   assert out.returncode == 2, out.stderr[-2000:]
@@ -93,3 +95,18 @@ def test_more_bad_inputs_are_one_line(case, tmp_path):
   assert len(lines) == 1 and lines[0].startswith("rewire: error: ") and expect in lines[0], out.stderr[-2000:]
   assert case == "workdir_file" or not workdir.exists()
   assert case != "unwritable" or (tmp_path / "a_file").read_text() == "x"
+
+
+def test_every_stage_ends_with_a_closing_line_that_gives_its_result(tmp_path):
+  from rewire.main import closing_line
+  assert closing_line("runs/f", {"step": 12, "valid_loss": 5.1234, "unigram_loss": 6.0}) == \
+      "done: runs/f  step 12  valid loss 5.123 (unigram baseline 6.000)"
+  assert closing_line("runs/ft", {"task": "nli", "best_step": 40, "steps": 80, "best_dev_accuracy": 61.25}) == \
+      "done: runs/ft  best dev accuracy 61.2 at update 40 of 80 (the checkpoint kept)"
+  assembled = {"architecture": "RobertaForSequenceClassification", "assembled_from": {"task": "t", "embeddings": "e"}}
+  assert closing_line("runs/a", assembled) == \
+      "done: runs/a  RobertaForSequenceClassification: the body of t with the embeddings of e"
+  from rewire.stages.evaluate import write_results
+  summary = write_results({"forget": {"es": {"accuracy": 55.0}}}, str(tmp_path))
+  line = closing_line(str(tmp_path), summary)
+  assert "| forget | 55.0 | 55.0 |" in line and line.endswith(f"done: {tmp_path}/results.md, results.json")

@@ -244,3 +244,19 @@ def test_export_without_transformers_is_one_line_and_writes_nothing(tiny_runs, t
   with pytest.raises(UserError, match=r"export needs transformers .*\.\[hf\]"):
     hf.export_checkpoint(str(workdir), str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
+
+
+def test_a_divergence_with_an_async_save_in_flight_is_one_line_and_leaves_a_sealed_checkpoint(tmp_path):
+  """lr 1e9 with a checkpoint every 2 updates: the run diverges while a save is still being written. The save
+  completes (or goes), orbax's threads stop, and the one line names a checkpoint that is sealed."""
+  workdir = tmp_path / "w"
+  cmd, env = cli(workdir, "--config.optim.lr=1e9", "--config.checkpoint_every=2", "--config.async_checkpoints=True")
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2, out.stderr[-2000:]
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and "diverged" in lines[0], out.stderr[-3000:]
+  named = lines[0].split("last checkpoint: ")[1].rstrip(")")
+  assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+  if named != "None":
+    assert (workdir / "checkpoint_checksums" / f"{named}.json").is_file()
+    assert (workdir / "checkpoints" / named).is_dir()

@@ -1,5 +1,6 @@
 """Sharding: meshes, logical rules, per-device memory, and restoring a checkpoint onto another mesh."""
 
+import json
 import math
 import os
 
@@ -92,11 +93,17 @@ def test_resets_keep_the_shardings(tiny_runs):
   assert mu["roberta"]["embeddings"]["word_embeddings"]["embedding"].sharding.spec == P("tensor", "fsdp")
 
 
-def test_checkpoint_restores_onto_another_mesh_and_continues(tiny_runs, tmp_path):
+def test_checkpoint_restores_onto_another_mesh_and_continues(tiny_runs, tmp_path, capsys):
   ref_dir, full = tiny_runs("mesh_2_2_2")
   run_tiny(tiny_config(mesh=(2, 2, 2)), tmp_path, stop_after=6)
-  # Resume the same run on a different mesh and a different device count.
+  # Resume the same run on a different mesh and a different device count: announced in one line, recorded.
+  capsys.readouterr()
   resumed = run_tiny(tiny_config(mesh=(1, 2, 2)), tmp_path, devices=jax.devices()[:4])
+  lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("rewire: resuming")]
+  assert len(lines) == 1 and "on 4 devices in 1 process(es)" in lines[0] and "saved on 8 devices" in lines[0]
+  history = [json.loads(l) for l in open(tmp_path / "config_history.jsonl")]
+  assert history[-1]["resumed_at_step"] == 6
+  assert [x["devices"] for x in history[-1]["changed"]["layout"]] == [8, 4]
   emb = resumed["state"]["params"]["roberta"]["embeddings"]["word_embeddings"]["embedding"]
   assert len(emb.sharding.device_set) == 4
   np.testing.assert_allclose([x for _, x in losses(tmp_path)], [x for _, x in losses(ref_dir)], rtol=2e-4)

@@ -75,14 +75,21 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def _has_checkpoint(workdir: str) -> bool:
+  from rewire.checkpoint import has_checkpoint
+  from rewire.workdir import checkpoint_dir
+  return has_checkpoint(checkpoint_dir(workdir))
+
+
 def check_tokenizer(corpus: Prepared, data_cfg: Any, workdir: str) -> None:
-  """The corpus's tokenizer must be the run's: `data.tokenizer`, and the workdir's (from a checkpoint)."""
+  """The corpus's tokenizer must be the run's: `data.tokenizer`, and the workdir's when it holds a checkpoint
+  (a workdir without one pins nothing: its tokenizer.json is replaced)."""
   manifest = os.path.join(corpus.directory, MANIFEST)
   want = corpus.manifest["tokenizer"]["sha256"]
   if data_cfg.tokenizer and sha256_file(data_cfg.tokenizer) != want:
     raise UserError(f"{manifest} was prepared with another tokenizer than data.tokenizer={data_cfg.tokenizer}")
   mine = os.path.join(workdir, TOKENIZER_FILE)
-  if os.path.isfile(mine) and sha256_file(mine) != want:
+  if os.path.isfile(mine) and sha256_file(mine) != want and _has_checkpoint(workdir):
     raise UserError(f"{manifest} was prepared with another tokenizer than {mine}, which this run's "
                     "checkpoints were trained with")
 
@@ -112,8 +119,9 @@ def pretraining_data(data_cfg: Any, workdir: str, *, seed: int, global_batch_siz
       for path in created:
         shutil.rmtree(path, ignore_errors=True)
     raise
-  if process_index == 0 and not os.path.isfile(os.path.join(workdir, TOKENIZER_FILE)):
+  mine = os.path.join(workdir, TOKENIZER_FILE)
+  if process_index == 0 and (not os.path.isfile(mine) or not _has_checkpoint(workdir)):
     os.makedirs(workdir, exist_ok=True)
-    shutil.copyfile(corpus.tokenizer_path, os.path.join(workdir, TOKENIZER_FILE))
+    shutil.copyfile(corpus.tokenizer_path, mine)
   return PretrainData(tokenizer=tok, specials=specials, train=train, valid=valid,
                       num_train_tokens=int(counts.sum()), unigram_counts=counts, corpus=corpus)

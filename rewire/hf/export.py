@@ -26,6 +26,7 @@ from rewire.checkpoint import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.fileio import write_json_atomic
+from rewire.workdir import HF_SPECIAL_IDS
 from rewire.hf.convert import ModelInfo, check_params, expected_shapes, flatten, to_pytorch
 
 _SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
@@ -95,11 +96,19 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None) -> dict[s
   tok_path = rworkdir.tokenizer_path(workdir)
   tok = load_tokenizer(tok_path) if os.path.isfile(tok_path) else None
   ids = [tok.token_to_id(t) if tok else None for t in ("<s>", "</s>")]
-  hf_config(info, *(i if i is not None else d for i, d in zip(ids, (0, 2)))).save_pretrained(out)
+  config = hf_config(info, *(i if i is not None else d for i, d in zip(ids, (0, 2))))
+  imported = rworkdir.read_model_info(workdir).get(HF_SPECIAL_IDS)
+  if imported:  # an imported model (or a fine-tune of it) keeps the ids its own tokenizer uses
+    for key, value in imported.items():
+      setattr(config, key, value)
+  config.save_pretrained(out)
   np_params = jax.tree.map(np.asarray, params)
   with open(os.path.join(out, "flax_model.msgpack"), "wb") as f:
     f.write(flax.serialization.to_bytes(info.family.hf_flax_params(info.architecture, info.config, np_params)))
-  save_file(to_pytorch(np_params), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+  weights = os.path.join(out, "model.safetensors")
+  save_file(to_pytorch(np_params), weights, metadata={"format": "pt"})
+  # safetensors creates its file owner-only (0600); give it the mode every other exported file has.
+  os.chmod(weights, os.stat(os.path.join(out, "config.json")).st_mode & 0o777)
   if os.path.isfile(tok_path):
     cfg = info.config
     offset = cfg.pad_token_id + 1 if info.family.position_offset else 0  # RoBERTa's positions skip the pad

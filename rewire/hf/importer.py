@@ -10,6 +10,7 @@ and the tied decoder copy are dropped.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -18,6 +19,7 @@ import jax
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
 from rewire.hf.convert import ModelInfo, load_hf_params
+from rewire.workdir import HF_SPECIAL_IDS, SPECIAL_ID_KEYS
 
 
 def write_workdir(workdir: str, info: ModelInfo, params: Any, tokenizer_json: str | None = None,
@@ -52,6 +54,12 @@ def import_checkpoint(hf_dir: str, out: str) -> dict[str, Any]:
   info, params = load_hf_params(hf_dir)
   tokenizer_json = _hf_tokenizer_json(hf_dir)
   write_workdir(out, info, params, tokenizer_json, {"imported_from": os.path.abspath(hf_dir)})
+  with open(os.path.join(hf_dir, "config.json")) as f:
+    hf = json.load(f)
+  # The special ids its tokenizer uses (Llama: bos 1, Llama 3: 128000, pad often none): an export of this
+  # model, or of a fine-tune that keeps its tokenizer, writes them back rather than rewire's own layout.
+  ids = {k: hf.get(k) for k in SPECIAL_ID_KEYS}
+  rworkdir.write_model_info(out, {**info.to_json(), HF_SPECIAL_IDS: ids})
   return {"out": os.path.abspath(out), "architecture": info.architecture, "step": 0,
           "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
           "tokenizer": tokenizer_json is not None}

@@ -59,6 +59,7 @@ def assemble(task_workdir: str, embeddings_workdir: str, out_workdir: str) -> di
     raise UserError(f"{out_workdir} already holds a model; choose a new workdir")
 
   params = with_path(jax.tree.map(np.asarray, task_params), path, embedding)
+  task_info = {k: v for k, v in task_info.items() if k != workdir.HF_SPECIAL_IDS}  # another tokenizer's ids
   info = dict(task_info, vocab_size=vocab, assembled_from={"task": os.path.abspath(task_workdir),
                                                            "embeddings": os.path.abspath(embeddings_workdir)})
   workdir.write_params(out_workdir, params, {"assembled": True})

@@ -89,7 +89,9 @@ def _finetune(config, workdir: str, mesh, rules, *, log_stream, run_name) -> dic
   if is_main:
     rworkdir.write_config(workdir, config)
     rworkdir.copy_tokenizer(tok_path, workdir)
-    rworkdir.write_model_info(workdir, task_model_info(mc, spec))
+    source_info = rworkdir.read_model_info(config.init_from)
+    kept = {k: source_info[k] for k in (rworkdir.HF_SPECIAL_IDS,) if k in source_info}  # same tokenizer, same ids
+    rworkdir.write_model_info(workdir, {**task_model_info(mc, spec), **kept})
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
   writer.write({"step": 0, "event": "start", "task": spec.name, "train_examples": len(train_examples),
                 "train_features": len(train_feats), "dev_examples": len(dev_examples), "steps": total})
@@ -114,13 +116,15 @@ def _finetune(config, workdir: str, mesh, rules, *, log_stream, run_name) -> dic
                                     enabled=is_main, stream=log_stream), what="fine-tuning")
   batches = array_batches(arrays, config.batch_size, config.seed, identity=f"{config.train_source}:{len(train_feats)}",
                           process_index=jax.process_index(), process_count=jax.process_count())
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    hooks = loop.Hooks(evaluate=evaluate, after_eval=keep_best, extra=lambda step: {"epoch": -(-step // steps_per_epoch)})
-    result = run.run(state, step_fn, batches, lambda b: {k: sharding.global_batch(v, mesh) for k, v in b.items()},
-                     hooks=hooks)
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      hooks = loop.Hooks(evaluate=evaluate, after_eval=keep_best, extra=lambda step: {"epoch": -(-step // steps_per_epoch)})
+      result = run.run(state, step_fn, batches, lambda b: {k: sharding.global_batch(v, mesh) for k, v in b.items()},
+                       hooks=hooks)
+    ckpt.wait()
+  finally:  # an error with a save in flight: it completes or leaves no temporary folder, threads stop
+    ckpt.finish()
+    writer.close()
   summary = {"task": spec.name, "finished": result.finished, "best_step": best["step"],
              f"best_dev_{spec.primary}": best["score"], "steps": total, "dev_curve": curve}
   return {**loop.finish(workdir, summary, is_main=is_main), "state": result.state}

@@ -45,6 +45,13 @@ def _check_placement(config, mesh) -> None:
     raise UserError(f"init_from {config.init_from} does not exist")
 
 
+def _check_model(config) -> None:
+  """The model config's own checks (shapes, heads, dtype), before the workdir is touched: the vocabulary is
+  the configured size until the tokenizer exists, with the ids every rewire tokenizer has."""
+  vocab = config.model.get("vocab_size") or config.data.vocab_size
+  registry.model_config_from(config, vocab, SpecialIds.layout(vocab).pad)
+
+
 def plan(config, devices: Sequence[jax.Device] | None = None) -> dict:
   """Checks a config against the devices without reading data or writing anything; returns the run's shape.
 
@@ -86,9 +93,15 @@ def train_and_evaluate(config, workdir: str, *, devices: Sequence[jax.Device] | 
   rconfig.validate(config)
   mesh = sharding.make_mesh(config.mesh, devices)
   _check_placement(config, mesh)
+  if config.init_from:
+    warm_start.adopt_model_shape(config)  # reads the source's model.json: before any check of the model
+  _check_model(config)
   with rworkdir.locked(workdir, enabled=jax.process_index() == 0):
     run = _open(config, workdir, mesh, log_stream=log_stream, run_name=run_name)
-    return run.train(stop_after=stop_after)
+    try:
+      return run.train(stop_after=stop_after)
+    finally:  # every exit path, an error included, ends the checkpointer (a save in flight completes or goes)
+      run.ckpt.finish()
 
 
 @dataclasses.dataclass
@@ -126,7 +139,6 @@ class _Run:
     config, setup, data, ckpt, mesh = self.config, self.setup, self.data, self.ckpt, self.setup.mesh
     state, start, complete = self.initial_state()
     if complete is not None:
-      ckpt.close()
       if self.is_main:
         print(f"[{self.name}] already complete at step {start}", file=self.log_stream, flush=True)
       return {**complete, "state": state}
@@ -144,7 +156,7 @@ class _Run:
                     progress=Progress(config.total_steps, start, name=self.name, enabled=self.is_main,
                                       stream=self.log_stream),
                     throughput=throughput, events={"forgot": "forget"}, on_log=ckpt.seal_finished,
-                    hint=lambda: f"lower optim.lr or enable optim.clip_norm (last checkpoint: {ckpt.latest_step()})")
+                    hint=lambda: f"lower optim.lr or enable optim.clip_norm (last checkpoint: {ckpt.newest_sealed()})")
     periodic = []
     if config.probe_every > 0:
       periodic.append((config.probe_every, DuringPretraining(config, self.workdir, setup.model_config, mesh,
@@ -154,12 +166,13 @@ class _Run:
         after_eval=lambda *_: self.plot(),
         save=lambda step, state: ckpt.save(step, state, data.train.get_state(), force=True),
         preempted=ckpt.reached_preemption if jax.process_count() > 1 else None, periodic=periodic)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(setup.rules):
-      result = run.run(state, setup.train_step, data.train, lambda batch: sharding.global_batch(batch, mesh),
-                       start=start, hooks=hooks, stop_after=stop_after)
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
+    try:
+      with jax.set_mesh(mesh), nn.logical_axis_rules(setup.rules):
+        result = run.run(state, setup.train_step, data.train, lambda batch: sharding.global_batch(batch, mesh),
+                         start=start, hooks=hooks, stop_after=stop_after)
+      ckpt.wait()  # a failed last save stops the run here with its one line
+    finally:
+      writer.close()
     self.plot()
     summary = {"step": result.step, "finished": result.finished, "preempted": result.preempted,
                "interrupted": result.interrupted, "unigram_loss": baseline,
@@ -174,8 +187,6 @@ def _open(config, workdir: str, mesh, *, log_stream, run_name) -> _Run:
   is_main = jax.process_index() == 0
   new_ckpt = lambda: Checkpointer(ckpt_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoints)
   ckpt = new_ckpt() if has_checkpoint(ckpt_dir) else None
-  if config.init_from:
-    warm_start.adopt_model_shape(config)  # reads the source's model.json: before comparing configs
   changes = resume.check_resumed_config(config, workdir) if ckpt is not None else {}
   resume.check_tokenizer_fits(config, workdir, ckpt, registry.run_family(config.model).word_embedding)
   data = pretraining_data(config.data, workdir, seed=config.seed, global_batch_size=config.batch_size,
@@ -184,6 +195,13 @@ def _open(config, workdir: str, mesh, *, log_stream, run_name) -> _Run:
   setup = Setup(config, mesh, data.specials)
   ckpt = ckpt or new_ckpt()
   if is_main:
+    layout = resume.layout_change(workdir, mesh)
+    if layout and ckpt.latest_step() is not None:
+      print(f"rewire: resuming step {ckpt.latest_step()} on {resume.describe_layout(layout[1])} (it was saved "
+            f"on {resume.describe_layout(layout[0])}); the checkpoint is resharded onto the new mesh",
+            file=sys.stderr, flush=True)
+      changes = {**changes, "layout": list(layout)}
+    resume.write_layout(workdir, mesh)
     if changes:  # allowed changes on resume are recorded, the config.json then describes the run from here
       with open(os.path.join(workdir, "config_history.jsonl"), "a") as f:
         f.write(json.dumps({"resumed_at_step": ckpt.latest_step(), "changed": changes}) + "\n")

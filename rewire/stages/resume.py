@@ -4,7 +4,8 @@ A run resumes on its own from its workdir. Its new config is compared with the `
 wrote: cadence, bookkeeping, placement and data-preparation mechanics may change (the changes are
 returned, and the stage appends them to `config_history.jsonl`); anything else (model shape, optimizer,
 forgetting, data, seed) would silently make another run, so it is refused with one line naming the keys.
-The tokenizer must also fit the checkpoint's embedding before any data is read.
+The tokenizer must also fit the checkpoint's embedding before any data is read. A resume onto another
+layout (devices, processes, mesh) is allowed, announced in one line and recorded (`layout_change`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import json
 import os
 
+import jax
+
 from rewire import config as rconfig
 from rewire import workdir as rworkdir
 from rewire.checkpoint import Checkpointer
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
+from rewire.fileio import write_json_atomic
 from rewire.models import registry
 
 # Keys a resumed run may change: cadence, bookkeeping, placement and data-preparation mechanics.
@@ -62,6 +66,48 @@ def check_resumed_config(config, workdir: str) -> dict:
     raise UserError(f"{workdir} holds a run with other settings: {shown}{more}; resume it with its own "
                     "config (see its config.json) or choose a new --workdir")
   return changed
+
+
+LAYOUT = "layout.json"
+
+
+def current_layout(mesh) -> dict:
+  """The devices, processes and mesh a run runs on (what a resume may change)."""
+  return {"devices": int(mesh.size), "processes": jax.process_count(), "mesh": {k: int(v) for k, v in mesh.shape.items()}}
+
+
+def describe_layout(layout: dict) -> str:
+  mesh = " x ".join(f"{k} {v}" for k, v in layout.get("mesh", {}).items())
+  procs = layout.get("processes")
+  return f"{layout['devices']} devices" + (f" in {procs} process(es)" if procs else "") + (f" ({mesh})" if mesh else "")
+
+
+def layout_change(workdir: str, mesh) -> tuple[dict, dict] | None:
+  """(saved, current) when the run in `workdir` last ran on another layout; None when it did not, or is new.
+
+  The layout is `layout.json`, written at every start; runs older than it have their first start record's
+  device count and mesh in metrics.jsonl."""
+  path = os.path.join(workdir, LAYOUT)
+  saved = None
+  if os.path.isfile(path):
+    with open(path) as f:
+      saved = json.load(f)
+  else:
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    if os.path.isfile(metrics):
+      from rewire.telemetry import read_records
+      start = next((r for r in read_records(metrics) if r.get("event") == "start" and "devices" in r), None)
+      if start:
+        saved = {"devices": start["devices"], "mesh": start.get("mesh", {})}
+  now = current_layout(mesh)
+  if saved is None or all(saved.get(k, now[k]) == now[k] for k in now):
+    return None
+  return saved, now
+
+
+def write_layout(workdir: str, mesh) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  write_json_atomic(os.path.join(workdir, LAYOUT), current_layout(mesh), indent=None)
 
 
 def _resolved(flat: dict, fam) -> dict:
