@@ -92,3 +92,30 @@ exec sleep 300
   assert elapsed < 30
   pid = int((tmp_path / "survivor.pid").read_text())
   assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def _rewire_process(pid, port, *flags):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=ROOT, JAX_NUM_PROCESSES="2",
+             JAX_PROCESS_ID=str(pid), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}")
+  return subprocess.run([sys.executable, "-m", "rewire.main", "--config=configs/pretrain_forget.py",
+                         "--distributed=on", *flags], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def test_a_job_that_cannot_form_ends_each_process_with_one_line(tmp_path):
+  import socket
+  import time
+  with socket.socket() as s:  # a port nobody listens on: process 1's coordinator never comes up
+    s.bind(("127.0.0.1", 0))
+    free = s.getsockname()[1]
+  t0 = time.monotonic()
+  out = _rewire_process(1, free, "--join_timeout=3", f"--workdir={tmp_path / 'a'}")
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert out.returncode == 2 and len(lines) == 1 and "did not form within 3 s" in lines[0], out.stderr[-3000:]
+  assert time.monotonic() - t0 < 60
+  with socket.socket() as taken:  # process 0's coordinator port is taken by another program
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    out = _rewire_process(0, taken.getsockname()[1], f"--workdir={tmp_path / 'b'}")
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert out.returncode == 2 and len(lines) == 1 and "is in use" in lines[0], out.stderr[-3000:]
+  assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

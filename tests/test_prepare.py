@@ -251,6 +251,8 @@ def test_a_manifest_with_another_tokenizer_than_the_run_is_refused(prepared_corp
     check_tokenizer(prepared_corpus, cfg, str(tmp_path))
   cfg.tokenizer = ""
   (tmp_path / "tokenizer.json").write_bytes(other.read_bytes())
+  check_tokenizer(prepared_corpus, cfg, str(tmp_path))  # no checkpoint: the workdir's tokenizer pins nothing
+  (tmp_path / "checkpoints" / "6").mkdir(parents=True)
   with pytest.raises(UserError, match=r"another tokenizer than .*tokenizer\.json, which this run's checkpoints"):
     check_tokenizer(prepared_corpus, cfg, str(tmp_path))
 

@@ -30,6 +30,9 @@ _KEY = "rewire/peer_watch"
 
 # A process of the job that stops answering is declared dead after this long; the others then stop too.
 HEARTBEAT_TIMEOUT_S = 30
+# How long a process waits for the whole job to form (every host of a pod slice may take minutes to boot).
+JOIN_TIMEOUT_S = 300
+JOIN_FAILED_EXIT = 2
 
 
 def launched_multiprocess(env: Mapping[str, str] = os.environ) -> bool:
@@ -63,20 +66,52 @@ def job_arguments(coordinator: str = "", num_processes: int = 0, process_id: int
 
 
 def join_job(mode: str, *, coordinator: str = "", num_processes: int = 0, process_id: int = -1,
-             heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> bool:
+             heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S, join_timeout_s: int = JOIN_TIMEOUT_S,
+             exit_fn=os._exit, stream=None) -> bool:
   """Joins the multi-process job (`mode` "on", or "auto" when the environment shows one); returns whether
-  it did. On CPU the processes' collectives go through gloo. Call it before any device is touched."""
+  it did. On CPU the processes' collectives go through gloo. Call it before any device is touched.
+
+  A job that cannot form (a coordinator that never comes up, a wrong process count) ends this process
+  with one line after `join_timeout_s`, rather than with JAX's own abort and C++ stack trace; process 0
+  whose coordinator port is taken says so at once.
+  """
   if not (mode == "on" or (mode == "auto" and launched_multiprocess())):
     return False
   kwargs = job_arguments(coordinator, num_processes, process_id)
+  address = kwargs.get("coordinator_address", "")
+  if kwargs.get("process_id") == 0 and address.rpartition(":")[0] in ("127.0.0.1", "localhost"):
+    _check_port_free(address)
   if os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  try:
-    jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=heartbeat_timeout_s)
+  joined = threading.Event()
+
+  def watchdog():
+    if not joined.wait(join_timeout_s):
+      print(f"rewire: error: the multi-process job ({kwargs or 'auto-detected'}) did not form within "
+            f"{join_timeout_s} s: is every process started, with the same coordinator and process count? "
+            f"(--join_timeout sets the wait)", file=stream or sys.stderr, flush=True)
+      exit_fn(JOIN_FAILED_EXIT)
+
+  threading.Thread(target=watchdog, name="rewire-join-watchdog", daemon=True).start()
+  try:  # JAX's own timeout comes later, so the watchdog's line is the one a job that cannot form ends with
+    jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=heartbeat_timeout_s,
+                               initialization_timeout=join_timeout_s + 60)
   except (RuntimeError, ValueError) as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise UserError(f"cannot join the multi-process job ({kwargs or 'auto-detected'}): {first}") from None
+  finally:
+    joined.set()
   return True
+
+
+def _check_port_free(address: str) -> None:
+  host, _, port = address.rpartition(":")
+  with socket.socket() as s:
+    try:
+      s.bind((host, int(port)))
+    except OSError:
+      raise UserError(f"the coordinator port {port} is in use on this machine; choose another "
+                      f"(JAX_COORDINATOR_ADDRESS or --coordinator)") from None
 
 
 def lost_peer(reason: str = "it died or was killed", *, stream=None, exit_fn=os._exit) -> None:
