@@ -219,9 +219,10 @@ class Checkpointer:
       self.wait()
     except UserError:  # the save in flight failed: its temporary folder is gone, earlier ones stay
       pass
-    sealed = {int(n[:-5]) for n in (os.listdir(self.sums_dir) if os.path.isdir(self.sums_dir) else [])
-              if n.endswith(".json") and n[:-5].isdigit()}
-    steps = sealed & set(self._mngr.all_steps())
+    steps = set(self._mngr.all_steps())  # finalised on every process once `wait` returned
+    if jax.process_index() == 0:  # the process that seals: only what it sealed
+      steps &= {int(n[:-5]) for n in (os.listdir(self.sums_dir) if os.path.isdir(self.sums_dir) else [])
+                if n.endswith(".json") and n[:-5].isdigit()}
     return max(steps) if steps else None
 
   def finish(self) -> None:

@@ -259,3 +259,4 @@ def family_runs(tiny_runs, tmp_path_factory):
     return done[family, name]
 
   return get
+

@@ -244,3 +244,18 @@ def test_job_arguments_come_from_flags_then_the_environment_then_detection():
     job_arguments("h:1", 2, 4, env={})
   assert launched_multiprocess(env) and launched_multiprocess({"SLURM_NTASKS": "8"})
   assert not launched_multiprocess({"SLURM_NTASKS": "1"}) and not launched_multiprocess({})
+
+
+def test_a_divergence_with_a_save_in_flight_ends_three_processes_with_one_line_each(tmp_path):
+  """lr 1e9, a checkpoint every 2 updates (asynchronous): every process exits within 60 s with one line that
+  names the newest sealed checkpoint; none hangs in a save's barrier at shutdown."""
+  wd = tmp_path / "diverged"
+  start = time.perf_counter()
+  results = launch(wd, 3, "--config.batch_size=24", "--config.optim.lr=1e9", "--config.checkpoint_every=2")
+  assert time.perf_counter() - start < 120  # compile included; the exits themselves follow at once
+  for code, text in results:
+    errors = [l for l in text.splitlines() if l.startswith("rewire: error:")]
+    assert code == 2 and len(errors) == 1 and "diverged" in errors[0], text[-2000:]
+    named = errors[0].split("last checkpoint: ")[1].rstrip(")")
+    assert (wd / "checkpoint_checksums" / f"{named}.json").is_file()
+  assert not [p for p in (wd / "checkpoints").iterdir() if "tmp" in p.name]
