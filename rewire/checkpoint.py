@@ -109,9 +109,8 @@ class Checkpointer:
         error = e
       self._failed(self._requested, error)
     steps = set(self._mngr.all_steps())
-    for name in os.listdir(self.sums_dir) if os.path.isdir(self.sums_dir) else []:
-      if name.endswith(".json") and name[:-5].isdigit() and int(name[:-5]) not in steps:
-        os.remove(os.path.join(self.sums_dir, name))  # its checkpoint was rotated out (max_to_keep)
+    for step in self._sealed_steps() - steps:
+      os.remove(os.path.join(self.sums_dir, f"{step}.json"))  # its checkpoint was rotated out (max_to_keep)
     for step in sorted(steps):
       path = os.path.join(self.sums_dir, f"{step}.json")
       step_dir = os.path.join(self.directory, str(step))
@@ -212,17 +211,26 @@ class Checkpointer:
   def close(self) -> None:
     self._mngr.close()
 
+  def _sealed_steps(self) -> set[int]:
+    """The steps that have a seal in `checkpoint_checksums/`."""
+    names = os.listdir(self.sums_dir) if os.path.isdir(self.sums_dir) else []
+    return {int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()}
+
+  def _settle(self) -> None:
+    """Lets any save in flight finish and seals it; a failed one has had its temporary folder removed
+    (`_failed`), and the error that stopped the run is the one reported."""
+    try:
+      self.wait()
+    except UserError:
+      pass
+
   def newest_sealed(self) -> int | None:
     """The newest checkpoint that is finished and sealed, after letting any save in flight finish (what an
     error line may name: a run that stops resumes from it)."""
-    try:
-      self.wait()
-    except UserError:  # the save in flight failed: its temporary folder is gone, earlier ones stay
-      pass
+    self._settle()
     steps = set(self._mngr.all_steps())  # finalised on every process once `wait` returned
     if jax.process_index() == 0:  # the process that seals: only what it sealed
-      steps &= {int(n[:-5]) for n in (os.listdir(self.sums_dir) if os.path.isdir(self.sums_dir) else [])
-                if n.endswith(".json") and n[:-5].isdigit()}
+      steps &= self._sealed_steps()
     return max(steps) if steps else None
 
   def finish(self) -> None:
@@ -233,9 +241,7 @@ class Checkpointer:
       return
     self._closed = True
     try:
-      self.wait()
-    except UserError:
-      pass  # `_failed` removed the failed save's temporary folder; the error that stopped the run is reported
+      self._settle()
     finally:
       self._mngr.close()
 

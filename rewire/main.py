@@ -39,8 +39,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator", "", "host:port of process 0 (d
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "processes in the job (default: $JAX_NUM_PROCESSES, "
                                       "or detected)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "this process's id (default: $JAX_PROCESS_ID, or detected)")
-_JOIN_TIMEOUT = flags.DEFINE_integer("join_timeout", 300, "Multi-host: seconds to wait for every process of the job "
-                                     "to join; a job that cannot form then stops with one line.")
+_JOIN_TIMEOUT = flags.DEFINE_integer("join_timeout", multihost.JOIN_TIMEOUT_S, "Multi-host: seconds to wait for "
+                                     "every process of the job to join; a job that cannot form then stops with one line.")
 _STOP_AFTER = flags.DEFINE_integer("stop_after", 0, "Training stages: save a checkpoint and stop once this many "
                                    "updates are done, as a preemption would (0: run to the end); rerun to go on.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check the config against the devices and print the run's shape "

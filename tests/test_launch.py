@@ -77,9 +77,12 @@ def test_the_local_launcher_stops_the_job_when_one_process_fails(tmp_path):
   fake = tmp_path / "python"
   fake.write_text(f"""#!/usr/bin/env bash
 [[ "$1" == "-c" ]] && exec {sys.executable} "$@"
-if [[ "$JAX_PROCESS_ID" == 0 ]]; then echo "cannot join" >&2; exit 3; fi
+if [[ "$JAX_PROCESS_ID" == 0 ]]; then  # fails once process 1 is up and ignoring SIGTERM
+  until [[ -s {tmp_path}/survivor.pid ]]; do sleep 0.05; done
+  echo "cannot join" >&2; exit 3
+fi
 trap '' TERM
-echo $$ > {tmp_path}/survivor.pid
+echo $$ > {tmp_path}/survivor.tmp && mv {tmp_path}/survivor.tmp {tmp_path}/survivor.pid
 exec sleep 300
 """)
   fake.chmod(0o755)

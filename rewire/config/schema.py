@@ -82,11 +82,8 @@ def seat_family(model: ml_collections.ConfigDict) -> None:
   with model.unlocked():
     for key in keys - set(seated.keys()):
       del model[key]
-    for key in seated.keys():
-      if key not in model:
-        model[key] = seated[key]
-      elif key != "family":
-        model[key] = seated[key]
+    for key in set(seated.keys()) - {"family"}:
+      model[key] = seated[key]
 
 
 def _model_groups(ref, prefix=()):

@@ -76,13 +76,14 @@ def load_decoder(workdir: str, step: int | None = None) -> Decoder:
   if arch != fam.lm:
     body = fam.body.rstrip("/")
     params = {body: params[body]}
-    lm_leaves = fam.lm_matrices(registry.abstract_params(model))
+    abstract = registry.abstract_params(model)
+    lm_leaves = fam.lm_matrices(abstract)
     if "output" in lm_leaves:  # an untied head: the language model the embeddings came from holds it
       head_from = _head_source(workdir, info)
       lm, _ = load_params(head_from)
       path = tuple(lm_leaves["output"].split("/"))
       head = np.asarray(jax.device_get(get_path(lm, path)))
-      want = get_path(registry.abstract_params(model), path).shape
+      want = get_path(abstract, path).shape
       if head.shape != want:
         raise UserError(f"the output head of {head_from} is {head.shape}, but {workdir} needs {want}")
       params = with_path(params, path, head)

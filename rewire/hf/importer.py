@@ -23,10 +23,11 @@ from rewire.workdir import HF_SPECIAL_IDS, SPECIAL_ID_KEYS
 
 
 def write_workdir(workdir: str, info: ModelInfo, params: Any, tokenizer_json: str | None = None,
-                  note: dict[str, Any] | None = None) -> None:
-  """A params-only rewire workdir: model.json, tokenizer.json (if given), checkpoints/0 = {step: 0, params}."""
+                  note: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> None:
+  """A params-only rewire workdir: model.json (with `metadata`), tokenizer.json (if given), checkpoints/0 =
+  {step: 0, params}."""
   rworkdir.write_params(workdir, params, note)
-  rworkdir.write_model_info(workdir, info.to_json())
+  rworkdir.write_model_info(workdir, {**info.to_json(), **(metadata or {})})
   if tokenizer_json is not None:
     with open(rworkdir.tokenizer_path(workdir), "w", encoding="utf-8") as f:
       f.write(tokenizer_json)
@@ -53,13 +54,13 @@ def import_checkpoint(hf_dir: str, out: str) -> dict[str, Any]:
     raise UserError(f"{hf_dir} is not a directory (rewire imports local Hugging Face model directories)")
   info, params = load_hf_params(hf_dir)
   tokenizer_json = _hf_tokenizer_json(hf_dir)
-  write_workdir(out, info, params, tokenizer_json, {"imported_from": os.path.abspath(hf_dir)})
   with open(os.path.join(hf_dir, "config.json")) as f:
     hf = json.load(f)
   # The special ids its tokenizer uses (Llama: bos 1, Llama 3: 128000, pad often none): an export of this
   # model, or of a fine-tune that keeps its tokenizer, writes them back rather than rewire's own layout.
   ids = {k: hf.get(k) for k in SPECIAL_ID_KEYS}
-  rworkdir.write_model_info(out, {**info.to_json(), HF_SPECIAL_IDS: ids})
+  write_workdir(out, info, params, tokenizer_json, {"imported_from": os.path.abspath(hf_dir)},
+                metadata={HF_SPECIAL_IDS: ids})
   return {"out": os.path.abspath(out), "architecture": info.architecture, "step": 0,
           "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
           "tokenizer": tokenizer_json is not None}
