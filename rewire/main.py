@@ -44,7 +44,9 @@ _JOIN_TIMEOUT = flags.DEFINE_integer("join_timeout", multihost.JOIN_TIMEOUT_S, "
 _STOP_AFTER = flags.DEFINE_integer("stop_after", 0, "Training stages: save a checkpoint and stop once this many "
                                    "updates are done, as a preemption would (0: run to the end); rerun to go on.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check the config against the devices and print the run's shape "
-                             "(mesh, parameters, memory and FLOPs per step) as JSON; read no data, write nothing.")
+                             "(mesh, parameters, memory and FLOPs per step) as JSON; read no data, write nothing. "
+                             "A study or pipeline prints its graph: every step, its hash, its state and what a "
+                             "run would do.")
 flags.mark_flag_as_required("config")
 
 
@@ -91,7 +93,9 @@ def main(argv) -> None:
     _fail(str(e))
   workdir = _WORKDIR.value or default_workdir(config_path)
   try:
-    if _DRY_RUN.value:
+    if _DRY_RUN.value and "dry_run" in _CONFIG.value:  # a graph (study, pipeline) prints its steps
+      _CONFIG.value.dry_run = True
+    elif _DRY_RUN.value:
       from rewire.stages.pretrain import plan  # only a dry run needs the pretraining stage up front
       rconfig.validate(_CONFIG.value)
       print(json.dumps(plan(_CONFIG.value), indent=2))

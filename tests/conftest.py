@@ -260,3 +260,40 @@ def family_runs(tiny_runs, tmp_path_factory):
 
   return get
 
+
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the test clusters live on localhost, for one module each
+
+
+def _with_tests_on_path() -> None:
+  """Ray workers import the tests' step functions (`step_fns`): they inherit PYTHONPATH from the nodes."""
+  paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+  root = os.path.dirname(TESTS_DIR)
+  os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([TESTS_DIR, root, *paths]))
+
+
+def disconnect_ray() -> None:
+  import ray
+  from rewire.steps import cluster
+  ray.shutdown()
+  cluster._connected.clear()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+  """A real Ray cluster of 2 nodes on localhost, for one test module: 1 CPU each, and the second node alone
+  has the custom resource `second_node`. The test process is its driver (`address`); `second` is the
+  second node's id. Started and torn down here."""
+  from ray.cluster_utils import Cluster
+  import types
+  disconnect_ray()
+  _with_tests_on_path()
+  cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+  second = cluster.add_node(num_cpus=1, resources={"second_node": 1})
+  cluster.wait_for_nodes()
+  try:
+    yield types.SimpleNamespace(address=cluster.address, second=second.node_id)
+  finally:
+    disconnect_ray()
+    cluster.shutdown()

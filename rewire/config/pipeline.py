@@ -1,4 +1,4 @@
-"""The schema of the pipeline (`rewire.stages.pipeline`): every stage, for a standard and a forgetting model.
+"""The schema of the pipeline (`rewire.study.pipeline`): every stage, for a standard and a forgetting model.
 
 The pipeline's groups are the stages' own schemas (`pretrain`, `adapt`, `finetune`, `evaluate`); its own
 keys say which variants and languages to run and how the forgetting variant differs.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from rewire.config.engine import add_engine_keys, check_engine
 from rewire.config.evaluate import evaluate_defaults
 from rewire.config.finetune import finetune_defaults
 from rewire.config.pretrain import adapt_language_defaults, pretrain_defaults
@@ -15,7 +16,7 @@ from rewire.config.variants import VARIANTS
 
 
 def pipeline_defaults() -> ml_collections.ConfigDict:
-  """Every stage, for a standard and a forgetting model: see `rewire/stages/pipeline.py`."""
+  """Every stage, for a standard and a forgetting model: see `rewire/study/pipeline.py`."""
   c = ml_collections.ConfigDict()
   c.stage = "pipeline"
   c.seed = 0
@@ -30,4 +31,4 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
   c.adapt = adapt_language_defaults()
   c.finetune = finetune_defaults()
   c.evaluate = evaluate_defaults()
-  return c
+  return add_engine_keys(c)

@@ -14,6 +14,7 @@ import ml_collections
 
 from rewire.config.evaluate import assemble_defaults, evaluate_defaults
 from rewire.config.finetune import check_finetune, finetune_defaults
+from rewire.config.engine import check_engine
 from rewire.config.pipeline import pipeline_defaults
 from rewire.config.prepare import prepare_defaults
 from rewire.config.pretrain import adapt_language_defaults, check_pretrain, pretrain_defaults
@@ -38,7 +39,7 @@ SCHEMAS: dict[str, Schema] = {
     "evaluate": Schema(evaluate_defaults, _no_check),
     "probe": Schema(probe_defaults, check_probe),
     "study": Schema(study_defaults, check_study),
-    "pipeline": Schema(pipeline_defaults, _no_check),
+    "pipeline": Schema(pipeline_defaults, check_engine),
 }
 
 

@@ -1,13 +1,14 @@
 """The schema of the plasticity study (`rewire.study.graph`): standard vs forgetting, seeds, probe, zero-shot.
 
 The study's groups are the stages' own schemas (`pretrain`, `probe`, `finetune`); its own keys say which
-seeds, languages and budgets to run, how the forgetting variant differs, and how many jobs run at once.
+seeds, languages and budgets to run, how the forgetting variant differs, and where its steps run (`rewire.config.engine`).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from rewire.config.engine import add_engine_keys, check_engine
 from rewire.config.finetune import finetune_defaults
 from rewire.config.pretrain import pretrain_defaults
 from rewire.config.probe import parse_pairs, probe_defaults
@@ -22,8 +23,6 @@ def study_defaults() -> ml_collections.ConfigDict:
   c.forget_every = 100
   c.forget_clip_norm = 0.5
   c.forget_until = 0             # > 0: no resets after this update (the last episode runs to the end)
-  c.workers = 0                  # jobs at once (0: one per CPU core); 1 on an accelerator host
-  c.pin_cores = True             # pin each job to its own core (CPU hosts)
   c.relearn = ""                 # probe-only languages, NAME=SOURCE,... (no zero-shot test)
   c.languages = "es=bundled:bible_es,ja=bundled:bible_ja,uk=bundled:bible_uk"  # zero-shot languages
   # Controlled languages (zero-shot, adapted at every budget): NAME=SOURCE,... where {pretrain} is the
@@ -39,10 +38,11 @@ def study_defaults() -> ml_collections.ConfigDict:
   c.ablation_languages = "es"    # zero-shot languages adapted at every probe budget (the others: the largest)
   c.bootstrap = 10_000           # seed-bootstrap resamples of the relative gain
   c.report_dir = ""              # also copy study.md, study.json and the figures here (e.g. results/study_cpu)
-  return c
+  return add_engine_keys(c)
 
 
 def check_study(config) -> None:
+  check_engine(config)
   if len(set(config.seeds)) != len(config.seeds) or not config.seeds:
     raise UserError(f"study seeds must be distinct and non-empty, got {tuple(config.seeds)}")
   names = [*parse_pairs(config.relearn, "relearn"), *parse_pairs(config.languages, "languages"),

@@ -1,6 +1,6 @@
 """The two pretraining variants every comparison in rewire makes, and the one recipe that tells them apart.
 
-The pipeline (`rewire.stages.pipeline`) and the study (`rewire.study.graph`) both pretrain a standard and a
+The pipeline (`rewire.study.pipeline`) and the study (`rewire.study.graph`) both pretrain a standard and a
 forgetting model from one base pretraining config. What differs between the two lives here alone, so the
 two entry points cannot drift apart: the forgetting variant resets the token embeddings every
 `forget_every` updates (with `until` > 0, not after update `until`: its last episode runs to the end) and

@@ -5,13 +5,13 @@
   resume.py          what a resumed run may change;  warm_start.py  starting from another run's params
   finetune.py        task adaptation: body and task head on an English task, embeddings frozen
   assemble.py        new-language embeddings into a task model;  evaluate.py  zero-shot evaluation
-  pipeline.py        every step for both variants, with a report;  prepare.py  corpus preparation
+  prepare.py         corpus preparation
   multihost.py       a stage run as one process of a multi-process job: joining it, stopping when a peer dies
 
 `run(config, workdir)` validates a config and hands it to its stage's entry point, found in `ENTRY_POINTS`
 by a "module:function" string, so that importing the dispatch imports no stage (a study's worker
 processes, and `rewire.main`, start fast) and no stage needs to import the dispatch. The `probe` and
-`study` stages live in their own packages and are dispatched the same way.
+`study` and `pipeline` stages live in their own packages and are dispatched the same way.
 
 May import: the core (modules directly in rewire/), rewire.config, rewire.data, rewire.tasks,
 rewire.models, rewire.probe. Never rewire.study (the study runs stages, not the other way round).
@@ -33,7 +33,7 @@ ENTRY_POINTS = {
     "evaluate": "rewire.stages.evaluate:run",
     "probe": "rewire.probe.stage:run",
     "study": "rewire.study.graph:run",
-    "pipeline": "rewire.stages.pipeline:run",
+    "pipeline": "rewire.study.pipeline:run",
 }
 
 

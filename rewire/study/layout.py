@@ -2,9 +2,11 @@
 that reads it back (`rewire.study.graph`, `rewire.study.summaries`).
 
     data/<name>                      a prepared corpus (PRETRAIN_CORPUS, or a probe language)
-    <variant>_s<seed>/<job>          one model's jobs: PRETRAIN, PROBE, ADAPT, ADAPT_ABLATION, FINETUNE, ZERO_SHOT
-    logs/<job name>.log              each job's output
-    timings.jsonl                    one line per invocation: its wall time and each job's seconds
+    <variant>_s<seed>/<job>          one model's steps: PRETRAIN, PROBE, ADAPT, ADAPT_ABLATION, FINETUNE, ZERO_SHOT
+    timings.jsonl                    one line per invocation: its wall time and each step's seconds
+
+These are step names; each step's directory is its name plus its hash (`rewire.steps.step.directory`), and
+the report finds it through the graph.
 
 `adapt` holds the zero-shot languages' embeddings at the largest probe budget, `adapt_ablation` those of
 `ablation_languages` at the smaller budgets; `ADAPTED` lists both, in the order they are read (with
@@ -16,11 +18,10 @@ probe-only ones (`relearn`).
 
 from __future__ import annotations
 
-import os
-
 from rewire.config import parse_pairs
 from rewire.data import cipher
 from rewire.errors import UserError
+from rewire.steps.step import ref
 
 PRETRAIN, PROBE, FINETUNE, ZERO_SHOT = "pretrain", "probe", "finetune", "zero_shot"
 ADAPT, ADAPT_ABLATION = "adapt", "adapt_ablation"
@@ -39,17 +40,9 @@ def variant_of(name: str) -> str:
   return name.rsplit("_s", 1)[0]
 
 
-def model_dir(root: str, variant: str, seed: int) -> str:
-  return os.path.join(root, model_name(variant, seed))
-
-
 def job_name(variant: str, seed: int, job: str) -> str:
   """The runner's name of one model's job (also its log's name), e.g. forget_s1/probe."""
   return f"{model_name(variant, seed)}/{job}"
-
-
-def job_dir(root: str, variant: str, seed: int, job: str) -> str:
-  return os.path.join(model_dir(root, variant, seed), job)
 
 
 def data_name(corpus: str) -> str:
@@ -57,13 +50,9 @@ def data_name(corpus: str) -> str:
   return f"data/{corpus}"
 
 
-def data_dir(root: str, corpus: str) -> str:
-  return os.path.join(root, "data", corpus)
-
-
-def prepared(root: str, corpora) -> str:
-  """A probe's `languages` value reading the prepared `corpora`: NAME=prepared:DIR,..."""
-  return ",".join(f"{n}=prepared:{data_dir(root, n)}" for n in corpora)
+def prepared(corpora) -> str:
+  """A probe's `languages` value reading the prepared `corpora` (references to their steps): NAME=prepared:DIR,..."""
+  return ",".join(f"{n}=prepared:{ref(data_name(n))}" for n in corpora)
 
 
 def adapted_jobs(config) -> tuple[str, ...]:

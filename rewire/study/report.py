@@ -19,9 +19,10 @@ from rewire.study.transfer import chance_accuracy, transfer_lines
 REPORT_FILES = ("study.md", "study.json", "pretraining.png", "adaptation.png", "zero_shot.png", "transfer.png")
 
 
-def write_study(config, root: str) -> dict:
-  """Computes the study's statistics and writes study.json, study.md and the figures; returns the stats."""
-  models = summaries.load_models(root, config)
+def write_study(config, root: str, dirs: dict[str, str]) -> dict:
+  """Computes the study's statistics from the steps' directories (`dirs`: step name -> directory) and
+  writes study.json, study.md and the figures into `root`; returns the stats."""
+  models = summaries.load_models(dirs, config)
   stats, probes = statistics.compute(config, models)
   stats.update(statistics.timing_stats(summaries.read_timings(root)))
   with open(os.path.join(root, "study.json"), "w") as f:
@@ -57,8 +58,7 @@ def _intro_lines(config, stats: dict, level: int) -> list[str]:
       f"{len(seeds)} pretraining seeds per variant ({', '.join(map(str, seeds))}). Every ± is the half-width of a "
       f"{level}% t-interval over those seeds; brackets are {level}% seed-bootstrap intervals "
       f"({config.bootstrap:,} resamples). Wall time {stats['wall_s'] / 60:.1f} min over "
-      f"{stats['invocations']} invocation(s) ({stats['job_s'] / 60:.1f} min of job time on "
-      f"{config.workers or os.cpu_count()} workers).", ""]
+      f"{stats['invocations']} invocation(s) ({stats['job_s'] / 60:.1f} min of step time).", ""]
 
 
 def _pretraining_lines(config, stats: dict) -> list[str]:

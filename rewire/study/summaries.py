@@ -1,12 +1,11 @@
 """Reads back what the study's jobs wrote: each model's summaries, its pretraining curve, the timings.
 
-The one place the report touches the jobs' workdirs (laid out by `rewire.study.layout`); what it returns is
+The one place the report touches the steps' directories (found through the graph); what it returns is
 plain data for `rewire.study.statistics` and `rewire.study.figures`, which read no files themselves.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 
@@ -16,12 +15,13 @@ from rewire.study import layout as L
 from rewire.telemetry import read_records
 
 
-def load_models(root: str, config) -> dict:
-  """{(variant, seed): that model's pretraining, probe, adaptation, fine-tuning and zero-shot summaries}."""
+def load_models(dirs: dict[str, str], config) -> dict:
+  """{(variant, seed): that model's pretraining, probe, adaptation, fine-tuning and zero-shot summaries};
+  `dirs` maps each step name to its directory (the graph's)."""
   models = {}
   for variant in VARIANTS:
     for seed in config.seeds:
-      job_dir = functools.partial(L.job_dir, root, variant, seed)  # job_dir(job): the workdir of this model's job
+      job_dir = lambda job, v=variant, s=seed: dirs[L.job_name(v, s, job)]  # the directory of this model's step
       with open(os.path.join(job_dir(L.PROBE), "probe.json")) as f:
         probe = json.load(f)
       metrics = read_records(os.path.join(job_dir(L.PRETRAIN), "metrics.jsonl"))
@@ -29,17 +29,18 @@ def load_models(root: str, config) -> dict:
           "pretrain": rworkdir.read_summary(job_dir(L.PRETRAIN)),
           "pretrain_curve": [(record["step"], record["valid_loss"]) for record in metrics if "valid_loss" in record],
           "probe": probe,
-          "adapt": _adapted(L.model_dir(root, variant, seed), L.adapted_jobs(config)),
+          "adapt": _adapted([job_dir(job) for job in L.adapted_jobs(config)]),
           "finetune": rworkdir.read_summary(job_dir(L.FINETUNE)),
           "zero_shot": rworkdir.read_summary(job_dir(L.ZERO_SHOT))["results"]}
   return models
 
 
-def _adapted(base: str, jobs) -> dict:
-  """{lang: {budget: result}} of the adaptation `jobs` (the largest budget, and the ablation's smaller ones)."""
+def _adapted(directories) -> dict:
+  """{lang: {budget: result}} of the adaptation steps in `directories` (the largest budget, and the
+  ablation's smaller ones)."""
   out = {}
-  for job in jobs:
-    path = os.path.join(base, job, "probe.json")
+  for directory in directories:
+    path = os.path.join(directory, "probe.json")
     if os.path.isfile(path):
       with open(path) as f:
         for lang, per_budget in json.load(f)["results"].items():
