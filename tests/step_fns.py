@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 from rewire import stages
 from rewire.errors import UserError
@@ -18,7 +19,8 @@ def record(config, workdir):
   if config.get("block") and os.path.exists(config["block"]):
     with open(config["fifo"], "w") as f:
       f.write("started\n")
-    signal.pause()
+    while True:  # a long step: Python runs between waits, so a cancel's KeyboardInterrupt reaches it
+      time.sleep(0.05)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "inputs.txt"), "w") as f:
     f.write(repr(config.get("inputs")))

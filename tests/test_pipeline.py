@@ -1,4 +1,5 @@
-"""The whole method on micro settings: every stage runs for both variants and the report is written."""
+"""The whole method on micro settings: every stage runs for both variants as steps on Ray, and the report is
+written; a rerun runs nothing, and a step left RUNNING by a killed driver is taken over and redone."""
 
 import json
 import os
@@ -6,7 +7,8 @@ import os
 import pytest
 
 from rewire.config import pipeline_preset
-from rewire.stages.pipeline import run
+from rewire.steps import status
+from rewire.study.pipeline import run
 
 from conftest import finetune_config, shared_tokenizer, tiny_config
 
@@ -34,12 +36,14 @@ def pipeline_run(tmp_path_factory):
 
 def test_pipeline_writes_a_report_from_real_runs(pipeline_run):
   root, summary = pipeline_run
+  dirs = summary["dirs"]
   for variant in ("standard", "forget"):
     for step in ("pretrain", "adapt_es", "finetune_qa", "assembled_qa_es"):
-      assert os.path.exists(os.path.join(root, variant, step, "model.json")), (variant, step)
-  resets = json.load(open(os.path.join(root, "forget", "pretrain", "summary.json")))["resets"]
+      assert dirs[f"{variant}/{step}"].startswith(os.path.join(str(root), variant, step + "-")), (variant, step)
+      assert os.path.exists(os.path.join(dirs[f"{variant}/{step}"], "model.json")), (variant, step)
+  resets = json.load(open(os.path.join(dirs["forget/pretrain"], "summary.json")))["resets"]
   assert resets == [4, 8]
-  assert json.load(open(os.path.join(root, "standard", "pretrain", "summary.json")))["resets"] == []
+  assert json.load(open(os.path.join(dirs["standard/pretrain"], "summary.json")))["resets"] == []
   results = json.load(open(os.path.join(root, "results.json")))
   assert set(results["results"]) == {"standard", "forget"}
   for variant in ("standard", "forget"):
@@ -54,17 +58,18 @@ def test_pipeline_writes_a_report_from_real_runs(pipeline_run):
 def test_pipeline_resumes_without_redoing_finished_steps(pipeline_run):
   root, first = pipeline_run
   from rewire.telemetry import read_records
-  before = {v: len(read_records(os.path.join(root, v, "finetune_qa", "metrics.jsonl"))) for v in ("standard", "forget")}
+  ft = lambda v: os.path.join(first["dirs"][f"{v}/finetune_qa"], "metrics.jsonl")
+  before = {v: len(read_records(ft(v))) for v in ("standard", "forget")}
   again = run(micro_config(), str(root))
-  assert again["results"] == first["results"]
-  after = {v: len(read_records(os.path.join(root, v, "finetune_qa", "metrics.jsonl"))) for v in ("standard", "forget")}
-  assert after == before
+  assert again["results"] == first["results"] and again["dirs"] == first["dirs"]
+  assert {v: len(read_records(ft(v))) for v in ("standard", "forget")} == before
 
 
-def test_pipeline_redoes_an_interrupted_fine_tuning(pipeline_run):
+def test_pipeline_redoes_a_fine_tuning_its_killed_driver_left_running(pipeline_run):
   root, first = pipeline_run
-  ft = os.path.join(root, "forget", "finetune_qa")
-  os.remove(os.path.join(ft, "summary.json"))  # as if preempted before the end
+  ft = first["dirs"]["forget/finetune_qa"]
+  os.remove(os.path.join(ft, "summary.json"))  # as if the driver and its step died before the end:
+  status.write(ft, status.RUNNING, owner="a dead driver", heartbeat=0.0, lease_s=60.0)  # the lease has expired
   again = run(micro_config(), str(root))
-  assert os.path.exists(os.path.join(ft, "summary.json"))
+  assert status.read(ft)["state"] == status.SUCCESS and os.path.exists(os.path.join(ft, "summary.json"))
   assert again["results"] == first["results"]  # fine-tuning is deterministic, so the redo matches

@@ -1,6 +1,7 @@
-"""The study's machinery: its statistics on known answers, the job runner, and a micro study end to end."""
+"""The study's machinery: its statistics on known answers, its graph of steps, and a micro study end to end:
+on the local default Ray, rerun, changed, and on a 2-node localhost cluster with a pretraining worker killed."""
 
-import functools
+import io
 import json
 import os
 
@@ -9,7 +10,7 @@ import pytest
 
 from rewire import workdir as rworkdir
 from rewire.errors import UserError
-from rewire.study.jobs import Job, eta, run_jobs
+from rewire.steps.progress import eta
 from rewire.study.report import REPORT_FILES
 from rewire.study.statistics import bootstrap_gain
 
@@ -53,24 +54,24 @@ def test_eta_learns_each_kind_from_its_finished_jobs():
   assert running[0] < running[1] < running[2]
 
 
-def test_study_jobs_have_kinds_that_time_alike(tmp_path):
+def test_study_jobs_have_kinds_that_time_alike():
   from configs.study import get_config
-  from rewire.study.graph import build_jobs
-  jobs = {j.name: j for j in build_jobs(get_config("micro"), str(tmp_path))}
+  from rewire.study.graph import build_steps
+  jobs = {j.name: j for j in build_steps(get_config("micro"))}
   assert jobs["data/pretrain"].kind != jobs["standard_s0/pretrain"].kind == jobs["forget_s1/pretrain"].kind
   assert jobs["data/es"].kind == jobs["data/cipher"].kind != jobs["data/pretrain"].kind
   assert {jobs[f"{v}_s0/probe"].kind for v in ("standard", "forget")} == {"probe"}
 
 
-def test_with_adapt_steps_0_the_probe_tables_go_to_the_zero_shot_test(tmp_path):
+def test_with_adapt_steps_0_the_probe_tables_go_to_the_zero_shot_test():
   from configs.study import get_config
-  from rewire.study.graph import build_jobs
+  from rewire.study.graph import build_steps
   c = get_config("cpu")
-  jobs = {j.name: j for j in build_jobs(c, str(tmp_path))}
+  jobs = {j.name: j for j in build_steps(c)}
   assert c.adapt_steps == 0 and not any(n.endswith(("/adapt", "/adapt_ablation")) for n in jobs)
   assert jobs["forget_s1/probe"].config.save_embeddings
-  assert set(jobs["forget_s1/zero_shot"].after) == {"forget_s1/probe", "forget_s1/finetune"}
-  assert set(jobs["forget_s0/probe"].after) >= {"forget_s0/pretrain", "data/cipher"}  # new corpora on resume
+  assert set(jobs["forget_s1/zero_shot"].inputs) == {"forget_s1/probe", "forget_s1/finetune"}
+  assert set(jobs["forget_s0/probe"].inputs) >= {"forget_s0/pretrain", "data/cipher"}  # it reads their outputs
   probe_languages = jobs["standard_s0/probe"].config.languages
   assert [l.split("=")[0] for l in probe_languages.split(",")] == ["es", "relearned", "cipher"]
   assert jobs["data/cipher"].config.data.source == "cipher:1:bundled:en_web"
@@ -84,54 +85,62 @@ def test_with_adapt_steps_0_the_probe_tables_go_to_the_zero_shot_test(tmp_path):
   assert layout.test_set(c, "relearned") == ("bundled:verse_genre:test", "en")
   assert layout.test_set(c, "es") == ("bundled:verse_genre:test", "es")
   c.adapt_steps = 600  # a separate, longer adaptation: the probe saves nothing
-  jobs = {j.name: j for j in build_jobs(c, str(tmp_path))}
+  jobs = {j.name: j for j in build_steps(c)}
   assert not jobs["forget_s1/probe"].config.save_embeddings
-  assert set(jobs["forget_s1/zero_shot"].after) == {"forget_s1/adapt", "forget_s1/adapt_ablation", "forget_s1/finetune"}
+  assert set(jobs["forget_s1/zero_shot"].inputs) == {"forget_s1/adapt", "forget_s1/adapt_ablation", "forget_s1/finetune"}
 
 
-def _record(order_file, name, workdir, fail=False):
-  with open(order_file, "a") as f:
-    f.write(name + "\n")
-  if fail:
-    raise UserError(f"{name} could not finish")
-  os.makedirs(workdir, exist_ok=True)
-  rworkdir.write_summary(workdir, {"finished": True})
-
-
-def test_jobs_respect_order_skip_complete_work_and_name_a_failure(tmp_path):
-  order = str(tmp_path / "order.txt")
-  jobs = [Job(n, None, str(tmp_path / n), after=a, fn=functools.partial(_record, order, n, str(tmp_path / n)))
-          for n, a in (("a", ()), ("b", ("a",)), ("c", ("a",)), ("d", ("b", "c")))]
-  timings = run_jobs(jobs, workers=2, log_dir=str(tmp_path / "logs"), pin_cores=False, stream=open(os.devnull, "w"))
-  ran = open(order).read().split()
-  assert sorted(ran) == ["a", "b", "c", "d"] and set(timings) == set(ran)
-  assert ran[0] == "a" and ran[-1] == "d"
-  assert run_jobs(jobs, workers=2, log_dir=str(tmp_path / "logs"), pin_cores=False,
-                  stream=open(os.devnull, "w")) == {}  # all complete: nothing runs again
-  bad = [Job("x", None, str(tmp_path / "x"), fn=functools.partial(_record, order, "x", str(tmp_path / "x"), True))]
-  with pytest.raises(UserError, match=r"study job x failed \(exit 2\): rewire: error: x could not finish -- see"):
-    run_jobs(bad, workers=1, log_dir=str(tmp_path / "logs"), pin_cores=False, stream=open(os.devnull, "w"))
-  with pytest.raises(ValueError, match="a cycle"):
-    run_jobs([Job("p", None, str(tmp_path / "p"), after=("q",)), Job("q", None, str(tmp_path / "q"), after=("p",))],
-             workers=1, log_dir=str(tmp_path / "logs"), pin_cores=False, stream=open(os.devnull, "w"))
-  with pytest.raises(ValueError, match="unknown job"):
-    run_jobs([Job("y", None, str(tmp_path / "y"), after=("z",))], workers=1, log_dir=str(tmp_path / "logs"),
-             pin_cores=False)
-
-
-def test_micro_study_end_to_end_and_resume(tmp_path):
+def test_the_decoder_study_presets_build_the_same_graph_with_a_llama_body():
   from configs.study import get_config
-  from rewire.study.graph import run
+  from rewire.config import validate
+  from rewire.study.graph import build_steps
+  from rewire.models import registry
+  encoder, decoder = get_config("micro"), get_config("micro-llama")
+  validate(decoder)
+  assert decoder.pretrain.model.family == "llama" and decoder.pretrain.model.num_kv_heads == 1
+  names = lambda c: [j.name for j in build_steps(c)]
+  assert names(decoder) == names(encoder)
+  family = lambda c: registry.run_family(c.pretrain.model)
+  assert family(decoder).loss_name == "next-token" and family(encoder).loss_name == "MLM"
+  assert family(decoder).describe(decoder.pretrain.model).startswith("Llama decoder (2 query / 1 key-value heads")
+  with pytest.raises(UserError, match="unknown preset"):
+    get_config("micro-gpt")
+
+
+def micro_config():
+  from configs.study import get_config
   c = get_config("micro")
   c.relearn = ""
   c.seeds = (0,)  # one model per variant keeps the test short; the intervals then have zero width
-  c.workers, c.pin_cores = 2, False
-  c.report_dir = str(tmp_path / "report")
-  out = run(c, str(tmp_path / "study"))
-  assert sorted(os.listdir(tmp_path / "report")) == sorted(REPORT_FILES)
-  root = tmp_path / "study"
+  return c
+
+
+FIGURES_ONLY = ("wall_s", "job_s", "invocations")  # study.json's timings: all else must match bit for bit
+
+
+def figures(path) -> dict:
+  return {k: v for k, v in json.load(open(path)).items() if k not in FIGURES_ONLY}
+
+
+@pytest.fixture(scope="module")
+def local_study(tmp_path_factory):
+  """The micro study as the README runs it: Ray started on this machine (the embedded default)."""
+  from conftest import disconnect_ray
+  from rewire.study.graph import run
+  disconnect_ray()
+  c = micro_config()
+  c.report_dir = str(tmp_path_factory.mktemp("report"))
+  root = tmp_path_factory.mktemp("study")
+  out = run(c, str(root))
+  out["figures"] = figures(root / "study.json")  # before a later test changes the study
+  return c, root, out
+
+
+def test_micro_study_end_to_end_on_the_local_default(local_study):
+  c, root, out = local_study
+  assert sorted(os.listdir(c.report_dir)) == sorted(REPORT_FILES)
   for name in ("study.md", "study.json", "pretraining.png", "adaptation.png", "zero_shot.png", "transfer.png",
-               "summary.json"):
+               "summary.json", "graph.json"):
     assert os.path.isfile(root / name), name
   stats = json.load(open(root / "study.json"))
   assert stats["pretrain"]["forget"]["resets"] == [3] and stats["pretrain"]["standard"]["resets"] == [0]
@@ -139,7 +148,9 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
   # The controlled language: adapted at every budget, tested on the enciphered English items, as a ratio.
   transfer = stats["transfer"]["cipher"]
   assert set(transfer) == {"4000", "8000"}
-  zs = json.load(open(root / "forget_s0" / "zero_shot" / "summary.json"))["results"]
+  index = json.load(open(root / "graph.json"))
+  assert all(entry["state"] == "SUCCESS" for entry in index.values()) and len(index) == 15
+  zs = json.load(open(os.path.join(index["forget_s0/zero_shot"]["dir"], "summary.json")))["results"]
   assert transfer["8000"]["forget"]["ratio"]["mean"] == pytest.approx(
       100 * zs["cipher"]["8000"]["accuracy"] / zs["en"]["full"]["accuracy"])
   assert set(stats["adaptation"]["es"]) == {"4000", "8000"}
@@ -147,60 +158,84 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
   assert "Mean per-language relative gain" in text and "| 4,000 |" in text
   assert "## Controlled languages" in text and "| cipher | 8,000 |" in text
   assert out["headline"]["relative_gain"] == pytest.approx(stats["relative_gain"]["8000"]["mean"])
-  # A second invocation finds every job complete and only rewrites the report.
-  run(c, str(root))
+
+
+def test_a_rerun_runs_nothing_and_a_changed_adaptation_key_reruns_exactly_its_steps(local_study):
+  from rewire.study.graph import run, study_graph
+  c, root, _ = local_study
+  before = study_graph(c, str(root))
+  run(c, str(root))  # every step SUCCESS: only the report is written again
   timings = [json.loads(l) for l in open(root / "timings.jsonl")]
   assert len(timings) == 2 and timings[1]["jobs_s"] == {}
+  changed = micro_config()
+  changed.ablation_languages = ""  # the ablation now adapts the controlled language alone
+  run(changed, str(root))
+  ran = set(json.loads(open(root / "timings.jsonl").read().splitlines()[-1])["jobs_s"])
+  assert ran == {f"{v}_s0/{job}" for v in ("standard", "forget") for job in ("adapt_ablation", "zero_shot")}
+  after = study_graph(changed, str(root))
+  for name in ran:  # new directories; the old results stay where they were
+    assert after.dirs[name] != before.dirs[name] and rworkdir.read_summary(before.dirs[name]) is not None
 
 
-def _wait_until_killed(fifo):
-  import signal
-  with open(fifo, "w") as f:
-    f.write("started\n")
-  signal.pause()
+def test_the_micro_study_on_two_nodes_with_a_pretraining_worker_killed_gives_the_same_figures(
+    local_study, ray_cluster, tmp_path):
+  """Same results on a 2-node cluster, and a `kill -9` of the Ray worker of a pretraining step (after its
+  checkpoint at update 10): Ray retries the step, it resumes, and the figures match bit for bit."""
+  from rewire.steps.cluster import Settings
+  from rewire.steps.engine import run_graph
+  from rewire.steps.graph import Graph
+  from rewire.study.graph import build_steps
+  from rewire.study.report import write_study
+  local = local_study[2]["figures"]
+  c = micro_config()
+  c.ray_address = ray_cluster.address
+  steps = build_steps(c)
+  victim = next(s for s in steps if s.name == "forget_s0/pretrain")
+  victim.entry = "step_fns:pretrain_killed_once"
+  graph = Graph(steps, str(tmp_path))
+  run_graph(graph, Settings.from_config(c, "study"), stream=io.StringIO())
+  write_study(c, str(tmp_path), graph.dirs)
+  assert figures(tmp_path / "study.json") == local
+  log = open(graph.log("forget_s0/pretrain")).read()
+  assert os.path.exists(graph.dirs["forget_s0/pretrain"] + ".killed") and log.count("[step] forget_s0/pretrain") == 2
+  assert len({graph.record(n)["node"] for n in graph.order}) == 2  # both nodes ran steps
 
 
-def test_sigterm_stops_the_study_and_its_running_jobs(tmp_path):
-  """SIGTERM to the driver (a preempted host) stops the running jobs and exits 143; nothing is complete."""
+SIGTERM_DRIVER = """
+import sys
+from step_fns import diamond
+from rewire.steps.cluster import Settings
+from rewire.steps.engine import run_graph
+from rewire.steps.graph import Graph
+tmp = sys.argv[1]
+run_graph(Graph(diamond(tmp, a={"block": tmp + "/block", "fifo": tmp + "/fifo"}), tmp + "/root"), Settings(workers=1))
+"""
+
+
+def test_sigterm_stops_the_study_and_its_running_steps(tmp_path):
+  """SIGTERM to the driver (a preempted host) stops the running steps and exits 143; nothing is complete."""
   import select
   import signal
   import subprocess
   import sys
-  fifo = str(tmp_path / "started")
-  os.mkfifo(fifo)
-  script = (
-      "import functools, test_study\n"
-      "from rewire.study.jobs import Job, run_jobs\n"
-      f"run_jobs([Job('w', None, {str(tmp_path / 'w')!r}, fn=functools.partial(test_study._wait_until_killed, {fifo!r}))],\n"
-      f"         workers=1, log_dir={str(tmp_path / 'logs')!r}, pin_cores=False)\n")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(root, "tests"), root]))
-  proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
-  fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+  from conftest import _with_tests_on_path
+  from rewire.steps import status
+  tmp = str(tmp_path)
+  os.mkfifo(tmp + "/fifo")
+  open(tmp + "/block", "w").close()
+  _with_tests_on_path()
+  proc = subprocess.Popen([sys.executable, "-c", SIGTERM_DRIVER, tmp], stdout=subprocess.PIPE, text=True)
+  fd = os.open(tmp + "/fifo", os.O_RDONLY | os.O_NONBLOCK)
   try:
-    ready, _, _ = select.select([fd], [], [], 120)  # the job has started (bounded wait, no polling)
-    assert ready and os.read(fd, 64) == b"started\n", "the job never started"
+    ready, _, _ = select.select([fd], [], [], 120)  # the step has started (bounded wait, no polling)
+    assert ready and os.read(fd, 64) == b"started\n", "the step never started"
   finally:
     os.close(fd)
   proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=120)
+  out, _ = proc.communicate(timeout=180)
   assert proc.returncode == 143
-  assert "SIGTERM: stopping w" in out
-  assert not rworkdir.is_complete(str(tmp_path / "w"))
-
-
-def test_the_decoder_study_presets_build_the_same_graph_with_a_llama_body(tmp_path):
-  from configs.study import get_config
-  from rewire.config import validate
-  from rewire.study.graph import build_jobs
-  from rewire.models import registry
-  encoder, decoder = get_config("micro"), get_config("micro-llama")
-  validate(decoder)
-  assert decoder.pretrain.model.family == "llama" and decoder.pretrain.model.num_kv_heads == 1
-  names = lambda c: [j.name for j in build_jobs(c, str(tmp_path))]
-  assert names(decoder) == names(encoder)
-  family = lambda c: registry.run_family(c.pretrain.model)
-  assert family(decoder).loss_name == "next-token" and family(encoder).loss_name == "MLM"
-  assert family(decoder).describe(decoder.pretrain.model).startswith("Llama decoder (2 query / 1 key-value heads")
-  with pytest.raises(UserError, match="unknown preset"):
-    get_config("micro-gpt")
+  assert "SIGTERM: stopping a" in out
+  from step_fns import diamond
+  from rewire.steps.graph import Graph
+  record = Graph(diamond(tmp, a={"block": tmp + "/block", "fifo": tmp + "/fifo"}), tmp + "/root").record("a")
+  assert record["state"] == status.RUNNING and status.expired(record)  # handed back: a rerun takes it over

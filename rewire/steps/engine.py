@@ -56,6 +56,7 @@ class Driver:
     self.running: dict[str, _Attempt] = {}
     self._t0 = time.perf_counter()
     self._last_line = -math.inf
+    self._terminated = False
     self._unplaceable: dict[str, float] = {}  # step -> when it was first found that no node can take it
 
   def say(self, line: str) -> None:
@@ -94,7 +95,7 @@ class Driver:
       self._stop_running()
 
   def _on_sigterm(self, signum, frame):
-    raise _Terminated()
+    self._terminated = True  # seen by the loop within a few seconds (raising here would break out of Ray's C code)
 
   @staticmethod
   def _cluster_cpus() -> float:
@@ -108,6 +109,8 @@ class Driver:
 
   def _loop(self) -> None:
     while self.pending or self.running:
+      if self._terminated:
+        raise _Terminated()
       self._start_ready()
       now = time.perf_counter()
       if now - self._last_line >= PROGRESS_EVERY_S:

@@ -238,7 +238,8 @@ def compute(config, models: dict) -> tuple[dict, dict]:
       "ablation_languages": axes.ablation_languages,
       "zero_shot": zero_shot_stats(accuracies, axes),
       "relative_gain": gains,
-      "relative_gain_ablation_main": ablation_gain_at_main_budget(accuracies, axes),
+      "relative_gain_ablation_main": (ablation_gain_at_main_budget(accuracies, axes) if axes.ablation_languages
+                                      else None),  # no real language in the ablation (only controlled ones)
       "adaptation": adaptation_stats(probes),
       "adaptation_updates": int(config.probe.total_steps),
       "adapt_steps": layout.adapt_steps(config),
