@@ -259,3 +259,24 @@ def test_a_divergence_with_a_save_in_flight_ends_three_processes_with_one_line_e
     named = errors[0].split("last checkpoint: ")[1].rstrip(")")
     assert (wd / "checkpoint_checksums" / f"{named}.json").is_file()
   assert not [p for p in (wd / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+def test_a_two_host_pretraining_step_on_two_ray_nodes_gives_the_losses_of_the_launcher(runs, ray_cluster, tmp_path):
+  """A pretraining step of 2 hosts: 2 Ray tasks in a placement group over the cluster's 2 nodes, joined by
+  jax.distributed (process 0's node hosts the coordinator), 2 devices each: the topology of
+  `two_processes`, so the losses match bit for bit."""
+  import io
+  from conftest import tiny_config
+  from rewire.steps.cluster import Settings
+  from rewire.steps.engine import run_graph
+  from rewire.steps.graph import Graph
+  from rewire.steps.step import Step
+  step = Step("pretrain", tiny_config(), hosts=2, resumes=True, resources={"CPU": 1},
+              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  graph = Graph([step], str(tmp_path))
+  run_graph(graph, Settings(address=ray_cluster.address), stream=io.StringIO())
+  assert graph.record("pretrain")["state"] == "SUCCESS"
+  assert losses(graph.dirs["pretrain"]) == losses(runs("two_processes"))
+  for process in (0, 1):
+    log = graph.log("pretrain") + (f".p{process}" if process else "")
+    assert f"process {process} of 2" in open(log).read().splitlines()[0]
