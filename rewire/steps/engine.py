@@ -137,7 +137,7 @@ class Driver:
       record = g.record(name)
       if action == rgraph.TAKE_OVER and record and record.get("owner") != self.owner:
         self.say(f"taking over {name}: its lease expired (it ran as pid {record.get('pid')} on {record.get('host')})")
-      lacking = missing(step.resources, step.hosts) if not self.settings.tpu_slice or step.hosts == 1 else {}
+      lacking = missing(step.resources, step.hosts)
       if lacking:
         first = self._unplaceable.setdefault(name, time.perf_counter())
         if time.perf_counter() - first > self.settings.schedule_timeout_s:
