@@ -5,7 +5,7 @@ The core sits directly in this directory, one module per concern: `main` (the co
 `loop` (the one training loop), `checkpoint`, `workdir` (the on-disk contract), `sharding`, `telemetry`
 and `plot`. The core imports nothing of rewire but the core (`main` excepted, which dispatches to the
 stages). The groups are packages, each with its own `May import:` rule: `config`, `data`, `tasks`,
-`models`, `probe`, `stages`, `study` and `hf`.
+`models`, `probe`, `stages`, `steps`, `study` and `hf`.
 
 Words, one per idea, in code, config and docs:
 
@@ -22,6 +22,8 @@ Words, one per idea, in code, config and docs:
   reset         one forgetting event: the forgetting group's leaves get fresh rows and its optimizer state
                 and learning-rate episode restart
   stage         one kind of run (pretrain, adapt_language, finetune, assemble, evaluate, probe, ...)
+  step          one node of a study's or the pipeline's graph (`rewire.steps`): a stage run, or a function,
+                in a directory named by its hash; "job" is not used
   update        one optimizer update; metrics and checkpoints are indexed by it ("step" in records)
   table         in the probe only: one set of fresh vocabulary matrices trained on a frozen body
 """

@@ -239,3 +239,17 @@ def test_sigterm_stops_the_study_and_its_running_steps(tmp_path):
   from rewire.steps.graph import Graph
   record = Graph(diamond(tmp, a={"block": tmp + "/block", "fifo": tmp + "/fifo"}), tmp + "/root").record("a")
   assert record["state"] == status.RUNNING and status.expired(record)  # handed back: a rerun takes it over
+
+
+def test_the_command_line_dry_run_prints_the_graph_and_runs_nothing(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-m", "rewire.main", "--config=configs/study.py:micro",
+                        f"--workdir={tmp_path / 'study'}", "--config.seeds=0,", "--dry_run"],
+                       capture_output=True, text=True, cwd=root, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert lines[0].split()[:3] == ["step", "hash", "state"] and len(lines) == 1 + 15  # 3 corpora, 12 model steps
+  assert all(line.split()[2:4] == ["PENDING", "run"] for line in lines[1:])
+  assert not os.path.exists(tmp_path / "study")

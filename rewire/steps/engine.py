@@ -152,7 +152,8 @@ class Driver:
   def _spec(self, name: str) -> dict:
     g, step = self.graph, self.graph.steps[name]
     return dict(name=name, hash=g.hashes[name], entry=step.entry, config=g.config(name), workdir=g.dirs[name],
-                log=g.log(name), owner=self.owner, lease_s=self.settings.lease_s, resumes=step.resumes)
+                log=g.log(name), owner=self.owner, lease_s=self.settings.lease_s, resumes=step.resumes,
+                cwd=os.getcwd())
 
   def _launch(self, name: str) -> hosts.Launched:
     step = self.graph.steps[name]

@@ -8,6 +8,7 @@ step now, from its status record; the dry run prints that for every step.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import Sequence
 
@@ -23,7 +24,7 @@ INDEX = "graph.json"
 
 class Graph:
   def __init__(self, steps: Sequence[Step], root: str):
-    self.root = root
+    self.root = os.path.abspath(root)  # the steps' workers run elsewhere: they get absolute directories
     self.steps: dict[str, Step] = {}
     for s in steps:
       if s.name in self.steps:
@@ -38,7 +39,7 @@ class Graph:
     self.dirs: dict[str, str] = {}
     for name in self.order:
       self.hashes[name] = self.steps[name].hash(self.hashes)
-      self.dirs[name] = directory(root, name, self.hashes[name])
+      self.dirs[name] = directory(self.root, name, self.hashes[name])
 
   def _ordered(self, steps: Sequence[Step]) -> list[str]:
     """The names in the given order, each moved after its inputs (raises ValueError on a cycle)."""
@@ -107,7 +108,7 @@ class Graph:
 
   def write_index(self) -> str:
     """`graph.json` in the root: every step's directory, hash, inputs and state, for tools and people."""
-    path = f"{self.root}/{INDEX}"
+    path = os.path.join(self.root, INDEX)
     write_json_atomic(path, {name: {"dir": self.dirs[name], "hash": self.hashes[name],
                                     "inputs": list(self.steps[name].inputs), "kind": self.steps[name].kind,
                                     "state": status.state(self.record(name)), "log": self.log(name)}

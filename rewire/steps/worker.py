@@ -72,11 +72,14 @@ def _stopped(summary) -> bool:
 def run_step(spec: dict) -> dict:
   """Runs one step (one host's share of it, for a multi-host step); returns {"seconds", "host", "node"}.
 
-  `spec`: name, hash, entry, config (resolved), workdir, log, owner, lease_s, resumes, and for a
+  `spec`: name, hash, entry, config (resolved), workdir, log, owner, lease_s, resumes, cwd (the driver's
+  working directory, used where this node has it: a shared filesystem), and for a
   multi-host step `distributed` (coordinator, num_processes, process_id; or {} to detect a TPU slice).
   """
   distributed = spec.get("distributed")
   process = int(distributed.get("process_id", 0)) if distributed else 0
+  if os.path.isdir(spec.get("cwd", "")):
+    os.chdir(spec["cwd"])  # the driver's: relative paths in configs (configs/..., prepared:data/...) mean the same
   log = spec["log"] if process == 0 else f"{spec['log']}.p{process}"
   _redirect(log)
   name, workdir = spec["name"], spec["workdir"]
