@@ -3,7 +3,7 @@ zero-shot task in three languages. Results in `study.md` (tables with intervals)
 
     python -m rewire.main --config=configs/study.py --workdir=runs/study
 
-* `cpu` (default): sized for a 2-core CPU, about 80 minutes with 2 workers (see the README's Results
+* `cpu` (default): sized for a 2-core CPU, about 80 minutes with 2 CPUs (see the README's Results
   section for the measured wall time). English pretraining on the bundled World English Bible (2-layer,
   hidden-128 RoBERTa, vocab 2048, batch 32x64, 4,100 updates; forgetting: K=100 until update 2,100, so
   21 resets, then a last episode of 2,000 updates in which the embeddings settle for the task model), then
@@ -20,7 +20,8 @@ zero-shot task in three languages. Results in `study.md` (tables with intervals)
   scored by next-token validation loss; the classifier reads the last real token). Equivalently, any
   preset with `--config.pretrain.model.family=llama`.
 
-Interrupted? Run the same command again: finished jobs are skipped (see `logs/` for each job's output).
+Interrupted? Run the same command again: finished steps are skipped (see `logs/` for each step's output, and
+`--dry_run` for the state of every step). On a Ray cluster: `--config.ray_address=HOST:6379` (README).
 """
 
 from rewire.config import study_defaults

@@ -57,6 +57,7 @@ class Driver:
     self._t0 = time.perf_counter()
     self._last_line = -math.inf
     self._terminated = False
+    self.waiting: set[str] = set()  # steps whose live lease another driver holds
     self._unplaceable: dict[str, float] = {}  # step -> when it was first found that no node can take it
 
   def say(self, line: str) -> None:
@@ -133,10 +134,9 @@ class Driver:
         self.done.add(name)
         continue
       if action == rgraph.WAIT:
+        self.waiting.add(name)
         continue  # its lease is live: another driver's attempt runs it
-      record = g.record(name)
-      if action == rgraph.TAKE_OVER and record and record.get("owner") != self.owner:
-        self.say(f"taking over {name}: its lease expired (it ran as pid {record.get('pid')} on {record.get('host')})")
+      self.waiting.discard(name)
       lacking = missing(step.resources, step.hosts)
       if lacking:
         first = self._unplaceable.setdefault(name, time.perf_counter())
@@ -146,6 +146,9 @@ class Driver:
                           f"which no node of the Ray cluster offers after {self.settings.schedule_timeout_s:.0f} s; "
                           "start a node with it (ray start --resources=...) or change the step's resources")
         continue
+      record = g.record(name)
+      if action == rgraph.TAKE_OVER and record and record.get("owner") != self.owner:
+        self.say(f"taking over {name}: its lease expired (it ran as pid {record.get('pid')} on {record.get('host')})")
       self.pending.remove(name)
       self.running[name] = _Attempt(self._launch(name), time.perf_counter())
 
@@ -257,7 +260,9 @@ class Driver:
                [g.steps[n].kind for n in (*self.pending, *queued)],
                [(g.steps[n].kind, t) for n, t in started.items()], max(self.slots, len(started)))
     return (f"{len(self.timings)}/{self.total} steps run | running: {', '.join(started) or '-'}"
-            + (f" | queued: {len(queued)}" if queued else "") + f" | elapsed {hms(now - self._t0)}"
+            + (f" | queued: {len(queued)}" if queued else "")
+            + (f" | waiting for another driver's lease: {', '.join(sorted(self.waiting))}" if self.waiting else "")
+            + f" | elapsed {hms(now - self._t0)}"
             + ("" if left is None else f" | ETA {hms(left)}"))
 
 
