@@ -45,3 +45,38 @@ def pretrain_killed_once(config, workdir):
     open(marker, "w").close()
     os.kill(os.getpid(), signal.SIGKILL)
   return stages.run(config, workdir)
+
+
+DRIVER = """
+import sys
+from step_fns import blocked_at, diamond
+from rewire.steps.cluster import Settings
+from rewire.steps.engine import run_graph
+from rewire.steps.graph import Graph
+tmp, step, address, lease_s = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+run_graph(Graph(diamond(tmp, **blocked_at(tmp, step)), tmp + "/root"),
+          Settings(address=address, workers=1, lease_s=lease_s))
+"""
+
+
+def blocked_at(tmp: str, step: str) -> dict:
+  """`diamond`'s extra config that makes `step` block (while tmp/block exists), saying so through tmp/fifo."""
+  return {step: {"block": tmp + "/block", "fifo": tmp + "/fifo"}}
+
+
+def start_driver_blocked_at(tmp: str, step: str, *, address: str = "", lease_s: float = 60.0, **popen):
+  """Starts a driver of `diamond(tmp)` in a subprocess (Ray at `address`, or its own on this machine) and
+  returns it once `step` runs and blocks (a bounded wait on a fifo, no polling)."""
+  import select
+  import subprocess
+  import sys
+  os.mkfifo(tmp + "/fifo")
+  open(tmp + "/block", "w").close()
+  proc = subprocess.Popen([sys.executable, "-c", DRIVER, tmp, step, address, str(lease_s)], **popen)
+  fd = os.open(tmp + "/fifo", os.O_RDONLY | os.O_NONBLOCK)
+  try:
+    ready, _, _ = select.select([fd], [], [], 120)
+    assert ready and os.read(fd, 64) == b"started\n", f"step {step} never started"
+  finally:
+    os.close(fd)
+  return proc

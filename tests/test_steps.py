@@ -8,10 +8,8 @@ driver killed mid-graph whose rerun takes over the step it left RUNNING.
 
 import io
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -24,7 +22,7 @@ from rewire.steps.engine import run_graph
 from rewire.steps.graph import Graph
 from rewire.steps.step import Step, ref
 
-from step_fns import diamond
+from step_fns import blocked_at, diamond, start_driver_blocked_at
 
 QUIET = dict(stream=io.StringIO())
 
@@ -123,34 +121,14 @@ def test_a_step_runs_on_the_one_node_with_its_resource_and_one_no_node_has_times
   assert time.perf_counter() - t0 < 60
 
 
-RESTART_DRIVER = """
-import sys
-from step_fns import diamond
-from rewire.steps.cluster import Settings
-from rewire.steps.engine import run_graph
-from rewire.steps.graph import Graph
-tmp, address = sys.argv[1], sys.argv[2]
-extra = {"b": {"block": tmp + "/block", "fifo": tmp + "/fifo"}}
-run_graph(Graph(diamond(tmp, **extra), tmp + "/root"), Settings(address=address, lease_s=2))
-"""
-
-
 def test_a_killed_driver_s_rerun_skips_what_succeeded_and_takes_over_the_step_it_left_running(ray_cluster, tmp_path):
   tmp = str(tmp_path)
-  os.mkfifo(tmp + "/fifo")
-  open(tmp + "/block", "w").close()
-  driver = subprocess.Popen([sys.executable, "-c", RESTART_DRIVER, tmp, ray_cluster.address],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  fd = os.open(tmp + "/fifo", os.O_RDONLY | os.O_NONBLOCK)
-  try:
-    ready, _, _ = select.select([fd], [], [], 120)  # step b has started (bounded wait, no polling)
-    assert ready and os.read(fd, 64) == b"started\n", "step b never started"
-  finally:
-    os.close(fd)
+  driver = start_driver_blocked_at(tmp, "b", address=ray_cluster.address, lease_s=2,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   driver.send_signal(signal.SIGKILL)
   driver.wait(60)
   os.remove(tmp + "/block")  # b will finish when taken over
-  g = Graph(diamond(tmp, b={"block": tmp + "/block", "fifo": tmp + "/fifo"}), tmp + "/root")
+  g = Graph(diamond(tmp, **blocked_at(tmp, "b")), tmp + "/root")
   states = {n: status.state(g.record(n)) for n in g.order}
   assert states["a"] == status.SUCCESS and states["b"] == status.RUNNING and states["d"] == status.PENDING
   done_before = {n for n, s in states.items() if s == status.SUCCESS}
@@ -159,3 +137,13 @@ def test_a_killed_driver_s_rerun_skips_what_succeeded_and_takes_over_the_step_it
   assert set(timings) == set(g.order) - done_before  # b (taken over), d, and c if it had not finished
   assert "taking over b: its lease expired" in out.getvalue()
   assert open(tmp + "/order.txt").read().split().count("a") == 1
+
+
+def test_a_bad_resource_amount_is_one_line():
+  import ml_collections
+  from rewire.steps.cluster import step_resources
+  config = ml_collections.ConfigDict(dict(resources="CPU=1,GPU=2", pretrain_resources=""))
+  assert step_resources(config) == ({"CPU": 1.0, "GPU": 2.0}, {"CPU": 1.0, "GPU": 2.0})
+  config.pretrain_resources = "GPU=eight"
+  with pytest.raises(UserError, match=r"pretrain_resources entry GPU='eight': the amount must be a number"):
+    step_resources(config)

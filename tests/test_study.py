@@ -201,43 +201,22 @@ def test_the_micro_study_on_two_nodes_with_a_pretraining_worker_killed_gives_the
   assert len({graph.record(n)["node"] for n in graph.order}) == 2  # both nodes ran steps
 
 
-SIGTERM_DRIVER = """
-import sys
-from step_fns import diamond
-from rewire.steps.cluster import Settings
-from rewire.steps.engine import run_graph
-from rewire.steps.graph import Graph
-tmp = sys.argv[1]
-run_graph(Graph(diamond(tmp, a={"block": tmp + "/block", "fifo": tmp + "/fifo"}), tmp + "/root"), Settings(workers=1))
-"""
-
-
 def test_sigterm_stops_the_study_and_its_running_steps(tmp_path):
   """SIGTERM to the driver (a preempted host) stops the running steps and exits 143; nothing is complete."""
-  import select
   import signal
   import subprocess
-  import sys
   from conftest import _with_tests_on_path
   from rewire.steps import status
+  from step_fns import blocked_at, diamond, start_driver_blocked_at
   tmp = str(tmp_path)
-  os.mkfifo(tmp + "/fifo")
-  open(tmp + "/block", "w").close()
   _with_tests_on_path()
-  proc = subprocess.Popen([sys.executable, "-c", SIGTERM_DRIVER, tmp], stdout=subprocess.PIPE, text=True)
-  fd = os.open(tmp + "/fifo", os.O_RDONLY | os.O_NONBLOCK)
-  try:
-    ready, _, _ = select.select([fd], [], [], 120)  # the step has started (bounded wait, no polling)
-    assert ready and os.read(fd, 64) == b"started\n", "the step never started"
-  finally:
-    os.close(fd)
+  proc = start_driver_blocked_at(tmp, "a", stdout=subprocess.PIPE, text=True)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=180)
   assert proc.returncode == 143
   assert "SIGTERM: stopping a" in out
-  from step_fns import diamond
   from rewire.steps.graph import Graph
-  record = Graph(diamond(tmp, a={"block": tmp + "/block", "fifo": tmp + "/fifo"}), tmp + "/root").record("a")
+  record = Graph(diamond(tmp, **blocked_at(tmp, "a")), tmp + "/root").record("a")
   assert record["state"] == status.RUNNING and status.expired(record)  # handed back: a rerun takes it over
 
 

@@ -12,21 +12,26 @@ import os
 import socket
 import warnings
 
+from rewire.config import parse_pairs
 from rewire.errors import UserError
 
 
-def parse_pairs(text: str, what: str, cast=float) -> dict:
-  """"A=1,B=2" -> {"A": 1.0, "B": 2.0} (`cast` applied to the values)."""
+def _amounts(text: str, what: str) -> dict[str, float]:
+  """"CPU=1,GPU=2" -> {"CPU": 1.0, "GPU": 2.0} (`rewire.config.parse_pairs`, with numbers for values)."""
   out = {}
-  for item in filter(None, (p.strip() for p in str(text).split(","))):
-    key, sep, value = item.partition("=")
+  for name, value in parse_pairs(text, what).items():
     try:
-      out[key.strip()] = cast(value.strip())
+      out[name] = float(value)
     except ValueError:
-      sep = ""
-    if not sep or not key.strip():
-      raise UserError(f"{what}: {item!r} is not NAME=VALUE")
+      raise UserError(f"{what} entry {name}={value!r}: the amount must be a number") from None
   return out
+
+
+def step_resources(config) -> tuple[dict[str, float], dict[str, float]]:
+  """What every step asks for (`resources`), and each host of a pretraining step (`pretrain_resources`,
+  else the same)."""
+  resources = _amounts(config.resources, "resources")
+  return resources, _amounts(config.pretrain_resources, "pretrain_resources") or resources
 
 
 @dataclasses.dataclass
@@ -46,7 +51,7 @@ class Settings:
   def from_config(cls, config, label: str) -> "Settings":
     return cls(address=str(config.ray_address), workers=int(config.workers), max_retries=int(config.max_retries),
                lease_s=float(config.lease_s), schedule_timeout_s=float(config.schedule_timeout_s),
-               env=parse_pairs(config.step_env, "step_env", cast=str), tpu_slice=str(config.tpu_slice),
+               env=parse_pairs(config.step_env, "step_env"), tpu_slice=str(config.tpu_slice),
                rerun_failed=bool(config.rerun_failed), label=label)
 
 

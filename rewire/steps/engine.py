@@ -171,7 +171,7 @@ class Driver:
       return hosts.Launched([self._remote.options(**options).remote(self._spec(name))], None)
     try:
       return hosts.launch(self._remote, self._spec(name), hosts=step.hosts, resources=step.resources,
-                          options={k: v for k, v in options.items() if k != "resources"} | {"resources": res},
+                          options=options,
                           tpu_slice=self.settings.tpu_slice, timeout_s=self.settings.schedule_timeout_s)
     except TimeoutError as e:
       raise UserError(f"step {name}: {e}") from None

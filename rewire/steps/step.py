@@ -13,6 +13,7 @@ checkpoint cadence and bookkeeping, data-preparation mechanics, and where and ho
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -94,9 +95,9 @@ class Step:
   def plain_config(self) -> dict:
     return _plain(self.config)
 
-  @property
+  @functools.cached_property
   def inputs(self) -> tuple[str, ...]:
-    """The steps this one reads or waits for, sorted."""
+    """The steps this one reads or waits for, sorted (read once: the driver asks on every turn)."""
     return tuple(sorted(refs_in(self.plain_config) | set(self.after)))
 
   def hash(self, input_hashes: dict[str, str]) -> str:

@@ -42,7 +42,7 @@ from rewire.stages.evaluate import evaluate_model
 from rewire.study import layout
 from rewire.study.layout import ablation_languages
 from rewire.study.report import REPORT_FILES, write_study
-from rewire.steps.cluster import Settings, parse_pairs
+from rewire.steps.cluster import Settings, step_resources
 from rewire.steps.engine import run_graph
 from rewire.steps.graph import Graph
 from rewire.steps.step import Step, ref
@@ -58,8 +58,7 @@ def _prepare_step(corpus: str, source: str, data_cfg, kind: str, resources: dict
 def build_steps(config) -> list[Step]:
   """Every step of the study, in an order that keeps the workers busy."""
   L = layout
-  resources = parse_pairs(config.resources, "resources")
-  pretrain_resources = parse_pairs(config.pretrain_resources, "pretrain_resources") or resources
+  resources, pretrain_resources = step_resources(config)
   # The data steps have kinds of their own: "data/pretrain" is no pretraining run (the ETA's unit is a kind).
   steps = [_prepare_step(L.PRETRAIN_CORPUS, config.pretrain.data.source, config.pretrain.data,
                          "prepare pretraining corpus", resources)]

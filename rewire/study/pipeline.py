@@ -26,7 +26,7 @@ from rewire.config.evaluate import assemble_defaults
 from rewire.config.variants import pretrain_config
 from rewire.plot import panels, save, style
 from rewire.stages.evaluate import evaluate_model, write_results
-from rewire.steps.cluster import Settings, parse_pairs
+from rewire.steps.cluster import Settings, step_resources
 from rewire.steps.engine import run_graph
 from rewire.steps.graph import Graph
 from rewire.steps.step import Step, ref
@@ -43,8 +43,7 @@ def step_names(variant: str, task: str, lang: str = "") -> dict[str, str]:
 def build_steps(config) -> list[Step]:
   """The pipeline's steps: per variant, pretraining, an adaptation and an assembly per language, a
   fine-tune; then one evaluation of every model."""
-  resources = parse_pairs(config.resources, "resources")
-  pretrain_resources = parse_pairs(config.pretrain_resources, "pretrain_resources") or resources
+  resources, pretrain_resources = step_resources(config)
   task, steps, models = config.finetune.task, [], {}
   for variant in config.variants:
     names = step_names(variant, task)
