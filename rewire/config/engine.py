@@ -20,8 +20,8 @@ def add_engine_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.pretrain_resources = ""      # what a pretraining step asks for on each of its hosts ("": `resources`)
   c.pretrain_hosts = 1           # hosts of a pretraining step: Ray tasks on distinct nodes, one JAX job
   c.tpu_slice = ""               # e.g. "v4-16": a pretraining step claims a whole TPU slice of this type
-  c.step_env = ""                # NAME=VALUE,... set in every step's worker (e.g. XLA_FLAGS=...); ";" not ","
-                                 # inside a value is not supported
+  c.step_env = ""                # NAME=VALUE,... set in every step's worker (e.g. XLA_FLAGS=...); a value
+                                 # cannot hold a comma
   c.max_retries = 3              # retries of a step whose worker or node died (it resumes from its checkpoint)
   c.lease_s = 60.0               # a RUNNING step whose heartbeat is older than this is taken over
   c.schedule_timeout_s = 300.0   # a step that no node can take fails after this long, naming the resource
@@ -31,9 +31,10 @@ def add_engine_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def check_engine(config) -> None:
-  for key in ("max_retries", "pretrain_hosts"):
-    if int(config[key]) < (0 if key == "max_retries" else 1):
-      raise UserError(f"{key} must be at least {0 if key == 'max_retries' else 1}, got {config[key]}")
+  if int(config.max_retries) < 0:
+    raise UserError(f"max_retries must be at least 0, got {config.max_retries}")
+  if int(config.pretrain_hosts) < 1:
+    raise UserError(f"pretrain_hosts must be at least 1, got {config.pretrain_hosts}")
   if float(config.lease_s) <= 0 or float(config.schedule_timeout_s) <= 0:
     raise UserError("lease_s and schedule_timeout_s must be positive")
   if config.tpu_slice and int(config.pretrain_hosts) != 1:
