@@ -52,7 +52,7 @@ elif [[ $dry -eq 0 ]] && ! "$py" -c 'import socket, sys; s = socket.socket(); s.
   fail "port $port is in use; give another --port, or none for a free one"
 fi
 export JAX_PLATFORMS=cpu JAX_COORDINATOR_ADDRESS="127.0.0.1:$port" JAX_NUM_PROCESSES="$n"
-export XLA_FLAGS="--xla_force_host_platform_device_count=$devices"
+export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_force_host_platform_device_count=$devices"  # the last count wins
 cmd=("$py" -m rewire.main --distributed=on "$@")
 
 if [[ $dry -eq 1 ]]; then

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import xla_flags
 from rewire.errors import UserError
 from rewire.generate import Sampler, load_decoder, sample_uncached
 from rewire.generate.sampler import pick
@@ -85,7 +86,7 @@ def test_an_assembled_task_model_samples_with_its_adaptations_head(family_runs):
 
 
 def test_the_command_line_prints_samples_and_refuses_an_encoder(family_runs, tiny_runs):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1),
              PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   run = lambda *a: subprocess.run([sys.executable, "-m", "rewire.generate", *a], capture_output=True, text=True,
                                   env=env)

@@ -5,12 +5,14 @@ import os
 import subprocess
 import sys
 
+from conftest import QUICK_COMPILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sh(*args, env_extra=None):
-  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], XLA_FLAGS="",
-             PYTHONPATH=ROOT, **(env_extra or {}))
+  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+             XLA_FLAGS=QUICK_COMPILE, PYTHONPATH=ROOT, **(env_extra or {}))
   return subprocess.run(["bash", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
 
 

@@ -6,11 +6,13 @@ import sys
 
 import pytest
 
+from conftest import QUICK_COMPILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def rewire_main(*args):
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+  env = dict(os.environ, XLA_FLAGS=QUICK_COMPILE, PYTHONPATH=ROOT)
   return subprocess.run([sys.executable, "-m", "rewire.main", *args], capture_output=True, text=True, cwd=ROOT,
                         env=env, timeout=120)
 

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import K, TOTAL, losses, tiny_cli
+from conftest import K, TOTAL, losses, tiny_cli, xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
@@ -49,7 +49,7 @@ def launch(workdir, processes: int, *overrides, config="configs/pretrain_forget.
   port = _free_port()
   procs = []
   for i in range(processes):
-    penv = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    penv = dict(env, XLA_FLAGS=xla_flags(devices),
                 REWIRE_TEST_FED_LOG=os.path.join(str(workdir) + f".fed{i}.jsonl"))
     if processes > 1:
       penv.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),
@@ -272,7 +272,7 @@ def test_a_two_host_pretraining_step_on_two_ray_nodes_gives_the_losses_of_the_la
   from rewire.steps.graph import Graph
   from rewire.steps.step import Step
   step = Step("pretrain", tiny_config(), hosts=2, resumes=True, resources={"CPU": 1},
-              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+              env={"XLA_FLAGS": xla_flags(2)})
   graph = Graph([step], str(tmp_path))
   run_graph(graph, Settings(address=ray_cluster.address), stream=io.StringIO())
   assert graph.record("pretrain")["state"] == "SUCCESS"
