@@ -66,7 +66,6 @@ def get_config(preset: str = "cpu"):
     c.languages = "es=bundled:bible_es"
     c.controlled = "cipher=cipher:1:{pretrain}"
     q.update(token_budgets=(4_000, 8_000), total_steps=10, batch_size=8, eval_every=5)
-    c.adapt_steps = 10
     q.data.update(vocab_size=1024, max_documents=120, max_valid_sequences=16)
     f.update(max_train_examples=64, epochs=1, batch_size=16, max_len=32)
     c.evaluate.max_examples = 40

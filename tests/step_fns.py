@@ -4,7 +4,6 @@ import os
 import signal
 import time
 
-from rewire import stages
 from rewire.errors import UserError
 from rewire.steps.step import Step, ref
 
@@ -39,6 +38,7 @@ def diamond(tmp: str, **extra) -> list[Step]:
 def pretrain_killed_once(config, workdir):
   """A pretraining step whose first attempt saves at update 10 and is then killed (SIGKILL to its own Ray
   worker, as `kill -9` would); the retry resumes from that checkpoint."""
+  from rewire import stages  # here: the other step functions' workers need not import JAX
   marker = workdir + ".killed"
   if not os.path.exists(marker):
     stages.run(config, workdir, stop_after=10)

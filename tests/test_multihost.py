@@ -98,10 +98,6 @@ def runs(tmp_path_factory):
       _ok(launch(wd, 1))
     elif name == "two_processes":  # 2 processes x 2 devices, uninterrupted
       _ok(launch(wd, 2))
-    elif name == "one_then_two":  # 1 process stops after 6 updates; 2 processes resume
-      _ok(launch(wd, 1, "--stop_after=6"))
-      os.rename(str(wd) + ".fed0.jsonl", str(wd) + ".first0.jsonl")
-      _ok(launch(wd, 2))
     made[name] = wd
     return wd
 
@@ -157,21 +153,6 @@ def test_the_local_launcher_dry_run_shows_one_command_per_process():
     assert f"JAX_PROCESS_ID={i} " in line and "JAX_NUM_PROCESSES=3" in line
     assert "JAX_COORDINATOR_ADDRESS=127.0.0.1:1234" in line
     assert "-m rewire.main --distributed=on --config=configs/pretrain_forget.py" in line
-
-
-def test_a_checkpoint_of_one_process_resumes_in_two(runs):
-  """(Two processes resuming in one: the killed-process test below.)"""
-  wd = runs("one_then_two")
-  _close(losses(wd), losses(runs("one_process")))
-  single = fed(runs("one_process"), 0)
-  # The continuation (2 processes) together sees the global batches of updates 7..12.
-  assert [sorted(a + b) for a, b in zip(fed(wd, 0), fed(wd, 1))] == [sorted(x) for x in single[6:]]
-  assert [sorted(x) for x in fed_first(wd, 0)] == [sorted(x) for x in single[:6]]
-
-
-def fed_first(workdir, process):
-  with open(str(workdir) + f".first{process}.jsonl") as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_bit_identically(runs, tmp_path):

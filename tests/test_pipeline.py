@@ -20,7 +20,7 @@ def micro_config():
   c.pretrain.data.tokenizer = shared_tokenizer()
   c.forget_every = 4
   c.adapt.update(total_steps=6, batch_size=16, log_every=1, eval_every=6, checkpoint_every=6, token_budget=4000)
-  c.adapt.data.update(seq_len=32, vocab_size=300, max_valid_sequences=32)
+  c.adapt.data.update(seq_len=32, vocab_size=300, max_valid_sequences=32, max_documents=120)  # a quick tokenizer
   c.finetune = finetune_config("", task="qa")
   c.finetune.update(epochs=1, max_train_examples=48)
   c.evaluate.max_examples = 16
@@ -29,9 +29,12 @@ def micro_config():
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
+  """The pipeline on the embedded default: Ray started on this machine, and stopped after the module."""
+  from conftest import disconnect_ray
+  disconnect_ray()
   root = tmp_path_factory.mktemp("pipeline")
-  summary = run(micro_config(), str(root))
-  return root, summary
+  yield root, run(micro_config(), str(root))
+  disconnect_ray()
 
 
 def test_pipeline_writes_a_report_from_real_runs(pipeline_run):

@@ -70,7 +70,7 @@ def test_no_checkpoint_is_written_from_a_non_finite_state(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(sig, tmp_path):
-  total = TOTAL * 50
+  total = TOTAL * 25  # long enough that the signal comes first
   cmd, env = cli(tmp_path / "w", f"--config.total_steps={total}", "--config.eval_every=100",
                  "--config.checkpoint_every=100")
   metrics = tmp_path / "w" / "metrics.jsonl"
@@ -90,6 +90,8 @@ def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(s
   assert rworkdir.read_summary(str(tmp_path / "w"))["finished"] is False
   logged = [r["step"] for r in read_records(str(metrics)) if "loss" in r and "event" not in r]
   assert logged == list(range(1, stopped + 1))  # every step up to the stop, each once
+  if sig != signal.SIGTERM:
+    return  # the stop is the same save; one resume is enough
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0 and "done:" in out.stdout
   logged = [r["step"] for r in read_records(str(metrics)) if "loss" in r and "event" not in r]

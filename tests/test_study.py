@@ -1,8 +1,7 @@
 """The study's machinery: its statistics on known answers, its graph of steps, and a micro study end to end
-on the local default Ray, rerun and changed; its pretraining steps on a 2-node localhost cluster with a worker
-killed."""
+on a 2-node localhost cluster with a pretraining step's worker killed, then rerun and changed."""
 
-import io
+import contextlib
 import json
 import os
 
@@ -116,20 +115,41 @@ def micro_config():
   return c
 
 
+def killed_once(steps):
+  """The study's steps, the Ray worker of `forget_s0/pretrain` killed (`kill -9`) after its checkpoint at
+  update 10 on the first attempt (`step_fns.pretrain_killed_once`)."""
+  for step in steps:
+    if step.name == "forget_s0/pretrain":
+      step.entry = "step_fns:pretrain_killed_once"
+  return steps
+
+
+@contextlib.contextmanager
+def with_a_killed_pretraining_step():
+  from rewire.study import graph as study
+  real = study.build_steps
+  study.build_steps = lambda config: killed_once(real(config))
+  try:
+    yield study
+  finally:
+    study.build_steps = real
+
+
 @pytest.fixture(scope="module")
-def local_study(tmp_path_factory):
-  """The micro study as the README runs it: Ray started on this machine (the embedded default)."""
-  from conftest import disconnect_ray
-  from rewire.study.graph import run
-  disconnect_ray()
+def cluster_study(ray_cluster, tmp_path_factory):
+  """The micro study sent to a 2-node localhost cluster by `ray_address` (1 CPU per node: one step per node
+  at a time); a pretraining step's worker is killed once. (The embedded default, Ray started on this
+  machine, runs the pipeline in test_pipeline.py.)"""
   c = micro_config()
+  c.ray_address = ray_cluster.address
   c.report_dir = str(tmp_path_factory.mktemp("report"))
   root = tmp_path_factory.mktemp("study")
-  return c, root, run(c, str(root))
+  with with_a_killed_pretraining_step() as study:
+    return c, root, study.run(c, str(root)), study.study_graph(c, str(root))
 
 
-def test_micro_study_end_to_end_on_the_local_default(local_study):
-  c, root, out = local_study
+def test_micro_study_end_to_end_on_two_nodes(cluster_study):
+  c, root, out, _ = cluster_study
   assert sorted(os.listdir(c.report_dir)) == sorted(REPORT_FILES)
   for name in ("study.md", "study.json", "pretraining.png", "adaptation.png", "zero_shot.png", "transfer.png",
                "summary.json", "graph.json"):
@@ -141,7 +161,7 @@ def test_micro_study_end_to_end_on_the_local_default(local_study):
   transfer = stats["transfer"]["cipher"]
   assert set(transfer) == {"4000", "8000"}
   index = json.load(open(root / "graph.json"))
-  assert all(entry["state"] == "SUCCESS" for entry in index.values()) and len(index) == 15
+  assert all(entry["state"] == "SUCCESS" for entry in index.values()) and len(index) == 11
   zs = json.load(open(os.path.join(index["forget_s0/zero_shot"]["dir"], "summary.json")))["results"]
   assert transfer["8000"]["forget"]["ratio"]["mean"] == pytest.approx(
       100 * zs["cipher"]["8000"]["accuracy"] / zs["en"]["full"]["accuracy"])
@@ -152,52 +172,41 @@ def test_micro_study_end_to_end_on_the_local_default(local_study):
   assert out["headline"]["relative_gain"] == pytest.approx(stats["relative_gain"]["8000"]["mean"])
 
 
-def test_a_rerun_runs_nothing_and_a_changed_evaluation_key_reruns_exactly_its_steps(local_study):
-  from rewire.study.graph import run, study_graph
-  c, root, _ = local_study
-  before = study_graph(c, str(root))
-  run(c, str(root))  # every step SUCCESS: only the report is written again
-  timings = [json.loads(l) for l in open(root / "timings.jsonl")]
-  assert len(timings) == 2 and timings[1]["jobs_s"] == {}
-  changed = micro_config()
-  changed.evaluate.max_examples = 24  # the zero-shot test alone reads it
-  run(changed, str(root))
-  ran = set(json.loads(open(root / "timings.jsonl").read().splitlines()[-1])["jobs_s"])
-  assert ran == {f"{v}_s0/zero_shot" for v in ("standard", "forget")}
-  after = study_graph(changed, str(root))
+def test_the_killed_pretraining_step_is_retried_resumes_and_ends_bit_identical(cluster_study, tmp_path):
+  """Ray retries the step whose worker got the `kill -9`; it resumes from its checkpoint at update 10 (each
+  update is logged once) and ends bit-identical to an uninterrupted run of its config, here in-process."""
+  from conftest import flat, losses
+  from rewire import stages
+  from rewire.checkpoint import load_params
+  _, _, _, graph = cluster_study
+  name = "forget_s0/pretrain"
+  log = open(graph.log(name)).read()
+  assert os.path.exists(graph.dirs[name] + ".killed") and log.count(f"[step] {name}") == 2
+  assert [s for s, _ in losses(graph.dirs[name])] == [5, 10, 15, 20]  # not restarted: resumed at 10
+  with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+    stages.run(graph.config(name), str(tmp_path / "uninterrupted"))
+  assert losses(graph.dirs[name]) == losses(tmp_path / "uninterrupted")
+  here, there = flat(load_params(graph.dirs[name])[0]), flat(load_params(str(tmp_path / "uninterrupted"))[0])
+  assert here.keys() == there.keys() and all(np.array_equal(here[k], there[k]) for k in here)
+  first = lambda step: next(l for l in open(graph.log(step)) if l.startswith("[step]")).split(" node ")[1]
+  assert first("standard_s0/pretrain") != first(name)  # the two pretraining steps ran side by side, one per node
+
+
+def test_a_rerun_runs_nothing_and_a_changed_evaluation_key_reruns_exactly_its_steps(cluster_study):
+  c, root, _, before = cluster_study
+  with with_a_killed_pretraining_step() as study:
+    study.run(c, str(root))  # every step SUCCESS: only the report is written again
+    timings = [json.loads(l) for l in open(root / "timings.jsonl")]
+    assert len(timings) == 2 and timings[1]["jobs_s"] == {}
+    changed = micro_config()
+    changed.ray_address = c.ray_address
+    changed.evaluate.max_examples = 24  # the zero-shot test alone reads it
+    study.run(changed, str(root))
+    ran = set(json.loads(open(root / "timings.jsonl").read().splitlines()[-1])["jobs_s"])
+    assert ran == {f"{v}_s0/zero_shot" for v in ("standard", "forget")}
+    after = study.study_graph(changed, str(root))
   for name in ran:  # new directories; the old results stay where they were
     assert after.dirs[name] != before.dirs[name] and rworkdir.read_summary(before.dirs[name]) is not None
-
-
-def test_pretraining_steps_on_two_nodes_with_a_worker_killed_give_the_local_study_s_models(
-    local_study, ray_cluster, tmp_path):
-  """The study's two pretraining steps on a 2-node cluster (1 CPU each, so one step per node), and a
-  `kill -9` of the Ray worker of one of them after its checkpoint at update 10: Ray retries the step, it
-  resumes, and both models equal the local study's bit for bit (every later step is a function of them)."""
-  import shutil
-  from conftest import flat, losses
-  from rewire.checkpoint import load_params
-  from rewire.steps.cluster import Settings
-  from rewire.steps.engine import run_graph
-  from rewire.steps.graph import Graph
-  from rewire.study.graph import build_steps, study_graph
-  _, local_root, _ = local_study
-  c = micro_config()
-  c.ray_address = ray_cluster.address
-  local = study_graph(c, str(local_root))
-  wanted = ("data/pretrain", "standard_s0/pretrain", "forget_s0/pretrain")
-  steps = [s for s in build_steps(c) if s.name in wanted]
-  next(s for s in steps if s.name == "forget_s0/pretrain").entry = "step_fns:pretrain_killed_once"
-  graph = Graph(steps, str(tmp_path))
-  shutil.copytree(local.dirs["data/pretrain"], graph.dirs["data/pretrain"])  # computed elsewhere: skipped
-  run_graph(graph, Settings.from_config(c, "study"), stream=io.StringIO())
-  for name in wanted[1:]:
-    assert losses(graph.dirs[name]) == losses(local.dirs[name]), name
-    here, there = flat(load_params(graph.dirs[name])[0]), flat(load_params(local.dirs[name])[0])
-    assert here.keys() == there.keys() and all(np.array_equal(here[k], there[k]) for k in here), name
-  log = open(graph.log("forget_s0/pretrain")).read()
-  assert os.path.exists(graph.dirs["forget_s0/pretrain"] + ".killed") and log.count("[step] forget_s0/pretrain") == 2
-  assert len({graph.record(n)["node"] for n in wanted[1:]}) == 2  # one pretraining step per node
 
 
 def test_sigterm_stops_the_study_and_its_running_steps(tmp_path):
@@ -228,6 +237,6 @@ def test_the_command_line_dry_run_prints_the_graph_and_runs_nothing(tmp_path):
                        capture_output=True, text=True, cwd=root, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   lines = out.stdout.splitlines()
-  assert lines[0].split()[:3] == ["step", "hash", "state"] and len(lines) == 1 + 15  # 3 corpora, 12 model steps
+  assert lines[0].split()[:3] == ["step", "hash", "state"] and len(lines) == 1 + 11  # 3 corpora, 8 model steps
   assert all(line.split()[2:4] == ["PENDING", "run"] for line in lines[1:])
   assert not os.path.exists(tmp_path / "study")

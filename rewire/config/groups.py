@@ -31,7 +31,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       max_documents=0,           # >0: prepare only about this many documents of each source
       tfds_data_dir="",          # TFDS data directory for tfds: sources ("": TFDS's default)
       runner="DirectRunner",     # Apache Beam runner of the preparation (DataflowRunner, FlinkRunner, ...)
-      workers=0,                 # DirectRunner worker processes (0: one per core)
+      workers=0,                 # DirectRunner worker processes (0: one per core; 1 under 8 MB of text)
       beam_options="",           # extra Beam pipeline flags, e.g. "--project=P --region=R --temp_location=gs://B/t"
       verify_shards=True,        # re-hash a prepared:DIR's shards against its manifest when a run starts
       mask_prob=0.15))

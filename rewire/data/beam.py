@@ -227,8 +227,13 @@ def run_job(items: Sequence[tuple[int, sources.Unit, str]], work: Callable[[Any]
   """Runs `work` over every unit on a Beam runner; returns the units' summaries (in unit order).
 
   With the DirectRunner, `workers` > 1 runs that many worker processes (`multi_processing`); one worker
-  runs in this process. Other runners take their own options from `beam_args`.
+  runs the units in this process, one after another, without a pipeline (whose set-up takes seconds: most
+  of a small corpus's preparation). Other runners take their own options from `beam_args`.
   """
+  if runner == "DirectRunner" and workers <= 1 and not beam_args:
+    write_summaries([work(item) for item in items], summary_path)
+    with open(summary_path) as f:
+      return json.load(f)
   beam, PipelineOptions = _import_beam()
   options: dict[str, Any] = {"runner": runner}
   if runner == "DirectRunner":

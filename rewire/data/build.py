@@ -99,8 +99,8 @@ def _prepare(s: Settings, out: str, units, key: dict, fp: str, given_sha: str, e
                    seq_len=s.seq_len, dtype="uint16" if vocab_limit <= 1 << 16 else "int32",
                    sample_docs=s.tokenizer_sample_docs, tfds_data_dir=s.tfds_data_dir)
   items = [(i, u, role) for i, (u, role) in enumerate(units)]
-  workers = min(len(items), engine.workers or os.cpu_count() or 1)
   total_bytes = sum(u.size for u, _ in units)
+  workers = min(len(items), engine.workers or _auto_workers(total_bytes))
 
   def job(phase: str, fn):
     with _ProgressLine(staging, phase, name, total_bytes, log_stream), _tokenizer_threads(workers):
@@ -195,6 +195,15 @@ def _commit(out: str, staging: str, manifest: dict) -> None:
     os.replace(os.path.join(staging, name), os.path.join(out, name))
   write_json_atomic(os.path.join(out, corpus.MANIFEST), manifest)
   shutil.rmtree(staging, ignore_errors=True)
+
+
+SMALL_CORPUS_BYTES = 8 << 20
+
+
+def _auto_workers(total_bytes: int) -> int:
+  """`workers=0`: one per core, but a corpus under 8 MB is prepared in this process, since starting the
+  worker processes (a few seconds each) would take longer than the work."""
+  return 1 if total_bytes < SMALL_CORPUS_BYTES else os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -83,7 +83,7 @@ def run_step(spec: dict) -> dict:
   log = spec["log"] if process == 0 else f"{spec['log']}.p{process}"
   _redirect(log)
   name, workdir = spec["name"], spec["workdir"]
-  print(f"[step] {name} ({spec['hash']}) on {socket.gethostname()} pid {os.getpid()}"
+  print(f"[step] {name} ({spec['hash']}) on {socket.gethostname()} pid {os.getpid()} node {_node()[:12] or '-'}"
         + (f", process {process} of {distributed.get('num_processes', '?')}" if distributed else ""), flush=True)
   lease = (status.Lease(workdir, step=name, digest=spec["hash"], owner=spec["owner"], lease_s=spec["lease_s"],
                         log=spec["log"]) if process == 0 else None)
