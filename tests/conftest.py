@@ -313,15 +313,3 @@ def ray_cluster():
     disconnect_ray()
     cluster.shutdown()
 
-
-# The modules that take longest, first: pytest-xdist (`--dist loadfile --no-loadscope-reorder`, the README's
-# test command) then hands them out at the start and the short modules fill both workers at the end, rather
-# than a long module starting last while the other worker idles.
-LONGEST_FIRST = ("test_study.py", "test_multihost.py", "test_pipeline.py", "test_reliability.py", "test_probe.py",
-                 "test_sharding.py", "test_families.py", "test_steps.py", "test_train.py", "test_llama.py",
-                 "test_generate.py")
-
-
-def pytest_collection_modifyitems(config, items):
-  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
