@@ -111,7 +111,7 @@ def _error_lines(text: str) -> list[str]:
 
 
 def _named_checkpoint(line: str) -> str | None:
-  return line.split("last checkpoint: ")[1].rstrip(")").split(")")[0] if "last checkpoint: " in line else None
+  return line.split("last checkpoint: ")[1].split(")")[0] if "last checkpoint: " in line else None
 
 
 def _wait_for_save(workdir: str, job: Job, limit_s: float) -> bool:

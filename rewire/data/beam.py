@@ -232,8 +232,14 @@ def run_job(items: Sequence[tuple[int, sources.Unit, str]], work: Callable[[Any]
   """
   if runner == "DirectRunner" and workers <= 1 and not beam_args:
     write_summaries([work(item) for item in items], summary_path)
-    with open(summary_path) as f:
-      return json.load(f)
+  else:
+    _run_pipeline(items, work, summary_path, runner=runner, workers=workers, beam_args=beam_args)
+  with open(summary_path) as f:
+    return json.load(f)
+
+
+def _run_pipeline(items, work, summary_path: str, *, runner: str, workers: int, beam_args: Sequence[str]) -> None:
+  """`run_job` as a Beam pipeline, which writes the summaries to `summary_path` itself."""
   beam, PipelineOptions = _import_beam()
   options: dict[str, Any] = {"runner": runner}
   if runner == "DirectRunner":
@@ -247,8 +253,6 @@ def run_job(items: Sequence[tuple[int, sources.Unit, str]], work: Callable[[Any]
          | "Work" >> beam.Map(work)
          | "Collect" >> beam.combiners.ToList()
          | "Summarise" >> beam.Map(write_summaries, summary_path))
-  with open(summary_path) as f:
-    return json.load(f)
 
 
 @contextlib.contextmanager
