@@ -62,6 +62,21 @@ def tensorboard_tag(key: str) -> str:
   return f"train/{key}"
 
 
+def _summary_writer_class():
+  """tensorboardX's `SummaryWriter`, imported here (it pulls in protobuf, which only writers need) and
+  without PyTorch: its writer module imports torch when it can, only to accept torch tensors, which rewire
+  never passes. Where torch is installed (the HF extras) that import alone took 3 s of every run's start-up."""
+  if "torch" in sys.modules or "tensorboardX.writer" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]  # a later `import torch` (an HF export in this process) finds the real one
+  return SummaryWriter
+
+
 class MetricsWriter:
   """Appends records to `<workdir>/metrics.jsonl`, and their numbers to TensorBoard beside it."""
 
@@ -80,8 +95,7 @@ class MetricsWriter:
       if os.path.exists(path):
         os.remove(path)
       shutil.rmtree(tb_dir, ignore_errors=True)  # a fresh run: no events of an earlier one in its curves
-    from tensorboardX import SummaryWriter  # imported here: it pulls in protobuf, which only writers need
-    self._tb = SummaryWriter(tb_dir, purge_step=None if resume_step is None else resume_step + 1, flush_secs=30)
+    self._tb = _summary_writer_class()(tb_dir, purge_step=None if resume_step is None else resume_step + 1, flush_secs=30)
 
   def write(self, record: dict) -> None:
     if not self.enabled:

@@ -1,8 +1,9 @@
 """`python -m rewire.main`, run by the multi-host tests, recording what this process feeds to every step.
 
 Every batch this process hands to the train step is appended to `$REWIRE_TEST_FED_LOG` (one JSON line per
-step: the sha1 of each row, i.e. of each sequence fed), so a test can check the processes' shares from
-what they actually fed. `$REWIRE_TEST_SIGNAL=STEP:SIGNAL` makes this process send itself SIGNAL (TERM or
+step: the sha1 of each row, i.e. of each sequence fed; `{process}` in the path becomes this process's id),
+so a test can check the processes' shares from what they actually fed. Arguments may start with
+`-m rewire.main`, as the local launcher passes them to its Python. `$REWIRE_TEST_SIGNAL=STEP:SIGNAL` makes this process send itself SIGNAL (TERM or
 KILL) once it has fed STEP batches: a preemption or a crash of one process only, at a known step.
 """
 
@@ -39,11 +40,13 @@ def run(self, state, train_step, batches, place, **kwargs):
   if at:
     step, name = at.split(":")
     signal_at = (int(step) - kwargs.get("start", 0), getattr(signal, f"SIG{name}"))
-  return _run(self, state, train_step, _recorded(batches, os.environ.get("REWIRE_TEST_FED_LOG"), signal_at),
-              place, **kwargs)
+  log_path = os.environ.get("REWIRE_TEST_FED_LOG", "").replace("{process}", os.environ.get("JAX_PROCESS_ID", "0"))
+  return _run(self, state, train_step, _recorded(batches, log_path, signal_at), place, **kwargs)
 
 
 loop.Loop.run = run
 
 if __name__ == "__main__":
+  if sys.argv[1:3] == ["-m", "rewire.main"]:
+    del sys.argv[1:3]
   app.run(rewire_main.main, flags_parser=rewire_main.parse_flags)

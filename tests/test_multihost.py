@@ -1,7 +1,8 @@
 """Multi-host, for real: jobs of 2 processes x 2 CPU devices on localhost, each a separate OS process.
 
 The processes join one JAX job (`--distributed=on`, a coordinator on a free port, gloo collectives) and
-run the ordinary command line, through `tests/multihost_worker.py`, which records the rows each process
+run the ordinary command line (the uninterrupted 2-process job through `launch/local_multiprocess.sh`),
+through `tests/multihost_worker.py`, which records the rows each process
 fed to every step and can signal one process at a known step. The reference is the same run in one
 process with 4 devices.
 
@@ -49,8 +50,7 @@ def launch(workdir, processes: int, *overrides, config="configs/pretrain_forget.
   port = _free_port()
   procs = []
   for i in range(processes):
-    penv = dict(env, XLA_FLAGS=xla_flags(devices),
-                REWIRE_TEST_FED_LOG=os.path.join(str(workdir) + f".fed{i}.jsonl"))
+    penv = dict(env, XLA_FLAGS=xla_flags(devices), REWIRE_TEST_FED_LOG=str(workdir) + ".fed{process}.jsonl")
     if processes > 1:
       penv.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),
                   JAX_PROCESS_ID=str(i))
@@ -84,9 +84,28 @@ def _ok(results):
     assert code == 0, text[-3000:]
 
 
+def through_the_launcher(workdir, tmp):
+  """Runs the tiny job in 2 processes x 2 devices with `launch/local_multiprocess.sh`, whose Python runs
+  `multihost_worker.py` in place of `rewire.main` (a wrapper given as $PYTHON); returns its stdout."""
+  base, env = tiny_cli(workdir)
+  python = os.path.join(str(tmp), "python")
+  with open(python, "w") as f:
+    f.write(f"""#!/usr/bin/env bash
+if [[ "$1" == -m && "$2" == rewire.main ]]; then shift 2; exec {sys.executable} {WORKER} "$@"; fi
+exec {sys.executable} "$@"
+""")
+  os.chmod(python, 0o755)
+  env = dict(env, PYTHON=python, REWIRE_TEST_FED_LOG=str(workdir) + ".fed{process}.jsonl")
+  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "--", *base[3:]], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=TIMEOUT)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+  return out.stdout
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """The module's shared runs, made on first use: `runs(name)` -> workdir."""
+  """The module's shared runs, made on first use: `runs(name)` -> workdir (`runs.stdout[name]`: what the
+  launcher printed)."""
   root = tmp_path_factory.mktemp("multihost")
   made = {}
 
@@ -96,11 +115,12 @@ def runs(tmp_path_factory):
     wd = root / name
     if name == "one_process":  # the reference: 1 process x 4 devices, uninterrupted
       _ok(launch(wd, 1))
-    elif name == "two_processes":  # 2 processes x 2 devices, uninterrupted
-      _ok(launch(wd, 2))
+    elif name == "two_processes":  # 2 processes x 2 devices, uninterrupted, started by the local launcher
+      get.stdout[name] = through_the_launcher(wd, root)
     made[name] = wd
     return wd
 
+  get.stdout = {}
   return get
 
 
@@ -129,17 +149,13 @@ def test_each_process_feeds_a_disjoint_share_and_together_the_global_batch(runs)
     assert collections.Counter(a) + collections.Counter(b) == collections.Counter(whole), step
 
 
-def test_the_local_launcher_runs_a_job_whose_process_0_alone_reports(tmp_path):
-  base, env = tiny_cli(tmp_path / "wd")
-  env = dict(env, PATH=os.path.dirname(sys.executable) + os.pathsep + env["PATH"], PYTHON=sys.executable)
-  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "--", *base[3:], "--config.log_every=6"],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=TIMEOUT)
-  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-  lines = out.stdout.splitlines()
-  assert sum(l.startswith("[p0] [wd] step 12/12") for l in lines) == 2  # the training and validation lines
+def test_the_local_launcher_runs_a_job_whose_process_0_alone_reports(runs):
+  wd = runs("two_processes")
+  lines = runs.stdout["two_processes"].splitlines()
+  assert sum(l.startswith("[p0] [two_processes] step 12/12") for l in lines) == 2  # training and validation
   assert sum(l.startswith("[p0] done:") for l in lines) == 1
-  assert not [l for l in lines if l.startswith("[p1] [wd] step") or l.startswith("[p1] done:")]
-  with open(tmp_path / "wd" / "summary.json") as f:
+  assert not [l for l in lines if l.startswith("[p1] [two_processes] step") or l.startswith("[p1] done:")]
+  with open(wd / "summary.json") as f:
     assert json.load(f)["finished"]
 
 

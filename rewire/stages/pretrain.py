@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Any, Sequence
 
 import jax
@@ -32,6 +33,8 @@ from rewire.probe.during import DuringPretraining
 from rewire.stages import resume, warm_start
 from rewire.stages.pretrain_setup import Setup
 from rewire.telemetry import MetricsWriter, Progress, read_records
+
+LIVE_PLOT_S = 60.0  # the least time between two redraws of loss.png during training
 
 
 def _check_placement(config, mesh) -> None:
@@ -115,10 +118,15 @@ class _Run:
   name: str
   log_stream: Any
   is_main: bool = dataclasses.field(default_factory=lambda: jax.process_index() == 0)
+  plotted_at: float = dataclasses.field(default_factory=time.monotonic)
 
-  def plot(self) -> None:
-    if self.is_main:
-      plot_losses(os.path.join(self.workdir, "metrics.jsonl"), os.path.join(self.workdir, "loss.png"))
+  def plot(self, *, live: bool = False) -> None:
+    """Draws loss.png; a `live` redraw (after an evaluation) at most once per `LIVE_PLOT_S`, since drawing
+    takes about half a second and short evaluation intervals would otherwise spend it again and again."""
+    if not self.is_main or (live and time.monotonic() - self.plotted_at < LIVE_PLOT_S):
+      return
+    plot_losses(os.path.join(self.workdir, "metrics.jsonl"), os.path.join(self.workdir, "loss.png"))
+    self.plotted_at = time.monotonic()
 
   def initial_state(self) -> tuple[Any, int, dict | None]:
     """(state, start step, the summary of an already complete run or None), restoring when it can."""
@@ -163,7 +171,7 @@ class _Run:
                                                              is_main=self.is_main)))
     hooks = loop.Hooks(
         evaluate=lambda state, step: setup.evaluate(state["params"], data.valid, config.batch_size),
-        after_eval=lambda *_: self.plot(),
+        after_eval=lambda *_: self.plot(live=True),
         save=lambda step, state: ckpt.save(step, state, data.train.get_state(), force=True),
         preempted=ckpt.reached_preemption if jax.process_count() > 1 else None, periodic=periodic)
     try:
