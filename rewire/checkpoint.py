@@ -14,6 +14,7 @@ Every finished checkpoint is sealed: the sha256 of each of its files goes to
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -25,6 +26,17 @@ import orbax.checkpoint as ocp
 from rewire.errors import UserError
 from rewire.fileio import sha256_file, write_json_atomic
 from rewire.optim import path_str
+
+
+class _ReportedOnce(logging.Filter):
+  """Drops orbax's log of a failed background save (its traceback: hundreds of lines for a full disk). The
+  same exception reaches the next `save` or `wait`, where the run reports it in its one error line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "in background save thread" not in record.getMessage()
+
+
+_REPORTED_ONCE = _ReportedOnce()
 
 
 def _handlers() -> dict:
@@ -40,6 +52,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
+    logging.getLogger("absl").addFilter(_REPORTED_ONCE)  # once: a filter is added to a logger only once
     # The manager removes those folders in a background thread. Waiting for it here means a process that
     # stops right after opening (a refused resume: one error line, exit status 2) never exits while that
     # thread still runs, which would print the thread's interpreter-shutdown traceback after the error line.

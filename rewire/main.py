@@ -103,7 +103,8 @@ def main(argv) -> None:
     with multihost.PeerWatch():
       summary = run(_CONFIG.value, workdir, stop_after=_STOP_AFTER.value or None)
   except UserError as e:
-    _fail(str(e))
+    print(f"rewire: error: {e}", file=sys.stderr, flush=True)
+    multihost.leave_after_error(2)
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise

@@ -1,5 +1,5 @@
-"""The whole method on micro settings: every stage runs for both variants as steps on Ray started on this
-machine (the embedded default), and the report is written; a rerun runs nothing. (A step left RUNNING by a
+"""The whole method on micro settings: every stage runs, for the forgetting variant, as steps on Ray started
+on this machine (the embedded default), and the report is written; a rerun runs nothing. (A step left RUNNING by a
 killed driver is taken over in test_steps.py; a real stage retried after its worker was killed resumes
 bit-identically in test_study.py.)"""
 
@@ -25,6 +25,7 @@ def micro_config():
   c.finetune = finetune_config("", task="qa")
   c.finetune.update(epochs=1, max_train_examples=48)
   c.evaluate.max_examples = 16
+  c.variants = ("forget",)  # the stages are the same for both; a study compares the two (test_study.py)
   return c
 
 
@@ -41,18 +42,16 @@ def pipeline_run(tmp_path_factory):
 def test_pipeline_writes_a_report_from_real_runs(pipeline_run):
   root, summary = pipeline_run
   dirs = summary["dirs"]
-  for variant in ("standard", "forget"):
-    for step in ("pretrain", "adapt_es", "finetune_qa", "assembled_qa_es"):
-      assert dirs[f"{variant}/{step}"].startswith(os.path.join(str(root), variant, step + "-")), (variant, step)
-      assert os.path.exists(os.path.join(dirs[f"{variant}/{step}"], "model.json")), (variant, step)
+  for step in ("pretrain", "adapt_es", "finetune_qa", "assembled_qa_es"):
+    assert dirs[f"forget/{step}"].startswith(os.path.join(str(root), "forget", step + "-")), step
+    assert os.path.exists(os.path.join(dirs[f"forget/{step}"], "model.json")), step
+  assert not [name for name in dirs if name.startswith("standard/")]
   resets = json.load(open(os.path.join(dirs["forget/pretrain"], "summary.json")))["resets"]
   assert resets == [4, 8]
-  assert json.load(open(os.path.join(dirs["standard/pretrain"], "summary.json")))["resets"] == []
   results = json.load(open(os.path.join(root, "results.json")))
-  assert set(results["results"]) == {"standard", "forget"}
-  for variant in ("standard", "forget"):
-    scores = results["results"][variant]["es"]
-    assert set(scores) == {"f1", "exact_match"} and 0 <= scores["f1"] <= 100
+  assert set(results["results"]) == {"forget"}
+  scores = results["results"]["forget"]["es"]
+  assert set(scores) == {"f1", "exact_match"} and 0 <= scores["f1"] <= 100
   report = open(os.path.join(root, "report.md")).read()
   assert "| f1 | es | avg |" in report and "adaptation.png" in report
   assert os.path.getsize(os.path.join(root, "adaptation.png")) > 1000
@@ -63,7 +62,7 @@ def test_pipeline_resumes_without_redoing_finished_steps(pipeline_run):
   root, first = pipeline_run
   from rewire.telemetry import read_records
   ft = lambda v: os.path.join(first["dirs"][f"{v}/finetune_qa"], "metrics.jsonl")
-  before = {v: len(read_records(ft(v))) for v in ("standard", "forget")}
+  before = len(read_records(ft("forget")))
   again = run(micro_config(), str(root))
   assert again["results"] == first["results"] and again["dirs"] == first["dirs"]
-  assert {v: len(read_records(ft(v))) for v in ("standard", "forget")} == before
+  assert len(read_records(ft("forget"))) == before

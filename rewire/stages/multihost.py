@@ -10,6 +10,13 @@ every process keeps a TCP connection to process 0 (its address is published thro
 store), so when any process dies the kernel closes its connection; process 0 then stops, which closes the
 connections of all the others, and each survivor prints one line and exits with status 1. A process that
 finishes says goodbye first, so its ordinary exit is not taken for a death.
+
+A process that stops with an error sends its error line instead. An error that every process meets at
+the same step (a divergence) stops them all on their own; one that only this process met (its disk
+filled during a save) leaves the others waiting for it in a collective or a save's barrier. So a process
+told of a peer's error stops with that line if it has not stopped by itself within `HEARTBEAT_TIMEOUT_S`.
+The failed process waits as long for the others at an exit barrier (`leave_after_error`), then exits
+without JAX's shutdown barrier, which would wait for processes that are gone.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from rewire.errors import UserError
 
 LOST_PEER_EXIT = 1
 _BYE = b"bye"
+_ERR = b"err "  # the sender stopped with this error line
+_GONE = b"gone "  # process 0 stops now, because of this peer's error line
 _KEY = "rewire/peer_watch"
 
 # A process of the job that stops answering is declared dead after this long; the others then stop too.
@@ -156,19 +165,62 @@ class PeerWatch:
     return self
 
   def _watch(self, sock: socket.socket) -> None:
+    data = b""
     try:
-      data = sock.recv(16)
+      while chunk := sock.recv(4096):
+        data += chunk
     except OSError:
-      data = b""
+      pass
     if self.done.is_set() or data.startswith(_BYE):
+      return
+    if data.startswith(_GONE):
+      lost_peer(data[len(_GONE):].decode(errors="replace"), stream=self.stream, exit_fn=self.exit_fn)
+      return
+    if data.startswith(_ERR):  # the peer stopped with an error: this process may be stopping with it
+      if self.done.wait(HEARTBEAT_TIMEOUT_S):
+        return
+      for other in self._socks:  # process 0 passes the line on, so every process names the first error
+        if other is not sock:
+          try:
+            other.sendall(_GONE + data[len(_ERR):])
+          except OSError:
+            pass
+      lost_peer(data[len(_ERR):].decode(errors="replace"), stream=self.stream, exit_fn=self.exit_fn)
       return
     lost_peer(stream=self.stream, exit_fn=self.exit_fn)
 
-  def __exit__(self, *exc):
+  def __exit__(self, exc_type, exc, tb):
     self.done.set()
+    if exc_type is None:
+      message = _BYE
+    else:
+      line = (str(exc).strip().splitlines() or [exc_type.__name__])[0][:600]
+      message = _ERR + f"process {jax.process_index()} stopped: {line}".encode()
     for sock in self._socks:
       try:
-        sock.sendall(_BYE)
+        sock.sendall(message)
+        sock.shutdown(socket.SHUT_WR)
         sock.close()
       except OSError:
         pass
+
+
+def leave_after_error(code: int, *, stream=None) -> None:
+  """Exits a process of a job that stopped with an error (its line already printed) with status `code`.
+
+  The processes meet at a barrier first (for at most `HEARTBEAT_TIMEOUT_S`). When all arrive (an error they
+  all met), they exit normally, through JAX's shutdown. When one does not (it waits in a save's barrier
+  for this one, until its `PeerWatch` stops it), this process exits at once: JAX's shutdown would wait for
+  processes that are gone, and then abort with a C++ stack trace.
+  """
+  if jax.process_count() == 1:
+    sys.exit(code)
+  from jax._src import distributed
+  try:
+    distributed.global_state.client.wait_at_barrier("rewire-leave-after-error", HEARTBEAT_TIMEOUT_S * 1000)
+  except Exception:  # a timeout, or a peer (the coordinator's process) already gone
+    for s in (sys.stdout, sys.stderr, stream):
+      if s is not None:
+        s.flush()
+    os._exit(code)
+  sys.exit(code)
