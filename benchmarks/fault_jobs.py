@@ -111,7 +111,14 @@ def _error_lines(text: str) -> list[str]:
 
 
 def _named_checkpoint(line: str) -> str | None:
-  return line.split("last checkpoint: ")[1].split(")")[0] if "last checkpoint: " in line else None
+  """The checkpoint an error line names: "(last checkpoint: N)" or "checkpoint N is intact"."""
+  if "last checkpoint: " in line:
+    return line.split("last checkpoint: ")[1].split(")")[0]
+  words = line.split()
+  for i in range(len(words) - 2):
+    if words[i] == "checkpoint" and words[i + 2:i + 4] == ["is", "intact"]:
+      return words[i + 1]
+  return None
 
 
 def _wait_for_save(workdir: str, job: Job, limit_s: float) -> bool:

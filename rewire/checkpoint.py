@@ -29,11 +29,11 @@ from rewire.optim import path_str
 
 
 class _ReportedOnce(logging.Filter):
-  """Drops orbax's log of a failed background save (its traceback: hundreds of lines for a full disk). The
-  same exception reaches the next `save` or `wait`, where the run reports it in its one error line."""
+  """Drops orbax's logs of a failed save's threads, each with its traceback (hundreds of lines for a full
+  disk). The same exception reaches the next `save` or `wait`, where the run reports it in its one line."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return "in background save thread" not in record.getMessage()
+    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
 
 
 _REPORTED_ONCE = _ReportedOnce()
@@ -79,6 +79,10 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> None:
     """Starts saving `step`; UserError when this save, or the previous background one, failed."""
+    try:
+      self._mngr.wait_until_finished()  # as orbax's own `save` does first: here, to name the step that failed
+    except Exception as e:
+      self._failed(self._requested if self._requested is not None else step, e)
     self.seal_finished()
     stale = os.path.join(self.sums_dir, f"{step}.json")
     if jax.process_index() == 0 and os.path.exists(stale):
@@ -100,13 +104,20 @@ class Checkpointer:
     for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
       if name.startswith(f"{step}.") and "tmp" in name:
         shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    try:
+      self._seal_finalized()
+    except OSError:  # the full disk may not take a seal either: that checkpoint is then not named
+      pass
     why = f" ({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:160]})" if error else ""
-    intact = [s for s in self._mngr.all_steps() if s != step]
+    intact = {s for s in self._mngr.all_steps() if s != step}
+    if jax.process_index() == 0:  # the process that seals names only what it sealed: a resume starts there
+      intact &= self._sealed_steps()
     raise UserError(f"saving checkpoint {step} in {self.directory} failed{why}; is the disk full? The run "
                     f"stopped; " + (f"checkpoint {max(intact)} is intact" if intact else "no checkpoint is kept"))
 
   def seal_finished(self) -> None:
-    """Writes the checksums of every finished checkpoint that has none yet (process 0).
+    """Writes the checksums of every finished checkpoint that has none yet (process 0); UserError when the
+    newest save failed in the background.
 
     `all_steps` lists only finalised checkpoints (orbax renames a save's temporary folder when it is
     complete), so this is safe while the next save is still being written.
@@ -121,6 +132,11 @@ class Checkpointer:
       except Exception as e:  # the background save's own error, if orbax kept it
         error = e
       self._failed(self._requested, error)
+    self._seal_finalized()
+
+  def _seal_finalized(self) -> None:
+    if jax.process_index() != 0:
+      return
     steps = set(self._mngr.all_steps())
     for step in self._sealed_steps() - steps:
       os.remove(os.path.join(self.sums_dir, f"{step}.json"))  # its checkpoint was rotated out (max_to_keep)

@@ -12,7 +12,10 @@ The loop owns everything around the step:
   from a state after a step whose `finite` flag is false;
 * evaluation every `eval_every` steps and at the end; checkpoints every `checkpoint_every` steps, at the
   end and when stopping;
-* preemption: SIGTERM (what TPU/GPU schedulers send) saves at the next step and returns;
+* preemption: SIGTERM (what TPU/GPU schedulers send) saves at the next step and returns. A stop between two
+  log steps writes no record of its own: every checkpoint holds the per-step metrics of the steps since
+  the last record (`carried`), and a run resumed from it averages them with the rest of the interval, so
+  its `metrics.jsonl` reads exactly like an uninterrupted run's, whether it stopped or was killed;
 * the progress line with its ETA, and `summary.json` (through `rewire.workdir`) when the stage finishes.
 """
 
@@ -133,14 +136,15 @@ class Loop:
   on_log: Callable[[], None] = lambda: None  # after every metrics flush (e.g. sealing finished checkpoints)
 
   def run(self, state: Any, train_step: Callable, batches: Iterator, place: Callable, *, start: int = 0,
-          hooks: Hooks = Hooks(), stop_after: int | None = None) -> Result:
+          hooks: Hooks = Hooks(), stop_after: int | None = None, carried: Sequence[dict] = ()) -> Result:
     """Steps from `start` to `total_steps` (or until preempted / `stop_after`), calling the stage's `hooks`.
 
     A `finite` metric (the step's loss, gradient norm and new params all finite) is read with the other
     metrics at each flush, and for the steps since the last flush before a checkpoint; no checkpoint is
-    written from a state after a non-finite step.
+    written from a state after a non-finite step. `carried`: the stopped run's unlogged steps (`carry`).
     """
-    self._pending: list[tuple[int, Any]] = []
+    self._pending: list[tuple[int, Any]] = [(c["step"], _from_json(c["metrics"])) for c in carried]
+    self.carry: list[dict] = []  # what a stop between two log steps leaves for the resumed run
     self._finite = True  # every flushed step so far had a finite state
     self._timed_steps, self._t_last = 0, time.perf_counter()
     step, last_eval, total = start, None, self.total_steps
@@ -157,7 +161,7 @@ class Loop:
           self._timed_steps += 1
         signalled = hooks.preempted(step) if hooks.preempted is not None else preempt.requested
         stopping = signalled or (stop_after is not None and step >= stop_after)
-        if step % self.log_every == 0 or step == total or stopping:
+        if step % self.log_every == 0 or step == total:
           self.flush(hooks.extra(step))
         if hooks.evaluate is not None and ((self.eval_every and step % self.eval_every == 0) or step == total):
           self.flush(hooks.extra(step))  # so the steps before the evaluation are timed without it
@@ -178,6 +182,7 @@ class Loop:
             self.flush(hooks.extra(step))
             raise UserError(f"{self.what} diverged by step {step}: the state is not finite, so no checkpoint "
                             f"was written from it; {self.hint()}")
+          self._carry_pending()
           hooks.save(step, state)
         if stopping and step < total:
           break
@@ -185,6 +190,18 @@ class Loop:
     return Result(state=state, step=step, last_eval=last_eval, finished=step >= total,
                   preempted=stopped and preempt.signal_name != "SIGINT",
                   interrupted=stopped and preempt.signal_name == "SIGINT")
+
+  def _carry_pending(self) -> None:
+    """Before a checkpoint: the per-step metrics of the steps since the last record, for the checkpoint. A
+    run resumed from it averages them into its next record, and writes their events then, as an
+    uninterrupted run does (a run that goes on flushes them itself; one that stops here writes none)."""
+    fetched = jax.device_get([m for _, m in self._pending])
+    self.carry = [{"step": s, "metrics": _to_json(m)} for (s, _), m in zip(self._pending, fetched)]
+
+  def _write_events(self, step: int, metrics: dict) -> None:
+    for flag, event in self.events.items():
+      if bool(metrics[flag]):
+        self.writer.write({"event": event, "step": step})
 
   def _state_finite(self) -> bool:
     flags = [m["finite"] for _, m in self._pending if "finite" in m]
@@ -198,9 +215,7 @@ class Loop:
     now = time.perf_counter()
     self._finite = self._finite and all(bool(m.get("finite", True)) for m in fetched)
     for (s, _), m in zip(self._pending, fetched):
-      for flag, event in self.events.items():
-        if bool(m[flag]):
-          self.writer.write({"event": event, "step": s})
+      self._write_events(s, m)
     last_step = self._pending[-1][0]
     rec: dict[str, Any] = {"step": last_step, **extra}
     for k in fetched[-1]:
@@ -217,6 +232,15 @@ class Loop:
     self.progress.log(last_step, rec)
     self.on_log()
     self._pending, self._t_last, self._timed_steps = [], time.perf_counter(), 0
+
+
+def _to_json(metrics: dict) -> dict:
+  """Host metric scalars as JSON: {key: [value, dtype]} (a float32 goes through a float exactly)."""
+  return {k: [np.asarray(v).item(), np.asarray(v).dtype.str] for k, v in metrics.items()}
+
+
+def _from_json(metrics: dict) -> dict:
+  return {k: np.asarray(v, dtype=np.dtype(dtype)) for k, (v, dtype) in metrics.items()}
 
 
 def finish(workdir: str, summary: dict, *, is_main: bool) -> dict:

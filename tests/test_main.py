@@ -27,26 +27,71 @@ def get_config():
 """
 
 
-@pytest.mark.parametrize("case", ["override", "config_file", "corpus", "mesh"])
-def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path):
-  workdir = tmp_path / "run"
-  cfg = os.path.join(ROOT, "configs", "pretrain_forget.py")
-  extra, expect = {
-      "override": (["--config.forget_evry=3"], "forget_every"),
-      "config_file": ([], "unknown config key config.forget_evry (did you mean config.forget_every?)"),
-      "corpus": ([f"--config.data.source=files:{tmp_path}/nothing/*.txt"], "no file matches"),
-      "mesh": (["--config.mesh.data=3"], "mesh"),
-  }[case]
-  if case == "config_file":
-    cfg = str(tmp_path / "bad.py")
-    with open(cfg, "w") as f:
-      f.write(BAD_CONFIG)
-  out = rewire_main(f"--config={cfg}", f"--workdir={workdir}", *extra)
-  assert out.returncode == 2, out.stderr[-2000:]
-  lines = [l for l in out.stderr.splitlines() if l.strip()]
-  assert len(lines) == 1 and lines[0].startswith("rewire: error: "), out.stderr[-2000:]
-  assert expect in lines[0]
-  assert not workdir.exists()
+CFG = os.path.join(ROOT, "configs", "pretrain_forget.py")
+
+# Bad inputs: (arguments, what the one line must say). {tmp} is the cases' folder; each case's workdir is
+# {tmp}/<case>/run, which must not exist afterwards (but for workdir_file, which is a file).
+CASES = {
+    "override": ([f"--config={CFG}", "--config.forget_evry=3"], "forget_every"),
+    "config_file": (["--config={tmp}/bad.py"],
+                    "unknown config key config.forget_evry (did you mean config.forget_every?)"),
+    "corpus": ([f"--config={CFG}", "--config.data.source=files:{tmp}/nothing/*.txt"], "no file matches"),
+    "mesh": ([f"--config={CFG}", "--config.mesh.data=3"], "mesh"),
+    "missing_config": (["--config={tmp}/nope.py"], "nope.py"),
+    "unknown_preset": ([f"--config={CFG}:huge"], "unknown preset 'huge'"),
+    "mask_prob": ([f"--config={CFG}", "--config.data.mask_prob=1.5"], "data.mask_prob must be in (0, 1)"),
+    "negative_lr": ([f"--config={CFG}", "--config.optim.lr=-0.1"], "optim.lr must be positive"),
+    "workdir_file": ([f"--config={CFG}"], "is a file"),
+    "unwritable": ([f"--config={CFG}"], "cannot write to workdir"),
+    # A key of another family is an unknown key, as a typo is (one model group holds one family's keys).
+    "llama_key_on_roberta": ([f"--config={CFG}", "--config.model.rope_theta=1"], "rope_theta"),
+    "roberta_key_on_llama": ([f"--config={CFG}:tiny-llama", "--config.model.type_vocab_size=2"], "type_vocab_size"),
+    # A model value the config alone cannot tell is wrong: checked before the workdir is touched.
+    "heads": ([f"--config={CFG}", "--config.model.num_heads=3"], "not a multiple of model.num_heads=3"),
+}
+FRESH = "override"  # run as its own `python -m rewire.main`, as typed; the others in forks of one process
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+  """{case: (exit status, stderr, workdir)} for every case of `CASES`."""
+  import json
+  tmp = tmp_path_factory.mktemp("bad_inputs")
+  (tmp / "bad.py").write_text(BAD_CONFIG)
+  workdirs = {case: tmp / case / "run" for case in CASES}
+  for case in CASES:
+    (tmp / case).mkdir()
+  workdirs["workdir_file"].write_text("not a directory")
+  (tmp / "unwritable" / "a_file").write_text("x")
+  workdirs["unwritable"] = tmp / "unwritable" / "a_file" / "run"
+  args = {case: [a.replace("{tmp}", str(tmp)) for a in CASES[case][0]] + [f"--workdir={workdirs[case]}"]
+          for case in CASES}
+  out = {}
+  fresh = rewire_main(*args[FRESH])
+  out[FRESH] = (fresh.returncode, fresh.stderr, workdirs[FRESH])
+  forked = [case for case in CASES if case != FRESH]
+  spec = [{"args": args[case], "stdout": str(tmp / case / "stdout"), "stderr": str(tmp / case / "stderr")}
+          for case in forked]
+  env = dict(os.environ, XLA_FLAGS=QUICK_COMPILE, PYTHONPATH=ROOT)
+  server = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cli_forks.py")], input=json.dumps(spec),
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+  assert server.returncode == 0, server.stderr[-2000:]
+  codes = [int(line) for line in server.stdout.split()]
+  for case, code in zip(forked, codes, strict=True):
+    out[case] = (code, (tmp / case / "stderr").read_text(), workdirs[case])
+  return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_writes_nothing(case, bad_inputs):
+  code, stderr, workdir = bad_inputs[case]
+  assert code == 2, stderr[-2000:]
+  lines = [l for l in stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("rewire: error: "), stderr[-2000:]
+  assert CASES[case][1] in lines[0]
+  assert case == "workdir_file" or not workdir.exists()
+  if case == "unwritable":
+    assert (workdir.parent).read_text() == "x"
 
 
 def test_resuming_with_a_mismatched_tokenizer_fails_in_a_fresh_process(tmp_path):
@@ -65,38 +110,6 @@ def test_resuming_with_a_mismatched_tokenizer_fails_in_a_fresh_process(tmp_path)
   assert len(lines) == 1 and "rewire: error:" in lines[0] and "other settings: data.tokenizer" in lines[0], lines
   after = sorted((p, os.path.getmtime(os.path.join(r, p))) for r, _, fs in os.walk(workdir) for p in fs)
   assert before == after
-
-
-@pytest.mark.parametrize("case", ["missing_config", "unknown_preset", "mask_prob", "negative_lr", "workdir_file",
-                                  "unwritable", "llama_key_on_roberta", "roberta_key_on_llama", "heads"])
-def test_more_bad_inputs_are_one_line(case, tmp_path):
-  cfg = os.path.join(ROOT, "configs", "pretrain_forget.py")
-  workdir = tmp_path / "run"
-  if case == "workdir_file":
-    workdir.write_text("not a directory")
-  if case == "unwritable":
-    (tmp_path / "a_file").write_text("x")
-    workdir = tmp_path / "a_file" / "run"
-  args, expect = {
-      "missing_config": ([f"--config={tmp_path}/nope.py"], "nope.py"),
-      "unknown_preset": ([f"--config={cfg}:huge"], "unknown preset 'huge'"),
-      "mask_prob": ([f"--config={cfg}", "--config.data.mask_prob=1.5"], "data.mask_prob must be in (0, 1)"),
-      "negative_lr": ([f"--config={cfg}", "--config.optim.lr=-0.1"], "optim.lr must be positive"),
-      "workdir_file": ([f"--config={cfg}"], "is a file"),
-      "unwritable": ([f"--config={cfg}"], "cannot write to workdir"),
-      # A key of another family is an unknown key, as a typo is (one model group holds one family's keys).
-      "llama_key_on_roberta": ([f"--config={cfg}", "--config.model.rope_theta=1"], "rope_theta"),
-      "roberta_key_on_llama": ([f"--config={cfg}:tiny-llama", "--config.model.type_vocab_size=2"],
-                               "type_vocab_size"),
-      # A model value the config alone cannot tell is wrong: checked before the workdir is touched.
-      "heads": ([f"--config={cfg}", "--config.model.num_heads=3"], "not a multiple of model.num_heads=3"),
-  }[case]
-  out = rewire_main(*args, f"--workdir={workdir}")
-  assert out.returncode == 2, out.stderr[-2000:]
-  lines = [l for l in out.stderr.splitlines() if l.strip()]
-  assert len(lines) == 1 and lines[0].startswith("rewire: error: ") and expect in lines[0], out.stderr[-2000:]
-  assert case == "workdir_file" or not workdir.exists()
-  assert case != "unwritable" or (tmp_path / "a_file").read_text() == "x"
 
 
 def test_every_stage_ends_with_a_closing_line_that_gives_its_result(tmp_path):

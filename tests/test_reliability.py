@@ -98,6 +98,23 @@ def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(s
   assert logged == list(range(1, total + 1))
 
 
+def test_a_run_stopped_between_two_log_steps_resumes_to_the_metrics_of_an_uninterrupted_one(tmp_path):
+  """Logged every 4 updates, stopped after update 5: the checkpoint carries update 5's metrics, and the
+  resumed run's records (losses averaged over 5..6, the resets, the evaluations) equal an uninterrupted
+  run's, value for value."""
+  c = tiny_config()
+  c.log_every = 4
+  one = jax.devices()[:1]
+  timing = ("tokens_per_s", "tokens_per_s_per_device", "tflops_per_device", "mfu")
+  records = lambda wd: [{k: v for k, v in r.items() if k not in timing} for r in read_records(str(wd / "metrics.jsonl"))]
+  run_tiny(c, tmp_path / "uninterrupted", devices=one)
+  stopped = run_tiny(c, tmp_path / "run", devices=one, stop_after=5)
+  assert stopped["step"] == 5 and [r["step"] for r in records(tmp_path / "run") if "loss" in r] == [4]
+  run_tiny(c, tmp_path / "run", devices=one)
+  assert records(tmp_path / "run") == records(tmp_path / "uninterrupted")
+  assert [r["step"] for r in records(tmp_path / "run") if "loss" in r and "valid_loss" not in r] == [4, 6, 8, 12]
+
+
 def test_resuming_with_other_settings_is_refused_and_a_torn_metrics_line_is_harmless(tmp_path):
   c = tiny_config()
   run_tiny(c, tmp_path, devices=jax.devices()[:1], stop_after=6)

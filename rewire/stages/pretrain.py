@@ -35,6 +35,7 @@ from rewire.stages.pretrain_setup import Setup
 from rewire.telemetry import MetricsWriter, Progress, read_records
 
 LIVE_PLOT_S = 60.0  # the least time between two redraws of loss.png during training
+CARRIED = "loop_carried"  # the checkpoint's data-state key for the loop's unlogged steps (`Loop.carry`)
 
 
 def _check_placement(config, mesh) -> None:
@@ -119,6 +120,7 @@ class _Run:
   log_stream: Any
   is_main: bool = dataclasses.field(default_factory=lambda: jax.process_index() == 0)
   plotted_at: float = dataclasses.field(default_factory=time.monotonic)
+  carried: list = dataclasses.field(default_factory=list)  # the restored checkpoint's unlogged steps
 
   def plot(self, *, live: bool = False) -> None:
     """Draws loss.png; a `live` redraw (after an evaluation) at most once per `LIVE_PLOT_S`, since drawing
@@ -135,6 +137,7 @@ class _Run:
                                         notify=lambda line: is_main and print(line, file=sys.stderr, flush=True))
     if restored:
       state, data_state, start = restored
+      self.carried = data_state.pop(CARRIED, [])
       self.data.train.set_state(data_state)
       summary = rworkdir.read_summary(self.workdir)
       return state, start, summary if start >= config.total_steps else None
@@ -172,12 +175,12 @@ class _Run:
     hooks = loop.Hooks(
         evaluate=lambda state, step: setup.evaluate(state["params"], data.valid, config.batch_size),
         after_eval=lambda *_: self.plot(live=True),
-        save=lambda step, state: ckpt.save(step, state, data.train.get_state(), force=True),
+        save=lambda step, state: ckpt.save(step, state, {**data.train.get_state(), CARRIED: run.carry}, force=True),
         preempted=ckpt.reached_preemption if jax.process_count() > 1 else None, periodic=periodic)
     try:
       with jax.set_mesh(mesh), nn.logical_axis_rules(setup.rules):
         result = run.run(state, setup.train_step, data.train, lambda batch: sharding.global_batch(batch, mesh),
-                         start=start, hooks=hooks, stop_after=stop_after)
+                         start=start, hooks=hooks, stop_after=stop_after, carried=self.carried)
       ckpt.wait()  # a failed last save stops the run here with its one line
     finally:
       writer.close()
