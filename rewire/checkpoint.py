@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from typing import Any, Callable
 
@@ -33,10 +34,37 @@ class _ReportedOnce(logging.Filter):
   disk). The same exception reaches the next `save` or `wait`, where the run reports it in its one line."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
+    if not record.exc_info:
+      return True
+    if f"{os.sep}orbax{os.sep}" in record.pathname:
+      return False
+    # asyncio's "exception was never retrieved" of a write that orbax started and then abandoned
+    tb = record.exc_info[2]
+    while tb is not None:
+      if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+        return False
+      tb = tb.tb_next
+    return True
 
 
 _REPORTED_ONCE = _ReportedOnce()
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """Wraps `sys.unraisablehook`: a failed save's remaining writes complete after orbax closed their event
+  loop, and each completion's callback raises "Event loop is closed" where nothing can catch it. Those are
+  dropped (the save's own error is reported); anything else goes to the hook that was there."""
+  previous = sys.unraisablehook
+  if getattr(previous, "rewire_quiet", False):
+    return
+
+  def hook(unraisable) -> None:
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook.rewire_quiet = True
+  sys.unraisablehook = hook
 
 
 def _handlers() -> dict:
@@ -52,7 +80,9 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
-    logging.getLogger("absl").addFilter(_REPORTED_ONCE)  # once: a filter is added to a logger only once
+    for logger in ("absl", "asyncio"):  # once: a filter is added to a logger only once
+      logging.getLogger(logger).addFilter(_REPORTED_ONCE)
+    _quiet_closed_loop_callbacks()
     # The manager removes those folders in a background thread. Waiting for it here means a process that
     # stops right after opening (a refused resume: one error line, exit status 2) never exits while that
     # thread still runs, which would print the thread's interpreter-shutdown traceback after the error line.
@@ -234,7 +264,11 @@ class Checkpointer:
     return out
 
   def wait(self) -> None:
-    self._mngr.wait_until_finished()
+    """Lets the saves in flight finish and seals them; UserError (one line) when one failed."""
+    try:
+      self._mngr.wait_until_finished()
+    except Exception as e:  # a save that failed in the background (orbax re-raises its error here)
+      self._failed(self._requested, e)
     self.seal_finished()
 
   def close(self) -> None:
