@@ -93,6 +93,7 @@ class Checkpointer:
     self._async = async_save
     self._closed = False
     self._requested: int | None = None  # the newest step whose save was started
+    self._save_failed = False  # a save failed and was reported: the run is stopping
     root = os.path.dirname(self.directory)
     self.sums_dir = os.path.join(root, "checkpoint_checksums")
     self.damaged_dir = os.path.join(root, "damaged_checkpoints")
@@ -127,6 +128,7 @@ class Checkpointer:
       self.seal_finished()
 
   def _failed(self, step: int, error: Exception | None) -> None:
+    self._save_failed = True
     try:
       self._mngr.wait_until_finished()  # earlier saves still in flight complete, so they stay usable
     except Exception:  # their own failure is reported below with this one
@@ -299,14 +301,24 @@ class Checkpointer:
   def finish(self) -> None:
     """Ends the checkpointer on any exit path, an error included: a save in flight either completes and is
     sealed or leaves no temporary folder, and orbax's threads stop, so the process exits with its one line
-    instead of hanging in a save's barrier or printing the threads' shutdown tracebacks."""
+    instead of hanging in a save's barrier or printing the threads' shutdown tracebacks.
+
+    After a failed save in a job of several processes the manager is left open: the other processes may be
+    waiting for this one in that save's barrier, and closing would wait with them. The process is about
+    to exit, and its `PeerWatch` stops the others with its error line.
+    """
     if self._closed:
       return
     self._closed = True
     try:
       self._settle()
     finally:
-      self._mngr.close()
+      if not (self._save_failed and jax.process_count() > 1):
+        try:
+          self._mngr.close()
+        except Exception:  # the failed save's error again: it was reported
+          if not self._save_failed:
+            raise
 
 
 def _file_hashes(directory: str) -> dict[str, str]:

@@ -211,7 +211,7 @@ def test_a_rerun_runs_nothing_and_a_changed_evaluation_key_would_rerun_exactly_i
     assert after.dirs[name] != before.dirs[name] and rworkdir.read_summary(before.dirs[name]) is not None
 
 
-def test_sigterm_stops_the_study_and_its_running_steps(tmp_path):
+def test_sigterm_stops_the_study_and_its_running_steps(ray_cluster, tmp_path):
   """SIGTERM to the driver (a preempted host) stops the running steps and exits 143; nothing is complete."""
   import signal
   import subprocess
@@ -220,7 +220,7 @@ def test_sigterm_stops_the_study_and_its_running_steps(tmp_path):
   from step_fns import blocked_at, diamond, start_driver_blocked_at
   tmp = str(tmp_path)
   _with_tests_on_path()
-  proc = start_driver_blocked_at(tmp, "a", stdout=subprocess.PIPE, text=True)
+  proc = start_driver_blocked_at(tmp, "a", address=ray_cluster.address, stdout=subprocess.PIPE, text=True)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=180)
   assert proc.returncode == 143
