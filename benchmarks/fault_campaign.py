@@ -130,7 +130,7 @@ def main() -> int:
   final = subprocess.run(command(run, corpus), cwd=ROOT, env=ENV, capture_output=True, text=True)
   campaign_seconds = time.time() - t0
 
-  from rewire.checkpoint import load_params
+  from rewire.workdir import load_params
   import numpy as np
   import jax
   ok = final.returncode == 0

@@ -133,7 +133,7 @@ def _wait_for_save(workdir: str, job: Job, limit_s: float) -> bool:
 
 
 def same_run(a: str, b: str) -> dict:
-  from rewire.checkpoint import load_params
+  from rewire.workdir import load_params
   import jax
   import numpy as np
   pa, _ = load_params(a)

@@ -14,57 +14,17 @@ Every finished checkpoint is sealed: the sha256 of each of its files goes to
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
-import sys
 import time
 from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
-from rewire.errors import UserError
+from rewire.errors import UserError, quiet_save_failures
 from rewire.fileio import sha256_file, write_json_atomic
 from rewire.optim import path_str
-
-
-class _ReportedOnce(logging.Filter):
-  """Drops orbax's logs of a failed save's threads, each with its traceback (hundreds of lines for a full
-  disk). The same exception reaches the next `save` or `wait`, where the run reports it in its one line."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if not record.exc_info:
-      return True
-    if f"{os.sep}orbax{os.sep}" in record.pathname:
-      return False
-    # asyncio's "exception was never retrieved" of a write that orbax started and then abandoned
-    tb = record.exc_info[2]
-    while tb is not None:
-      if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
-        return False
-      tb = tb.tb_next
-    return True
-
-
-_REPORTED_ONCE = _ReportedOnce()
-
-
-def _quiet_closed_loop_callbacks() -> None:
-  """Wraps `sys.unraisablehook`: a failed save's remaining writes complete after orbax closed their event
-  loop, and each completion's callback raises "Event loop is closed" where nothing can catch it. Those are
-  dropped (the save's own error is reported); anything else goes to the hook that was there."""
-  previous = sys.unraisablehook
-  if getattr(previous, "rewire_quiet", False):
-    return
-
-  def hook(unraisable) -> None:
-    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
-      return
-    previous(unraisable)
-
-  hook.rewire_quiet = True
-  sys.unraisablehook = hook
 
 
 def _handlers() -> dict:
@@ -75,14 +35,11 @@ def _handlers() -> dict:
 class Checkpointer:
   def __init__(self, directory: str, *, keep: int, async_save: bool = True):
     self.directory = os.path.abspath(directory)
-    # cleanup_tmp_directories: a save that failed or was killed leaves no temporary folder behind for the
-    # next run to trip on.
+    # cleanup_tmp_directories: no temporary folder of a failed or killed save is left for the next run.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
-    for logger in ("absl", "asyncio"):  # once: a filter is added to a logger only once
-      logging.getLogger(logger).addFilter(_REPORTED_ONCE)
-    _quiet_closed_loop_callbacks()
+    self._quiet = quiet_save_failures()
     # The manager removes those folders in a background thread. Waiting for it here means a process that
     # stops right after opening (a refused resume: one error line, exit status 2) never exits while that
     # thread still runs, which would print the thread's interpreter-shutdown traceback after the error line.
@@ -111,7 +68,7 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> None:
     """Starts saving `step`; UserError when this save, or the previous background one, failed."""
     try:
-      self._mngr.wait_until_finished()  # as orbax's own `save` does first: here, to name the step that failed
+      self._wait_for_saves()  # as orbax's own `save` does first: here, to name the step that failed
     except Exception as e:
       self._failed(self._requested if self._requested is not None else step, e)
     self.seal_finished()
@@ -130,7 +87,8 @@ class Checkpointer:
   def _failed(self, step: int, error: Exception | None) -> None:
     self._save_failed = True
     try:
-      self._mngr.wait_until_finished()  # earlier saves still in flight complete, so they stay usable
+      if not self._own_failure():  # else orbax's threads wait for the other processes: no waiting for them
+        self._mngr.wait_until_finished()  # earlier saves still in flight complete, so they stay usable
     except Exception:  # their own failure is reported below with this one
       pass
     for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
@@ -265,10 +223,25 @@ class Checkpointer:
     jax.tree_util.tree_map_with_path(visit, tree)
     return out
 
+  def _own_failure(self) -> str | None:
+    """Why a save of this checkpointer failed in its background writes in this process, if one did."""
+    prefix = self.directory + os.sep
+    return next((why for d, why in self._quiet.failed_saves.items() if d.startswith(prefix)), None)
+
+  def _wait_for_saves(self) -> None:
+    """`wait_until_finished`, but a failure of this process's own writes is raised at once, without waiting
+    for orbax's threads (after such a failure they wait for the other processes at a barrier)."""
+    while self._mngr.is_saving_in_progress():
+      failed = self._own_failure()
+      if failed:
+        raise OSError(failed)
+      time.sleep(0.02)
+    self._mngr.wait_until_finished()
+
   def wait(self) -> None:
     """Lets the saves in flight finish and seals them; UserError (one line) when one failed."""
     try:
-      self._mngr.wait_until_finished()
+      self._wait_for_saves()
     except Exception as e:  # a save that failed in the background (orbax re-raises its error here)
       self._failed(self._requested, e)
     self.seal_finished()
@@ -300,13 +273,9 @@ class Checkpointer:
 
   def finish(self) -> None:
     """Ends the checkpointer on any exit path, an error included: a save in flight either completes and is
-    sealed or leaves no temporary folder, and orbax's threads stop, so the process exits with its one line
-    instead of hanging in a save's barrier or printing the threads' shutdown tracebacks.
-
-    After a failed save in a job of several processes the manager is left open: the other processes may be
-    waiting for this one in that save's barrier, and closing would wait with them. The process is about
-    to exit, and its `PeerWatch` stops the others with its error line.
-    """
+    sealed or leaves no temporary folder, and orbax's threads stop, so the process exits with its one line.
+    After a failed save in a job of several processes the manager stays open: the others may wait for this
+    process in that save's barrier, and closing would wait with them (its `PeerWatch` stops them)."""
     if self._closed:
       return
     self._closed = True
@@ -328,43 +297,3 @@ def _file_hashes(directory: str) -> dict[str, str]:
       path = os.path.join(root, name)
       out[os.path.relpath(path, directory)] = sha256_file(path)
   return out
-
-
-def has_checkpoint(directory: str) -> bool:
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
-
-
-def load_params(workdir: str, step: int | None = None, *, sharding: jax.sharding.Sharding | None = None) -> tuple[Any, int]:
-  """Reads only the model parameters of a run's checkpoint (newest unless `step`); returns (params, step).
-
-  Stages that start from an earlier stage's workdir use this: the optimizer state is not read.
-  """
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not has_checkpoint(directory):
-    raise UserError(f"no checkpoint in {directory}")
-  mngr = ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
-                               options=ocp.CheckpointManagerOptions(create=False))
-  try:
-    steps = list(mngr.all_steps())
-    step = mngr.latest_step() if step is None else step
-    if step not in steps:
-      raise UserError(f"no checkpoint for step {step} in {directory}; available: {steps}")
-    try:
-      meta = mngr.item_metadata(step)["state"]
-      tree = meta.tree if hasattr(meta, "tree") else meta
-      has_params = "params" in tree
-      if has_params:
-        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree["params"])
-        restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
-        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item={"params": target}, restore_args={"params": restore_args}, partial_restore=True)))
-    except Exception as e:  # orbax/tensorstore raise many types for damaged files
-      first = (str(e).strip().splitlines() or [""])[0][:200]
-      raise UserError(f"cannot read checkpoint {step} in {directory}: it is damaged ({type(e).__name__}: "
-                      f"{first})") from None
-    if not has_params:
-      raise UserError(f"the checkpoint in {directory} holds no params")
-    return out["state"]["params"], step
-  finally:
-    mngr.close()

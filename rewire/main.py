@@ -41,6 +41,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "processes in the job 
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "this process's id (default: $JAX_PROCESS_ID, or detected)")
 _JOIN_TIMEOUT = flags.DEFINE_integer("join_timeout", multihost.JOIN_TIMEOUT_S, "Multi-host: seconds to wait for "
                                      "every process of the job to join; a job that cannot form then stops with one line.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout", multihost.HEARTBEAT_TIMEOUT_S, "Multi-host: seconds after which a process that stopped "
+    "answering is taken for dead, and the most the others wait for themselves to stop after a peer's error.")
 _STOP_AFTER = flags.DEFINE_integer("stop_after", 0, "Training stages: save a checkpoint and stop once this many "
                                    "updates are done, as a preemption would (0: run to the end); rerun to go on.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check the config against the devices and print the run's shape "
@@ -88,7 +91,8 @@ def main(argv) -> None:
     _fail(f"cannot load config file {config_path}: {last}")
   try:
     multihost.join_job(_DISTRIBUTED.value, coordinator=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                      process_id=_PROCESS_ID.value, join_timeout_s=_JOIN_TIMEOUT.value)
+                      process_id=_PROCESS_ID.value, join_timeout_s=_JOIN_TIMEOUT.value,
+                      heartbeat_timeout_s=_HEARTBEAT_TIMEOUT.value)
   except UserError as e:
     _fail(str(e))
   workdir = _WORKDIR.value or default_workdir(config_path)

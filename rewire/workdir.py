@@ -3,7 +3,8 @@
   config.json      the config the stage ran with
   model.json       the model's architecture and shape (a task model adds its task, labels and lengths)
   tokenizer.json   the tokenizer the model's ids belong to
-  checkpoints/N/   orbax checkpoints: a run's train state, or params only (assembly, import, fine-tuning)
+  checkpoints/N/   orbax checkpoints: a run's train state, or params only (assembly, import, fine-tuning);
+                   `load_params` reads the params of any of them
   summary.json     the stage's summary, written last: a workdir with `"finished": true` in it is complete
 
 Every stage goes through these functions, so a later stage, the exporter and the pipeline read any
@@ -19,9 +20,11 @@ import os
 import shutil
 from typing import Any
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
-from rewire.checkpoint import Checkpointer, has_checkpoint
+from rewire.checkpoint import Checkpointer
 from rewire.errors import UserError
 from rewire.fileio import write_json_atomic
 
@@ -140,3 +143,43 @@ def is_complete(workdir: str) -> bool:
   """Whether the stage that writes `workdir` finished there."""
   summary = read_summary(workdir)
   return bool(summary and summary.get("finished"))
+
+
+def has_checkpoint(directory: str) -> bool:
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def load_params(workdir: str, step: int | None = None, *, sharding: jax.sharding.Sharding | None = None) -> tuple[Any, int]:
+  """Reads only the model parameters of a run's checkpoint (newest unless `step`); returns (params, step).
+
+  Stages that start from an earlier stage's workdir use this: the optimizer state is not read.
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not has_checkpoint(directory):
+    raise UserError(f"no checkpoint in {directory}")
+  mngr = ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+                               options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    steps = list(mngr.all_steps())
+    step = mngr.latest_step() if step is None else step
+    if step not in steps:
+      raise UserError(f"no checkpoint for step {step} in {directory}; available: {steps}")
+    try:
+      meta = mngr.item_metadata(step)["state"]
+      tree = meta.tree if hasattr(meta, "tree") else meta
+      has_params = "params" in tree
+      if has_params:
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree["params"])
+        restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
+        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": target}, restore_args={"params": restore_args}, partial_restore=True)))
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+      first = (str(e).strip().splitlines() or [""])[0][:200]
+      raise UserError(f"cannot read checkpoint {step} in {directory}: it is damaged ({type(e).__name__}: "
+                      f"{first})") from None
+    if not has_params:
+      raise UserError(f"the checkpoint in {directory} holds no params")
+    return out["state"]["params"], step
+  finally:
+    mngr.close()

@@ -5,6 +5,8 @@ step: the sha1 of each row, i.e. of each sequence fed; `{process}` in the path b
 so a test can check the processes' shares from what they actually fed. Arguments may start with
 `-m rewire.main`, as the local launcher passes them to its Python. `$REWIRE_TEST_SIGNAL=STEP:SIGNAL` makes this process send itself SIGNAL (TERM or
 KILL) once it has fed STEP batches: a preemption or a crash of one process only, at a known step.
+`$REWIRE_TEST_FAIL_SAVE=STEP` makes this process's own writes of checkpoint STEP fail in the background,
+as a full disk would on one host, while the other processes wait for it in that save's barrier.
 """
 
 import hashlib
@@ -45,6 +47,26 @@ def run(self, state, train_step, batches, place, **kwargs):
 
 
 loop.Loop.run = run
+
+
+def _failing_save_of(step: str) -> None:
+  import concurrent.futures
+  import orbax.checkpoint as ocp
+  real = ocp.StandardCheckpointHandler.async_save
+
+  async def async_save(self, directory, *args, **kwargs):
+    futures = await real(self, directory, *args, **kwargs)
+    if f"{os.sep}{step}.orbax-checkpoint-tmp" not in str(getattr(directory, "path", directory)):
+      return futures
+    failed = concurrent.futures.Future()
+    failed.set_exception(OSError(28, "No space left on device"))
+    return [*(futures or []), failed]
+
+  ocp.StandardCheckpointHandler.async_save = async_save
+
+
+if os.environ.get("REWIRE_TEST_FAIL_SAVE"):
+  _failing_save_of(os.environ["REWIRE_TEST_FAIL_SAVE"])
 
 if __name__ == "__main__":
   if sys.argv[1:3] == ["-m", "rewire.main"]:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from rewire import forgetting, optim, sharding
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.config import probe_defaults
 from rewire.data.tokenizer import SpecialIds
 from rewire.models import registry

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 from rewire.models import registry
 from rewire import hf
 from rewire.hf import convert as hf_convert
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.models.roberta import RobertaConfig

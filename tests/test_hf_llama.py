@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.hf import export_checkpoint, import_checkpoint

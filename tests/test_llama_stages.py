@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rewire import optim, sharding
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError
 from rewire.stages.pretrain_setup import Setup

@@ -40,9 +40,10 @@ def _free_port() -> int:
 
 
 def launch(workdir, processes: int, *overrides, config="configs/pretrain_forget.py", signal_at=None,
-           flags=None):
+           flags=None, fail_save_at=None):
   """Runs one job of `processes` processes (2 devices each, or 4 for a single process); returns their
-  (exit status, output) in process order. `signal_at=(process, "STEP:SIG")` signals that process only."""
+  (exit status, output) in process order. `signal_at=(process, "STEP:SIG")` signals that process only;
+  `fail_save_at=(process, STEP)` fails that process's own writes of checkpoint STEP."""
   base, env = tiny_cli(workdir)
   cmd = [sys.executable, WORKER, f"--config={config}", f"--workdir={workdir}",
          *(flags if flags is not None else base[4:]), *overrides]
@@ -56,6 +57,8 @@ def launch(workdir, processes: int, *overrides, config="configs/pretrain_forget.
                   JAX_PROCESS_ID=str(i))
     if signal_at is not None and signal_at[0] == i:
       penv["REWIRE_TEST_SIGNAL"] = signal_at[1]
+    if fail_save_at is not None and fail_save_at[0] == i:
+      penv["REWIRE_TEST_FAIL_SAVE"] = str(fail_save_at[1])
     procs.append(subprocess.Popen(cmd + (["--distributed=on"] if processes > 1 else ["--distributed=off"]),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                                   env=penv))
@@ -73,7 +76,7 @@ def fed(workdir, process: int) -> list[list[str]]:
 
 
 def params(workdir):
-  from rewire.checkpoint import load_params
+  from rewire.workdir import load_params
   import jax
   p, step = load_params(str(workdir))
   return step, [np.asarray(x) for x in jax.tree.leaves(p)]
@@ -256,6 +259,22 @@ def test_a_divergence_with_a_save_in_flight_ends_three_processes_with_one_line_e
     named = errors[0].split("last checkpoint: ")[1].rstrip(")")
     assert (wd / "checkpoint_checksums" / f"{named}.json").is_file()
   assert not [p for p in (wd / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+def test_a_save_that_fails_on_one_process_ends_both_with_one_line_each(tmp_path):
+  """Process 1's own writes of checkpoint 6 fail in the background (a full disk on one host) while process 0
+  waits for them in that save's barrier: process 1 stops with its line, process 0 with a line naming
+  process 1's error, both within the heartbeat timeout (5 s here) and with nothing else on their output."""
+  wd = tmp_path / "failed_save"
+  start = time.perf_counter()
+  (code0, out0), (code1, out1) = launch(wd, 2, "--heartbeat_timeout=5", fail_save_at=(1, 6))
+  assert time.perf_counter() - start < 150  # compile and 6 updates, then the exits (orbax's own wait: 20 min)
+  lines0, lines1 = ([l for l in out.splitlines() if l.startswith("rewire:")] for out in (out0, out1))
+  assert code1 == 2 and len(lines1) == 1 and "saving checkpoint 6" in lines1[0], out1[-3000:]
+  assert "No space left on device" in lines1[0] and "is the disk full" in lines1[0]
+  assert code0 == 1 and len(lines0) == 1 and "(process 1 stopped: saving checkpoint 6" in lines0[0], out0[-3000:]
+  for out in (out0, out1):  # no traceback, and no error or fatal log line (glog's E/F prefix and date)
+    assert "Traceback" not in out and not [l for l in out.splitlines() if l[:1] in "EF" and l[1:5].isdigit()], out[-3000:]
 
 
 def test_a_two_host_pretraining_step_on_two_ray_nodes_gives_the_losses_of_the_launcher(runs, ray_cluster, tmp_path):

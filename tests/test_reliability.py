@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rewire import workdir as rworkdir
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.errors import UserError
 from rewire.telemetry import read_records
 

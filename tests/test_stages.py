@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rewire.stages.assemble import assemble
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.errors import UserError
 from rewire.stages.evaluate import evaluate_model, results_table, write_results
 from rewire.telemetry import read_records

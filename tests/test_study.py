@@ -177,7 +177,7 @@ def test_the_killed_pretraining_step_is_retried_resumes_and_ends_bit_identical(c
   update is logged once) and ends bit-identical to an uninterrupted run of its config, here in-process."""
   from conftest import flat, losses
   from rewire import stages
-  from rewire.checkpoint import load_params
+  from rewire.workdir import load_params
   _, _, _, graph = cluster_study
   name = "forget_s0/pretrain"
   log = open(graph.log(name)).read()

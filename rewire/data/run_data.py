@@ -76,7 +76,7 @@ def _sync(name: str) -> None:
 
 
 def _has_checkpoint(workdir: str) -> bool:
-  from rewire.checkpoint import has_checkpoint
+  from rewire.workdir import has_checkpoint
   from rewire.workdir import checkpoint_dir
   return has_checkpoint(checkpoint_dir(workdir))
 

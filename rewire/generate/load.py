@@ -19,7 +19,7 @@ import numpy as np
 import tokenizers
 
 from rewire import workdir as rworkdir
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.models import registry

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from rewire import workdir as rworkdir
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.fileio import write_json_atomic

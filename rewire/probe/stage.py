@@ -27,7 +27,7 @@ import numpy as np
 from rewire import config as rconfig
 from rewire import sharding
 from rewire import workdir as rworkdir
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.fileio import write_json_atomic
 from rewire.models import registry
 from rewire.probe.languages import Language, prepare_languages

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from rewire import workdir
-from rewire.checkpoint import has_checkpoint, load_params
+from rewire.workdir import has_checkpoint, load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.models import registry

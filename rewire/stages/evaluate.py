@@ -18,7 +18,7 @@ import numpy as np
 from rewire import config as rconfig
 from rewire import sharding
 from rewire import workdir as rworkdir
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError
 from rewire.models.task_model import TaskModel, task_model_config

@@ -19,7 +19,8 @@ from flax import linen as nn
 from rewire import config as rconfig
 from rewire import loop, optim, sharding, step
 from rewire import workdir as rworkdir
-from rewire.checkpoint import Checkpointer, has_checkpoint
+from rewire.checkpoint import Checkpointer
+from rewire.workdir import has_checkpoint
 from rewire.data.batches import array_batches
 from rewire.data.tokenizer import load_tokenizer
 from rewire.errors import UserError

@@ -14,7 +14,8 @@ finishes says goodbye first, so its ordinary exit is not taken for a death.
 A process that stops with an error sends its error line instead. An error that every process meets at
 the same step (a divergence) stops them all on their own; one that only this process met (its disk
 filled during a save) leaves the others waiting for it in a collective or a save's barrier. So a process
-told of a peer's error stops with that line if it has not stopped by itself within `HEARTBEAT_TIMEOUT_S`.
+told of a peer's error stops with that line if it has not stopped by itself within the job's heartbeat
+timeout (`--heartbeat_timeout`, 30 s by default).
 The failed process waits as long for the others at an exit barrier (`leave_after_error`), then exits
 without JAX's shutdown barrier, which would wait for processes that are gone.
 """
@@ -35,10 +36,12 @@ LOST_PEER_EXIT = 1
 _BYE = b"bye"
 _ERR = b"err "  # the sender stopped with this error line
 _GONE = b"gone "  # process 0 stops now, because of this peer's error line
+_LET_GO_S = 5.0  # how long process 0 waits for the others to exit before it does (it hosts the job)
 _KEY = "rewire/peer_watch"
 
 # A process of the job that stops answering is declared dead after this long; the others then stop too.
 HEARTBEAT_TIMEOUT_S = 30
+_job = {"heartbeat_timeout_s": HEARTBEAT_TIMEOUT_S}  # this process's job, as joined
 # How long a process waits for the whole job to form (every host of a pod slice may take minutes to boot).
 JOIN_TIMEOUT_S = 300
 JOIN_FAILED_EXIT = 2
@@ -102,6 +105,7 @@ def join_job(mode: str, *, coordinator: str = "", num_processes: int = 0, proces
       exit_fn(JOIN_FAILED_EXIT)
 
   threading.Thread(target=watchdog, name="rewire-join-watchdog", daemon=True).start()
+  _job["heartbeat_timeout_s"] = heartbeat_timeout_s
   try:  # JAX's own timeout comes later, so the watchdog's line is the one a job that cannot form ends with
     jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=heartbeat_timeout_s,
                                initialization_timeout=join_timeout_s + 60)
@@ -166,26 +170,33 @@ class PeerWatch:
 
   def _watch(self, sock: socket.socket) -> None:
     data = b""
-    try:
-      while chunk := sock.recv(4096):
+    try:  # one message, ended by a newline, or the connection's end
+      while not data.endswith(b"\n") and (chunk := sock.recv(4096)):
         data += chunk
     except OSError:
       pass
-    if self.done.is_set() or data.startswith(_BYE):
+    text = data.rstrip(b"\n")
+    if self.done.is_set() or text.startswith(_BYE):
       return
-    if data.startswith(_GONE):
-      lost_peer(data[len(_GONE):].decode(errors="replace"), stream=self.stream, exit_fn=self.exit_fn)
+    if text.startswith(_GONE):
+      lost_peer(text[len(_GONE):].decode(errors="replace"), stream=self.stream, exit_fn=self.exit_fn)
       return
-    if data.startswith(_ERR):  # the peer stopped with an error: this process may be stopping with it
-      if self.done.wait(HEARTBEAT_TIMEOUT_S):
+    if text.startswith(_ERR):  # the peer stopped with an error: this process may be stopping with it
+      if self.done.wait(_job["heartbeat_timeout_s"]):
         return
-      for other in self._socks:  # process 0 passes the line on, so every process names the first error
-        if other is not sock:
-          try:
-            other.sendall(_GONE + data[len(_ERR):])
-          except OSError:
-            pass
-      lost_peer(data[len(_ERR):].decode(errors="replace"), stream=self.stream, exit_fn=self.exit_fn)
+      others = [other for other in self._socks if other is not sock]
+      for other in others:  # process 0 passes the line on, so every process names the first error
+        try:
+          other.sendall(_GONE + text[len(_ERR):] + b"\n")
+        except OSError:
+          pass
+      for other in others:  # and lets them go first: its exit ends the job's coordination service
+        try:
+          other.settimeout(_LET_GO_S)
+          other.recv(1)
+        except OSError:
+          pass
+      lost_peer(text[len(_ERR):].decode(errors="replace"), stream=self.stream, exit_fn=self.exit_fn)
       return
     lost_peer(stream=self.stream, exit_fn=self.exit_fn)
 
@@ -198,9 +209,10 @@ class PeerWatch:
       message = _ERR + f"process {jax.process_index()} stopped: {line}".encode()
     for sock in self._socks:
       try:
-        sock.sendall(message)
+        sock.sendall(message + b"\n")
         sock.shutdown(socket.SHUT_WR)
-        sock.close()
+        if exc_type is None:
+          sock.close()
       except OSError:
         pass
 
@@ -208,17 +220,20 @@ class PeerWatch:
 def leave_after_error(code: int, *, stream=None) -> None:
   """Exits a process of a job that stopped with an error (its line already printed) with status `code`.
 
-  The processes meet at a barrier first (for at most `HEARTBEAT_TIMEOUT_S`). When all arrive (an error they
-  all met), they exit normally, through JAX's shutdown. When one does not (it waits in a save's barrier
-  for this one, until its `PeerWatch` stops it), this process exits at once: JAX's shutdown would wait for
-  processes that are gone, and then abort with a C++ stack trace.
+  The processes meet at a barrier first. When all arrive (an error they all met), they exit normally,
+  through JAX's shutdown. When one does not (it waits in a save's barrier for this one, until its
+  `PeerWatch` stops it), this process exits without JAX's shutdown, which would wait for processes that
+  are gone. Process 0 hosts the job's coordination service, whose end aborts every process still joined to
+  it, so it waits longest: past the others' `PeerWatch` timeout; the others wait half of that.
   """
   if jax.process_count() == 1:
     sys.exit(code)
   from jax._src import distributed
+  heartbeat = _job["heartbeat_timeout_s"]
+  wait_s = heartbeat + 2 * _LET_GO_S if jax.process_index() == 0 else heartbeat / 2
   try:
-    distributed.global_state.client.wait_at_barrier("rewire-leave-after-error", HEARTBEAT_TIMEOUT_S * 1000)
-  except Exception:  # a timeout, or a peer (the coordinator's process) already gone
+    distributed.global_state.client.wait_at_barrier("rewire-leave-after-error", int(wait_s * 1000))
+  except Exception:  # a timeout, or a peer already gone
     for s in (sys.stdout, sys.stderr, stream):
       if s is not None:
         s.flush()

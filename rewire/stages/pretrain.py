@@ -23,7 +23,8 @@ from flax import linen as nn
 from rewire import config as rconfig
 from rewire import loop, sharding
 from rewire import workdir as rworkdir
-from rewire.checkpoint import Checkpointer, has_checkpoint
+from rewire.checkpoint import Checkpointer
+from rewire.workdir import has_checkpoint
 from rewire.data.run_data import pretraining_data
 from rewire.data.tokenizer import SpecialIds
 from rewire.errors import UserError

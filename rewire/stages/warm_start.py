@@ -18,7 +18,7 @@ import numpy as np
 
 from rewire import config as rconfig
 from rewire import workdir
-from rewire.checkpoint import load_params
+from rewire.workdir import load_params
 from rewire.errors import UserError
 from rewire.models import registry
 from rewire.optim import path_str
