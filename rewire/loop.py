@@ -144,7 +144,7 @@ class Loop:
     written from a state after a non-finite step. `carried`: the stopped run's unlogged steps (`carry`).
     """
     self._pending: list[tuple[int, Any]] = [(c["step"], _from_json(c["metrics"])) for c in carried]
-    self.carry: list[dict] = []  # what a stop between two log steps leaves for the resumed run
+    self.carry: list[dict] = []  # the unflushed steps at the newest checkpoint, saved with it
     self._finite = True  # every flushed step so far had a finite state
     self._timed_steps, self._t_last = 0, time.perf_counter()
     step, last_eval, total = start, None, self.total_steps
@@ -178,11 +178,14 @@ class Loop:
             self._t_last, self._timed_steps = time.perf_counter(), 0
         if hooks.save is not None and ((self.checkpoint_every and step % self.checkpoint_every == 0)
                                  or step == total or stopping):
-          if not self._state_finite():  # reads the unflushed steps' flags: a sync at checkpoint cadence only
+          fetched = jax.device_get([m for _, m in self._pending])  # a sync at checkpoint cadence only
+          if not (self._finite and all(bool(m.get("finite", True)) for m in fetched)):
             self.flush(hooks.extra(step))
             raise UserError(f"{self.what} diverged by step {step}: the state is not finite, so no checkpoint "
                             f"was written from it; {self.hint()}")
-          self._carry_pending()
+          # The unflushed steps go into the checkpoint: a run resumed from it averages them into its next
+          # record and writes their events then, as this run does if it goes on.
+          self.carry = [{"step": s, "metrics": _to_json(m)} for (s, _), m in zip(self._pending, fetched)]
           hooks.save(step, state)
         if stopping and step < total:
           break
@@ -190,22 +193,6 @@ class Loop:
     return Result(state=state, step=step, last_eval=last_eval, finished=step >= total,
                   preempted=stopped and preempt.signal_name != "SIGINT",
                   interrupted=stopped and preempt.signal_name == "SIGINT")
-
-  def _carry_pending(self) -> None:
-    """Before a checkpoint: the per-step metrics of the steps since the last record, for the checkpoint. A
-    run resumed from it averages them into its next record, and writes their events then, as an
-    uninterrupted run does (a run that goes on flushes them itself; one that stops here writes none)."""
-    fetched = jax.device_get([m for _, m in self._pending])
-    self.carry = [{"step": s, "metrics": _to_json(m)} for (s, _), m in zip(self._pending, fetched)]
-
-  def _write_events(self, step: int, metrics: dict) -> None:
-    for flag, event in self.events.items():
-      if bool(metrics[flag]):
-        self.writer.write({"event": event, "step": step})
-
-  def _state_finite(self) -> bool:
-    flags = [m["finite"] for _, m in self._pending if "finite" in m]
-    return self._finite and all(bool(f) for f in jax.device_get(flags))
 
   def flush(self, extra: dict) -> None:
     """Fetches the pending metrics, writes one averaged record (and the events), logs the progress line."""
@@ -215,7 +202,9 @@ class Loop:
     now = time.perf_counter()
     self._finite = self._finite and all(bool(m.get("finite", True)) for m in fetched)
     for (s, _), m in zip(self._pending, fetched):
-      self._write_events(s, m)
+      for flag, event in self.events.items():
+        if bool(m[flag]):
+          self.writer.write({"event": event, "step": s})
     last_step = self._pending[-1][0]
     rec: dict[str, Any] = {"step": last_step, **extra}
     for k in fetched[-1]:

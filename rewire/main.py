@@ -71,9 +71,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail(f"bad --config override: {msg}".replace("\n", " "))
 
 
-def _fail(message: str) -> None:
-  print(f"rewire: error: {message}", file=sys.stderr)
-  sys.exit(2)
+def _fail(message: str, exit_fn=sys.exit) -> None:
+  print(f"rewire: error: {message}", file=sys.stderr, flush=True)
+  exit_fn(2)
 
 
 def main(argv) -> None:
@@ -107,8 +107,7 @@ def main(argv) -> None:
     with multihost.PeerWatch():
       summary = run(_CONFIG.value, workdir, stop_after=_STOP_AFTER.value or None)
   except UserError as e:
-    print(f"rewire: error: {e}", file=sys.stderr, flush=True)
-    multihost.leave_after_error(2)
+    _fail(str(e), exit_fn=multihost.leave_after_error)
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise

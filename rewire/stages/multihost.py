@@ -16,8 +16,8 @@ the same step (a divergence) stops them all on their own; one that only this pro
 filled during a save) leaves the others waiting for it in a collective or a save's barrier. So a process
 told of a peer's error stops with that line if it has not stopped by itself within the job's heartbeat
 timeout (`--heartbeat_timeout`, 30 s by default).
-The failed process waits as long for the others at an exit barrier (`leave_after_error`), then exits
-without JAX's shutdown barrier, which would wait for processes that are gone.
+The failed process meets the others at an exit barrier (`leave_after_error`); when they do not come, it
+exits without JAX's shutdown barrier, which would wait for processes that are gone.
 """
 
 from __future__ import annotations
@@ -210,9 +210,7 @@ class PeerWatch:
     for sock in self._socks:
       try:
         sock.sendall(message + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        if exc_type is None:
-          sock.close()
+        sock.close()
       except OSError:
         pass
 
