@@ -69,7 +69,7 @@ def test_no_checkpoint_is_written_from_a_non_finite_state(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(sig, tmp_path):
+def test_sigterm_or_ctrl_c_saves_a_sealed_checkpoint_and_exits_with_one_line(sig, tmp_path):
   total = TOTAL * 5  # long enough that the signal comes first (it follows update 3 within a poll)
   cmd, env = cli(tmp_path / "w", f"--config.total_steps={total}", "--config.eval_every=100",
                  "--config.checkpoint_every=100")
@@ -90,12 +90,9 @@ def test_sigterm_saves_exits_143_and_the_rerun_reads_like_an_uninterrupted_run(s
   assert rworkdir.read_summary(str(tmp_path / "w"))["finished"] is False
   logged = [r["step"] for r in read_records(str(metrics)) if "loss" in r and "event" not in r]
   assert logged == list(range(1, stopped + 1))  # every step up to the stop, each once
-  if sig != signal.SIGTERM:
-    return  # the stop is the same save; one resume is enough
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0 and "done:" in out.stdout
-  logged = [r["step"] for r in read_records(str(metrics)) if "loss" in r and "event" not in r]
-  assert logged == list(range(1, total + 1))
+  assert os.path.isfile(tmp_path / "w" / "checkpoint_checksums" / f"{stopped}.json")  # saved and sealed
+  # The resume from such a stop: in-process below (metrics equal an uninterrupted run's), and from a real
+  # SIGTERM in a 2-process job (test_multihost, params bit-identical).
 
 
 def test_a_run_stopped_between_two_log_steps_resumes_to_the_metrics_of_an_uninterrupted_one(tmp_path):

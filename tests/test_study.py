@@ -13,6 +13,7 @@ from rewire.errors import UserError
 from rewire.steps.progress import eta
 from rewire.study.report import REPORT_FILES
 from rewire.study.statistics import bootstrap_gain
+from rewire.telemetry import read_records
 
 
 def test_seed_bootstrap_of_the_gain():
@@ -156,11 +157,15 @@ def test_micro_study_end_to_end_on_two_nodes(cluster_study):
     assert os.path.isfile(root / name), name
   stats = json.load(open(root / "study.json"))
   assert stats["pretrain"]["forget"]["resets"] == [3] and stats["pretrain"]["standard"]["resets"] == [0]
+  index = json.load(open(root / "graph.json"))
+  # The standard baseline never resets: no reset event, and no learning rate of the forgetting episodes.
+  records = read_records(os.path.join(index["standard_s0/pretrain"]["dir"], "metrics.jsonl"))
+  keys = {k for r in records for k in r}
+  assert not [r for r in records if r.get("event") == "forget"] and "lr_train" in keys and "lr_forget" not in keys
   assert set(stats["zero_shot"]["forget"]["8000"]) == set(stats["zero_shot"]["forget"]["4000"]) == {"es"}
   # The controlled language: adapted at every budget, tested on the enciphered English items, as a ratio.
   transfer = stats["transfer"]["cipher"]
   assert set(transfer) == {"4000", "8000"}
-  index = json.load(open(root / "graph.json"))
   assert all(entry["state"] == "SUCCESS" for entry in index.values()) and len(index) == 11
   zs = json.load(open(os.path.join(index["forget_s0/zero_shot"]["dir"], "summary.json")))["results"]
   assert transfer["8000"]["forget"]["ratio"]["mean"] == pytest.approx(

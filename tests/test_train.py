@@ -86,14 +86,6 @@ def test_one_device_matches_eight_devices(full_run, tiny_runs):
   np.testing.assert_allclose([x for _, x in l1], [x for _, x in l8], rtol=2e-4)
 
 
-def test_standard_run_never_resets(tmp_path):
-  summary = run(tiny_config(forgetting=False), tmp_path, devices=jax.devices()[:2])
-  records = read_records(os.path.join(tmp_path, "metrics.jsonl"))
-  assert not [r for r in records if r.get("event") == "forget"]
-  assert summary["resets"] == []
-  assert "lr_forget" not in records[-2] and "lr_train" in [k for r in records for k in r]
-
-
 def _snapshot(d):
   out = {}
   for root, _, files in os.walk(d):
