@@ -279,6 +279,10 @@ def family_runs(tiny_runs, tmp_path_factory):
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the test clusters live on localhost, for one module each
+# Every step starts a worker of its own (`max_calls=1`, often with its own environment), so the idle workers
+# that Ray prestarts for each driver would only cost CPU (about 1.5 s each).
+os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+os.environ.setdefault("RAY_enable_worker_prestart", "0")
 
 
 def _with_tests_on_path() -> None:
