@@ -5,7 +5,7 @@ The core sits directly in this directory, one module per concern: `main` (the co
 `loop` (the one training loop), `checkpoint`, `workdir` (the on-disk contract), `sharding`, `telemetry`
 and `plot`. The core imports nothing of rewire but the core (`main` excepted, which dispatches to the
 stages). The groups are packages, each with its own `May import:` rule: `config`, `data`, `tasks`,
-`models`, `probe`, `stages`, `steps`, `study` and `hf`.
+`models`, `vocab`, `probe`, `stages`, `steps`, `study` and `hf`.
 
 Words, one per idea, in code, config and docs:
 

@@ -14,7 +14,8 @@ Each stage's schema lives in one module, with its defaults and the check of its 
   presets.py    the `tiny` and `base` presets
   schema.py     `validate`: the stage's schema, unknown keys ("did you mean"), its value check
 
-May import: rewire.errors, rewire.models (the family registry: parameter paths), rewire.tasks.names.
+May import: rewire.errors, rewire.models (the family registry: parameter paths), rewire.tasks.names,
+rewire.vocab (the names of its methods).
 """
 
 from rewire.config.evaluate import assemble_defaults, evaluate_defaults

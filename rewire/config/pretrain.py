@@ -37,7 +37,17 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.reinit = ml_collections.ConfigDict(dict(
       pattern="",                # leaves drawn afresh instead of loaded: a regex over param paths or a name of
                                  # rewire.models.registry.LEAF_SETS (2-D: N(0, init_std), RoBERTa's pad row 0; 1-D: 0)
-      init_std=0.02))
+      init_std=0.02,
+      # How the new vocabulary rows start (rewire.vocab): random (the paper's N(0, init_std)), mean (the
+      # old rows' mean and covariance), overlap (copy the rows of shared pieces), focus (FOCUS), omp
+      # (orthogonal matching pursuit over shared pieces), script (the mean of the old rows of the same script).
+      method="random",
+      fallback="random",         # rows overlap / focus / omp cannot build: random, mean or script
+      covariance_scale=1.0,      # mean: the covariance's scale (Hugging Face's resize_token_embeddings: 1e-9)
+      focus_temperature=0.1,     # focus: sparsemax(cosine similarity / temperature)
+      omp_atoms=8,               # omp: shared pieces per new piece, at most
+      # focus / omp: fastText vectors (gensim) of the new pieces, trained on the adaptation text
+      aux_dim=100, aux_epochs=5, aux_window=5, aux_min_count=3, aux_min_tokens=20_000))
   c.token_budget = 0             # >0: train on the shortest prefix of the corpus with this many tokens, repeated
   # Plasticity during pretraining: every probe_every updates, probe the current body with the `probe`
   # recipe (see rewire/config/probe.py); results go to plasticity.jsonl and plasticity.png. 0: never.
@@ -76,6 +86,14 @@ def check_pretrain(config) -> None:
   """The values of a pretraining or adaptation config (its keys are checked against the defaults first)."""
   if config.total_steps <= 0:
     raise UserError(f"total_steps must be positive, got {config.total_steps}")
+  from rewire.vocab.recipe import FALLBACKS, METHODS
+  if config.reinit.method not in METHODS:
+    raise UserError(f"unknown reinit.method {config.reinit.method!r}; choose one of {', '.join(METHODS)}")
+  if config.reinit.fallback not in FALLBACKS:
+    raise UserError(f"unknown reinit.fallback {config.reinit.fallback!r}; choose one of {', '.join(FALLBACKS)}")
+  if config.reinit.method != "random" and not config.init_from:
+    raise UserError(f"reinit.method={config.reinit.method} builds the new rows from a source model's rows; "
+                    f"set init_from")
   if config.forget_every < 0:
     raise UserError(f"forget_every must be >= 0 (0 turns forgetting off), got {config.forget_every}")
   if config.stage == "adapt_language":

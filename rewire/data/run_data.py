@@ -39,6 +39,7 @@ class PretrainData:
   train: Batches
   valid: np.ndarray            # (Nv, L) int32 held-out sequences
   num_train_tokens: int        # non-pad tokens of the sequences `train` iterates over
+  num_train_sequences: int     # how many of the corpus's first training sequences `train` iterates over
   unigram_counts: np.ndarray   # token counts of those sequences (the unigram baseline)
   corpus: Prepared
 
@@ -124,4 +125,5 @@ def pretraining_data(data_cfg: Any, workdir: str, *, seed: int, global_batch_siz
     os.makedirs(workdir, exist_ok=True)
     shutil.copyfile(corpus.tokenizer_path, mine)
   return PretrainData(tokenizer=tok, specials=specials, train=train, valid=valid,
-                      num_train_tokens=int(counts.sum()), unigram_counts=counts, corpus=corpus)
+                      num_train_tokens=int(counts.sum()), num_train_sequences=int(num_records),
+                      unigram_counts=counts, corpus=corpus)

@@ -167,6 +167,10 @@ class Family:
   def word_embedding_path(self) -> tuple[str, ...]:
     return tuple(self.word_embedding.split("/"))
 
+  def vocab_axis(self, path: str) -> int:
+    """The vocabulary axis of a vocabulary-sized leaf: 1 for the output head ([H, V]), 0 otherwise."""
+    return 1 if path == self.output_head else 0
+
   def vocab_bias_path(self) -> tuple[str, ...]:
     return tuple(self.vocab_bias.split("/"))
 

@@ -9,5 +9,5 @@
   during.py     `probe_every`: the probe run on a pretraining run's own body every N updates
 
 May import: the core (modules directly in rewire/), rewire.config, rewire.data, rewire.tasks,
-rewire.models. Never rewire.stages or rewire.study, which use the probe.
+rewire.models, rewire.vocab. Never rewire.stages or rewire.study, which use the probe.
 """

@@ -14,7 +14,7 @@ processes, and `rewire.main`, start fast) and no stage needs to import the dispa
 `study` and `pipeline` stages live in their own packages and are dispatched the same way.
 
 May import: the core (modules directly in rewire/), rewire.config, rewire.data, rewire.tasks,
-rewire.models, rewire.probe. Never rewire.study (the study runs stages, not the other way round).
+rewire.models, rewire.probe, rewire.vocab. Never rewire.study (the study runs stages, not the other way round).
 """
 
 from __future__ import annotations

@@ -122,6 +122,7 @@ class _Run:
   is_main: bool = dataclasses.field(default_factory=lambda: jax.process_index() == 0)
   plotted_at: float = dataclasses.field(default_factory=time.monotonic)
   carried: list = dataclasses.field(default_factory=list)  # the restored checkpoint's unlogged steps
+  vocab_start: dict | None = None  # how the new vocabulary rows started (reinit.method, rows per kind)
 
   def plot(self, *, live: bool = False) -> None:
     """Draws loss.png; a `live` redraw (after an evaluation) at most once per `LIVE_PLOT_S`, since drawing
@@ -143,7 +144,17 @@ class _Run:
       summary = rworkdir.read_summary(self.workdir)
       return state, start, summary if start >= config.total_steps else None
     if config.init_from:
-      params = warm_start.initial_params(config, setup.abstract_state["params"], pad_id=self.data.specials.pad)
+      data = self.data
+      recipe = warm_start.vocabulary_recipe(config, data.tokenizer,
+                                            lambda: data.corpus.read("train", 0, data.num_train_sequences))
+      if recipe is not None:
+        self.vocab_start = {"method": recipe.method, **recipe.counts()}
+        if self.is_main:
+          for note in recipe.notes:
+            print(f"rewire: {note}", file=sys.stderr, flush=True)
+          print(f"[{self.name}] new rows: {recipe.describe()}", file=self.log_stream, flush=True)
+      params = warm_start.initial_params(config, setup.abstract_state["params"], pad_id=data.specials.pad,
+                                         recipe=recipe)
       return setup.init(params), 0, None
     return setup.init(), 0, None
 
@@ -160,7 +171,8 @@ class _Run:
     if start == 0:
       writer.write({"step": 0, "event": "start", "unigram_loss": baseline,
                     "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(setup.abstract_state["params"])),
-                    "train_tokens": data.num_train_tokens, "devices": mesh.size, "mesh": dict(mesh.shape)})
+                    "train_tokens": data.num_train_tokens, "devices": mesh.size, "mesh": dict(mesh.shape),
+                    **({"vocab_start": self.vocab_start} if self.vocab_start else {})})
     throughput = loop.Throughput({"tokens": config.batch_size * config.data.seq_len}, mesh.size,
                                  setup.step_flops(), flops.peak_flops(mesh.devices.flat[0], config.peak_flops))
     run = loop.Loop(total_steps=config.total_steps, log_every=config.log_every, eval_every=config.eval_every,
@@ -186,9 +198,12 @@ class _Run:
     finally:
       writer.close()
     self.plot()
+    records = read_records(writer.path)
+    started = next((r for r in records if r.get("event") == "start"), {})
     summary = {"step": result.step, "finished": result.finished, "preempted": result.preempted,
                "interrupted": result.interrupted, "unigram_loss": baseline,
-               "resets": [r["step"] for r in read_records(writer.path) if r.get("event") == "forget"],
+               "resets": [r["step"] for r in records if r.get("event") == "forget"],
+               **({"vocab_start": started["vocab_start"]} if "vocab_start" in started else {}),
                **(result.last_eval or {})}
     return {**loop.finish(self.workdir, summary, is_main=self.is_main), "state": result.state}
 

@@ -5,13 +5,15 @@ vocabulary-sized leaf at the new tokenizer's size (the token embeddings, a decod
 RoBERTa's LM-head bias). `config.init_from` names the earlier
 workdir (a rewire run, or one written by `python -m rewire.hf import`), `config.reinit.pattern` the leaves
 to re-initialise: 2-D leaves are drawn from N(0, init_std) (RoBERTa's padding row set to 0), 1-D leaves
-are zeroed. Every other leaf must exist in the source with the same shape.
+are zeroed. `config.reinit.method` other than `random` builds the vocabulary leaves from the source's rows
+instead (`rewire.vocab`). Every other leaf must exist in the source with the same shape.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -21,7 +23,12 @@ from rewire import workdir
 from rewire.workdir import load_params
 from rewire.errors import UserError
 from rewire.models import registry
+from rewire.data.tokenizer import BOS, EOS, MASK, PAD, UNK, load_tokenizer
 from rewire.optim import path_str
+from rewire.vocab import aux_vectors
+from rewire.vocab import pieces as vpieces
+from rewire.vocab.recipe import Recipe, Vocabularies
+from rewire.vocab.recipe import build as build_recipe
 
 _REINIT_SALT = 0x2E1217
 
@@ -39,17 +46,21 @@ def adopt_model_shape(config) -> None:
       config.model[key] = info[key]
 
 
-def initial_params(config, abstract_params: Any, *, pad_id: int) -> Any:
+def initial_params(config, abstract_params: Any, *, pad_id: int, recipe: Recipe | None = None) -> Any:
   """Host-side initial params: the source's leaves, with `config.reinit.pattern` leaves freshly drawn.
 
   The pattern is a regex or a name of `registry.LEAF_SETS` (resolved for `config.model.family`). A fresh
-  token-embedding matrix of a family with a zero padding row (RoBERTa) gets that row zeroed.
+  token-embedding matrix of a family with a zero padding row (RoBERTa) gets that row zeroed. With a
+  `recipe` (`vocabulary_recipe`), the vocabulary-sized leaves among them are built from the source's
+  leaf of the same path as the recipe says, along the family's vocabulary axis.
   """
   fam = registry.run_family(config.model)
   pattern = fam.resolve(config.reinit.pattern) if config.reinit.pattern else ""
   regex = re.compile(pattern) if pattern else None
   key = jax.random.fold_in(jax.random.key(config.seed), _REINIT_SALT)
   reinit = lambda name: regex is not None and regex.fullmatch(name) is not None
+  vocab_leaves = set(fam.resolve("vocab").split("|"))
+  source = _source_leaves(config.init_from, config.init_step)
   index = 0
 
   def fresh(path, a):
@@ -59,12 +70,50 @@ def initial_params(config, abstract_params: Any, *, pad_id: int) -> Any:
       return a  # a placeholder, taken from the source below
     x = np.asarray(fam.fresh_leaf(jax.random.fold_in(key, index), name, a.shape, std=config.reinit.init_std,
                                   pad_id=pad_id)).astype(a.dtype)
+    if recipe is not None and name in vocab_leaves and name in source:
+      x = recipe.apply(source[name], x, vocab_axis=fam.vocab_axis(name), seed=config.seed * 1000 + index,
+                       covariance_scale=config.reinit.covariance_scale)
+      row = fam.pad_row(name, pad_id)
+      if row is not None:
+        x[row] = 0.0
     index += 1
     return x
 
   base = jax.tree_util.tree_map_with_path(fresh, abstract_params)
   return _take_from_source(base, config.init_from, config.init_step, lambda name: not reinit(name),
-                           hint=" -- re-initialise vocabulary-sized leaves with reinit.pattern")
+                           hint=" -- re-initialise vocabulary-sized leaves with reinit.pattern", source=source)
+
+
+def vocabulary_recipe(config, tokenizer, text: Callable[[], np.ndarray]) -> Recipe | None:
+  """The recipe of `config.reinit.method` from the source's tokenizer to `tokenizer` (None for `random`,
+  the paper's draw). `text` gives the adaptation text as token ids [N, L], read only when `focus` or `omp`
+  trains its auxiliary vectors on it."""
+  r = config.reinit
+  if r.method == "random":
+    return None
+  path = os.path.join(config.init_from, workdir.TOKENIZER)
+  if not os.path.isfile(path):
+    raise UserError(f"reinit.method={r.method} reads the source's tokenizer, but {config.init_from} has no "
+                    f"{workdir.TOKENIZER} (use reinit.method=random)")
+  old_tok = load_tokenizer(path)
+  vocab = Vocabularies(vpieces.vocabulary(old_tok), vpieces.vocabulary(tokenizer), special_roles(old_tok),
+                       special_roles(tokenizer))
+
+  def aux():
+    skip = [i for i in (*vocab.new_specials.values(),)]
+    return aux_vectors.train(text(), vocab.new, skip_ids=skip, dim=r.aux_dim, epochs=r.aux_epochs,
+                             window=r.aux_window, min_count=r.aux_min_count, min_tokens=r.aux_min_tokens,
+                             seed=config.seed)
+
+  return build_recipe(r.method, vocab, fallback=r.fallback, aux=aux, temperature=r.focus_temperature,
+                      atoms=r.omp_atoms)
+
+
+def special_roles(tok) -> dict[str, int]:
+  """The ids of the special tokens a tokenizer has, by role: rewire's layout, or any tokenizer's strings."""
+  names = {"bos": BOS, "pad": PAD, "eos": EOS, "unk": UNK, "mask": MASK}
+  ids = {role: tok.token_to_id(s) for role, s in names.items()}
+  return {role: i for role, i in ids.items() if i is not None}
 
 
 def overlay(fresh: Any, workdir: str, step: int | None, *, prefix: str) -> Any:
@@ -75,11 +124,17 @@ def overlay(fresh: Any, workdir: str, step: int | None, *, prefix: str) -> Any:
   return _take_from_source(fresh, workdir, step, lambda name: name.startswith(prefix))
 
 
-def _take_from_source(base: Any, workdir: str, step: int | None, take, *, hint: str = "") -> Any:
-  """`base` with each leaf whose path satisfies `take` replaced by the leaf of the same path in the
-  checkpoint of `workdir`; a missing path or a different shape is a UserError listing the first few."""
+def _source_leaves(workdir: str, step: int | None) -> dict[str, Any]:
   loaded, _ = load_params(workdir, step or None)
-  source = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  return {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+
+
+def _take_from_source(base: Any, workdir: str, step: int | None, take, *, hint: str = "",
+                      source: dict[str, Any] | None = None) -> Any:
+  """`base` with each leaf whose path satisfies `take` replaced by the leaf of the same path in the
+  checkpoint of `workdir` (`source`, when already read); a missing path or a different shape is a
+  UserError listing the first few."""
+  source = source if source is not None else _source_leaves(workdir, step)
   missing, wrong = [], []
 
   def pick(path, x):
