@@ -3,6 +3,8 @@
 Only the token embeddings (and so the tied LM decoder) train; the body, the position embeddings and the
 LM head stay frozen, and the frozen subtree gets no weight gradient at all. The embeddings (and the
 vocabulary-sized LM-head bias) are re-initialised at the new tokenizer's size, N(0, 0.02) with a fixed seed.
+`--config.reinit.method` starts them from the source's rows instead: mean, overlap, focus, omp or script
+(README, "How new vocabulary rows start").
 
 * `tiny` (default): adapt `runs/forget` (from configs/pretrain_forget.py) to Spanish (Reina-Valera 1909,
   Old Testament only: the New Testament is held out for the zero-shot tests) on a 100k-token budget.
