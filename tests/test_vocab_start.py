@@ -72,6 +72,11 @@ def test_focus_weights_mix_the_similar_shared_pieces_and_omp_reconstructs_a_comb
   assert dict(zip(idx.tolist(), c.tolist())) == pytest.approx({1: -3.0, 0: 2.0})
   p = sparse.sparsemax(np.array([[0.3, 0.1, 2.0], [1.0, 1.0, 1.0]]))
   assert p.tolist()[0] == [0.0, 0.0, 1.0] and np.allclose(p[1], 1 / 3) and np.allclose(p.sum(axis=1), 1.0)
+  # The partial sort (the threshold among the top entries) agrees with the full one, wide supports included.
+  z = np.random.default_rng(0).normal(size=(200, 50)) * np.array([[0.01], [10.0]]).repeat(100, axis=0)
+  full, partial = sparse.sparsemax(z, top=100), sparse.sparsemax(z, top=3)
+  np.testing.assert_allclose(partial, full, atol=1e-12)
+  assert (full[:100] > 0).sum(axis=1).min() > 4 and (full[100:] > 0).sum(axis=1).max() <= 3
 
 
 def test_mean_draws_rows_with_the_old_rows_mean_and_covariance():

@@ -13,17 +13,31 @@ import numpy as np
 CHUNK = 1024
 
 
-def sparsemax(z: np.ndarray) -> np.ndarray:
+def sparsemax(z: np.ndarray, *, top: int = 64) -> np.ndarray:
   """Sparsemax of each row of `z` (Martins & Astudillo 2016): the Euclidean projection onto the simplex,
-  so most weights are exactly 0 and a row far ahead of the others takes all the mass."""
+  so most weights are exactly 0 and a row far ahead of the others takes all the mass.
+
+  The threshold is found among each row's `top` + 1 largest entries (a partial sort); a row whose support
+  turns out larger than `top` is done again with a full sort, so the result is exact either way.
+  """
   z = np.asarray(z, np.float64)
-  s = -np.sort(-z, axis=-1)
-  ks = np.arange(1, z.shape[-1] + 1)
-  cumulative = np.cumsum(s, axis=-1)
-  support = 1 + ks * s > cumulative
-  k = support.sum(axis=-1, keepdims=True)
-  tau = (np.take_along_axis(cumulative, k - 1, axis=-1) - 1) / k
+  n = z.shape[-1]
+  if n <= top + 1:
+    return np.maximum(z - _threshold(-np.sort(-z, axis=-1)), 0.0)
+  head = -np.sort(-np.partition(z, n - top - 1, axis=-1)[..., n - top - 1:], axis=-1)  # the top + 1 largest
+  tau = _threshold(head[..., :top])
+  wide = (head[..., top:] > tau)[..., 0]  # the (top + 1)-th entry is in the support: not found among the top
+  if wide.any():
+    tau[wide] = _threshold(-np.sort(-z[wide], axis=-1))
   return np.maximum(z - tau, 0.0)
+
+
+def _threshold(s: np.ndarray) -> np.ndarray:
+  """Sparsemax's tau for rows `s` sorted in descending order (a column: broadcasts over the row)."""
+  ks = np.arange(1, s.shape[-1] + 1)
+  cumulative = np.cumsum(s, axis=-1)
+  k = (1 + ks * s > cumulative).sum(axis=-1, keepdims=True)
+  return (np.take_along_axis(cumulative, k - 1, axis=-1) - 1) / k
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
