@@ -186,3 +186,36 @@ def test_an_adaptation_starts_from_its_recipe_and_reports_it(tiny_runs, tmp_path
   bias = np.asarray(params["lm_head"]["bias"])
   assert bias[new_tok.token_to_id(shared[-1])] == np.asarray(load_params(str(source))[0]["lm_head"]["bias"])[
       old_tok.token_to_id(shared[-1])]
+
+
+def test_a_decoder_s_untied_head_starts_along_its_vocabulary_axis(family_runs, tmp_path):
+  """Llama: the shared pieces' input rows and output-head columns ([H, V]) are the source's, and the padding
+  row is copied like any special token (the family keeps no zero padding row)."""
+  import jax
+  from conftest import adapt_config
+  from rewire import sharding
+  from rewire.data.sources import load_documents
+  from rewire.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
+  from rewire.stages.pretrain_setup import Setup
+  from rewire.stages.warm_start import adopt_model_shape, initial_params, vocabulary_recipe
+  from rewire.workdir import load_params
+  source, _ = family_runs("llama", "pretrained")
+  save_tokenizer(train_tokenizer(load_documents("bundled:en_web")[200:320], 300), str(tmp_path / "tokenizer.json"))
+  c = adapt_config(source, tmp_path / "unused.txt")
+  c.reinit.method = "overlap"
+  adopt_model_shape(c)
+  new_tok, old_tok = load_tokenizer(str(tmp_path / "tokenizer.json")), load_tokenizer(os.path.join(str(source), "tokenizer.json"))
+  recipe = vocabulary_recipe(c, new_tok, lambda: pytest.fail("overlap reads no text"))
+  setup = Setup(c, sharding.make_mesh(c.mesh, jax.devices()[:1]), special_ids(new_tok))
+  new = initial_params(c, setup.abstract_state["params"], pad_id=1, recipe=recipe)
+  old = load_params(str(source))[0]
+  pick = lambda p: (np.asarray(p["model"]["embed_tokens"]["embedding"]), np.asarray(p["lm_head"]["kernel"]))
+  (new_in, new_out), (old_in, old_out) = pick(new), pick(old)
+  assert new_out.shape == (old_out.shape[0], 300)
+  shared = [p for p in new_tok.get_vocab() if old_tok.token_to_id(p) is not None]
+  assert len(shared) == recipe.counts()["copied"] > 100
+  for p in shared:
+    i, j = new_tok.token_to_id(p), old_tok.token_to_id(p)
+    np.testing.assert_array_equal(new_in[i], old_in[j], err_msg=p)
+    np.testing.assert_array_equal(new_out[:, i], old_out[:, j], err_msg=p)
+  assert old_in[1].any() and np.array_equal(new_in[1], old_in[1])
