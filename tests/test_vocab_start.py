@@ -106,14 +106,16 @@ def test_script_takes_the_mean_of_the_old_rows_of_the_piece_s_script():
 
 
 def test_no_shared_piece_falls_back_with_one_note_and_too_little_text_is_refused():
-  cipher = ["<s>", "<pad>", "</s>", "<unk>", "\U000f0001\U000f0002", "\U000f0003", "<mask>"]
-  recipe = build("focus", vocabularies(new=cipher), fallback="script",
+  # The cipher's tokenizer shares only the special tokens and the bare word-start marker with the source's.
+  cipher = ["<s>", "<pad>", "</s>", "<unk>", "▁", "\U000f0001\U000f0002", "\U000f0003", "<mask>"]
+  source = ["<s>", "<pad>", "</s>", "<unk>", "▁", "▁casa", "<mask>"]
+  recipe = build("focus", vocabularies(source, cipher), fallback="script",
                  aux=lambda: pytest.fail("nothing to mix: no auxiliary vectors are trained"))
   assert len(recipe.notes) == 1 and "share no piece" in recipe.notes[0] and "fallback=script" in recipe.notes[0]
-  assert recipe.counts()["copied"] == 5  # the special tokens
+  assert recipe.counts()["copied"] == 6  # the special tokens and the marker
   from rewire.vocab import aux_vectors
   with pytest.raises(UserError, match=r"too little text .*: 3 tokens, at least reinit\.aux_min_tokens=100"):
-    aux_vectors.train(np.array([[0, 4, 5, 4, 2, 1]]), cipher, skip_ids=[0, 1, 2, 3, 6], dim=8, epochs=1,
+    aux_vectors.train(np.array([[0, 5, 6, 5, 2, 1]]), cipher, skip_ids=[0, 1, 2, 3, 7], dim=8, epochs=1,
                       window=2, min_count=1, min_tokens=100, seed=0)
   with pytest.raises(UserError, match="unknown reinit.method 'knn'"):
     build("knn", vocabularies())

@@ -25,6 +25,11 @@ def canonical(piece: str) -> str:
   return piece
 
 
+def has_text(piece: str) -> bool:
+  """Whether a piece holds more than a word-start marker."""
+  return canonical(piece) not in ("", WORD_START)
+
+
 def vocabulary(tok) -> list[str]:
   """The piece string of every id of a `tokenizers.Tokenizer`, in id order (added tokens included)."""
   size = tok.get_vocab_size(with_added_tokens=True)

@@ -127,11 +127,16 @@ def build(method: str, vocab: Vocabularies, *, fallback: str = "random",
     return _by_script(recipe, vocab)
   recipe.copy_from[new_ids] = old_ids
   if method in ("focus", "omp"):
-    if not len(new_ids):
+    # Anchors are shared pieces with some text: the bare word-start marker, which any two SentencePiece
+    # tokenizers share, would make every new piece a copy of its row.
+    content = np.asarray([vpieces.has_text(vocab.new[i]) for i in new_ids], bool)
+    if not content.any():
       return _fallback(recipe, vocab, fallback, note=(
-          f"reinit.method={method}: the two tokenizers share no piece (only their special tokens), so there "
-          f"is nothing to mix from; every other row starts as reinit.fallback={fallback}"))
-    recipe = _mixed(recipe, method, new_ids, old_ids, aux(), temperature=temperature, atoms=atoms)
+          f"reinit.method={method}: the two tokenizers share no piece (only their special tokens and the "
+          f"word-start marker), so there is nothing to mix from; every other row starts as "
+          f"reinit.fallback={fallback}"))
+    recipe = _mixed(recipe, method, new_ids[content], old_ids[content], aux(), temperature=temperature,
+                    atoms=atoms)
   return _fallback(recipe, vocab, fallback)
 
 
