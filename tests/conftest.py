@@ -34,25 +34,6 @@ import pytest  # noqa: E402
 
 TOTAL, K = 12, 4
 
-# Longest modules first. With two pytest-xdist workers and `--dist loadfile`, a worker takes the next module
-# when it finishes one, so a long module that starts last leaves the other worker idle at the end; started
-# first (longest-processing-time order) the two workers finish together. pytest-xdist's own order (modules
-# with more tests first) would start test_study.py late. Worker-seconds as measured on 2 cores; modules not
-# listed follow in their usual order.
-MODULE_SECONDS = {"test_study.py": 250, "test_multihost.py": 230, "test_reliability.py": 100,
-                  "test_families.py": 95, "test_probe.py": 75, "test_pipeline.py": 55, "test_llama.py": 50,
-                  "test_sharding.py": 50, "test_generate.py": 40, "test_vocab_start.py": 35, "test_model.py": 35,
-                  "test_steps.py": 35, "test_hf_llama.py": 30, "test_hf.py": 30, "test_train.py": 30}
-
-
-def pytest_configure(config):
-  if hasattr(config.option, "loadscopereorder"):
-    config.option.loadscopereorder = False  # keep the order below
-
-
-def pytest_collection_modifyitems(config, items):
-  items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0))  # stable within and across the rest
-
 
 _SHARED = {}
 

@@ -86,11 +86,8 @@ def check_pretrain(config) -> None:
   """The values of a pretraining or adaptation config (its keys are checked against the defaults first)."""
   if config.total_steps <= 0:
     raise UserError(f"total_steps must be positive, got {config.total_steps}")
-  from rewire.vocab.recipe import FALLBACKS, METHODS
-  if config.reinit.method not in METHODS:
-    raise UserError(f"unknown reinit.method {config.reinit.method!r}; choose one of {', '.join(METHODS)}")
-  if config.reinit.fallback not in FALLBACKS:
-    raise UserError(f"unknown reinit.fallback {config.reinit.fallback!r}; choose one of {', '.join(FALLBACKS)}")
+  from rewire.vocab.recipe import check_names
+  check_names(config.reinit.method, config.reinit.fallback)
   if config.reinit.method != "random" and not config.init_from:
     raise UserError(f"reinit.method={config.reinit.method} builds the new rows from a source model's rows; "
                     f"set init_from")

@@ -154,6 +154,13 @@ def special_ids(tok: tokenizers.Tokenizer) -> SpecialIds:
   return SpecialIds.layout(size)
 
 
+def special_roles(tok: tokenizers.Tokenizer) -> dict[str, int]:
+  """The ids of the special tokens a tokenizer has, by role ("bos", "pad", "eos", "unk", "mask"), found by
+  their strings: unlike `special_ids`, any layout, and a role the tokenizer lacks is left out."""
+  ids = {role: tok.token_to_id(s) for role, s in zip(("bos", "pad", "eos", "unk", "mask"), (*SPECIALS, MASK))}
+  return {role: i for role, i in ids.items() if i is not None}
+
+
 def save_tokenizer(tok: tokenizers.Tokenizer, path: str) -> None:
   """Writes `tok` as a tokenizer.json, atomically (a reader never sees a half-written file)."""
   path = os.fspath(path)

@@ -146,7 +146,7 @@ class Family:
     matrices = "|".join(p for p in (self.word_embedding, self.output_head) if p)
     named = {"input": self.word_embedding, "output": self.output_head,
              "both": f"{self.word_embedding}|{self.output_head}", "embeddings": matrices,
-             "vocab": "|".join(p for p in (self.word_embedding, self.output_head, self.vocab_bias) if p)}
+             "vocab": "|".join(self.vocab_leaves())}
     return named.get(pattern, pattern)
 
   def resolve_rules(self, rules) -> tuple[tuple[str, str], ...]:
@@ -166,6 +166,10 @@ class Family:
 
   def word_embedding_path(self) -> tuple[str, ...]:
     return tuple(self.word_embedding.split("/"))
+
+  def vocab_leaves(self) -> tuple[str, ...]:
+    """The paths of every vocabulary-sized leaf the family has (`vocab`): embeddings, output head, LM bias."""
+    return tuple(p for p in (self.word_embedding, self.output_head, self.vocab_bias) if p)
 
   def vocab_axis(self, path: str) -> int:
     """The vocabulary axis of a vocabulary-sized leaf: 1 for the output head ([H, V]), 0 otherwise."""

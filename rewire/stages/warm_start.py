@@ -23,7 +23,7 @@ from rewire import workdir
 from rewire.workdir import load_params
 from rewire.errors import UserError
 from rewire.models import registry
-from rewire.data.tokenizer import BOS, EOS, MASK, PAD, UNK, load_tokenizer
+from rewire.data.tokenizer import load_tokenizer, special_roles
 from rewire.optim import path_str
 from rewire.vocab import aux_vectors
 from rewire.vocab import pieces as vpieces
@@ -59,7 +59,7 @@ def initial_params(config, abstract_params: Any, *, pad_id: int, recipe: Recipe 
   regex = re.compile(pattern) if pattern else None
   key = jax.random.fold_in(jax.random.key(config.seed), _REINIT_SALT)
   reinit = lambda name: regex is not None and regex.fullmatch(name) is not None
-  vocab_leaves = set(fam.resolve("vocab").split("|"))
+  vocab_leaves = set(fam.vocab_leaves())
   source = _source_leaves(config.init_from, config.init_step)
   index = 0
 
@@ -100,20 +100,12 @@ def vocabulary_recipe(config, tokenizer, text: Callable[[], np.ndarray]) -> Reci
                        special_roles(tokenizer))
 
   def aux():
-    skip = [i for i in (*vocab.new_specials.values(),)]
-    return aux_vectors.train(text(), vocab.new, skip_ids=skip, dim=r.aux_dim, epochs=r.aux_epochs,
+    return aux_vectors.train(text(), vocab.new, skip_ids=list(vocab.new_specials.values()), dim=r.aux_dim, epochs=r.aux_epochs,
                              window=r.aux_window, min_count=r.aux_min_count, min_tokens=r.aux_min_tokens,
                              seed=config.seed)
 
   return build_recipe(r.method, vocab, fallback=r.fallback, aux=aux, temperature=r.focus_temperature,
                       atoms=r.omp_atoms)
-
-
-def special_roles(tok) -> dict[str, int]:
-  """The ids of the special tokens a tokenizer has, by role: rewire's layout, or any tokenizer's strings."""
-  names = {"bos": BOS, "pad": PAD, "eos": EOS, "unk": UNK, "mask": MASK}
-  ids = {role: tok.token_to_id(s) for role, s in names.items()}
-  return {role: i for role, i in ids.items() if i is not None}
 
 
 def overlay(fresh: Any, workdir: str, step: int | None, *, prefix: str) -> Any:

@@ -77,7 +77,7 @@ class Recipe:
     copied = self.copy_from >= 0
     out[copied] = o[self.copy_from[copied]]
     if self.mixed.any():
-      out[self.mixed] = self.mix[self.mixed] @ o.reshape(len(o), -1) if o.ndim == 2 else self.mix[self.mixed] @ o
+      out[self.mixed] = self.mix[self.mixed] @ o
     for g, ids in enumerate(self.groups):
       rows = self.group_of == g
       if rows.any():
@@ -107,13 +107,18 @@ class Vocabularies:
   new_specials: dict[str, int]
 
 
-def build(method: str, vocab: Vocabularies, *, fallback: str = "random",
-          aux: Callable[[], "AuxSpace"] | None = None, temperature: float = 0.1, atoms: int = 8) -> Recipe:
-  """The recipe of `method`. `aux` trains the auxiliary space when `focus` or `omp` needs it."""
+def check_names(method: str, fallback: str) -> None:
+  """A UserError naming an unknown `reinit.method` or `reinit.fallback`."""
   if method not in METHODS:
     raise UserError(f"unknown reinit.method {method!r}; choose one of {', '.join(METHODS)}")
   if fallback not in FALLBACKS:
     raise UserError(f"unknown reinit.fallback {fallback!r}; choose one of {', '.join(FALLBACKS)}")
+
+
+def build(method: str, vocab: Vocabularies, *, fallback: str = "random",
+          aux: Callable[[], "AuxSpace"] | None = None, temperature: float = 0.1, atoms: int = 8) -> Recipe:
+  """The recipe of `method`. `aux` trains the auxiliary space when `focus` or `omp` needs it."""
+  check_names(method, fallback)
   size, old_size = len(vocab.new), len(vocab.old)
   if method == "random":
     return Recipe.all_drawn(method, size, old_size)
