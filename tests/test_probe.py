@@ -135,6 +135,31 @@ def test_stacked_tables_give_the_curves_of_tables_run_one_by_one():
   assert not np.allclose(finals[0]["input"], finals[1]["input"])
 
 
+def test_a_started_table_takes_the_body_s_rows_and_shares_the_random_table_s_draw():
+  """A table started by a recipe holds the body's rows where the recipe copies them, a zero padding row
+  (RoBERTa), and elsewhere the very draw of the random table of its seed (the start is not in its key)."""
+  from rewire.vocab.recipe import Recipe
+  import flax.linen as nn
+  mc, body = _body()
+  from rewire.optim import with_path
+  body = nn.unbox(body)  # as a checkpoint holds it
+  path = ("roberta", "embeddings", "word_embeddings", "embedding")
+  old = np.array(body["roberta"]["embeddings"]["word_embeddings"]["embedding"])
+  old[SPECIALS.pad] = 1.0  # a source whose padding row is not zero
+  body = with_path(body, path, old)
+  p = _probe(mc, 2)
+  tables = [Table("aa", 1000, 0), Table("aa", 1000, 0, "overlap")]
+  recipe = Recipe.all_drawn("overlap", V, V)
+  recipe.copy_from[[5, 9, SPECIALS.pad]] = [7, 9, SPECIALS.pad]
+  state = p.started(p._init(jax.numpy.stack([t.key() for t in tables])), body, tables, [None, recipe],
+                    covariance_scale=1.0)
+  drawn, started = np.asarray(state["tables"]["input"][0]), np.asarray(state["tables"]["input"][1])
+  np.testing.assert_array_equal(started[[5, 9]], old[[7, 9]])
+  assert not started[SPECIALS.pad].any()
+  rest = np.setdiff1d(np.arange(V), [5, 9])
+  np.testing.assert_array_equal(started[rest], drawn[rest])
+
+
 def test_the_body_is_not_changed_by_a_probe():
   mc, body = _body()
   before = jax.tree.map(np.copy, body)
@@ -155,32 +180,44 @@ def micro_probe(init_from, **kw):
 
 @pytest.fixture(scope="module")
 def probed(tiny_runs, tmp_path_factory):
-  """A probe of the tiny run; its log (in probe.log) on a fake clock that moves 16 s at every reading."""
+  """A probe of the tiny run with two starts, random and overlap; its log (in probe.log) on a fake clock that
+  moves 16 s at every reading."""
   workdir = tmp_path_factory.mktemp("probe")
   with open(workdir / "probe.log", "w") as log:
-    out = probe.run(micro_probe(tiny_runs("one_device")[0], save_embeddings=True), str(workdir), log_stream=log,
-                    clock=itertools.count(0.0, 16.0).__next__)
+    out = probe.run(micro_probe(tiny_runs("one_device")[0], save_embeddings=True, inits="random,overlap"),
+                    str(workdir), log_stream=log, clock=itertools.count(0.0, 16.0).__next__)
   return workdir, out
 
 
-def test_probe_writes_its_report_for_every_language(probed):
+def test_probe_writes_its_report_for_every_language_and_start(probed):
   workdir, out = probed
   for name in ("probe.json", "probe.md", "probe.png", "summary.json"):
     assert os.path.isfile(os.path.join(workdir, name)), name
   with open(os.path.join(workdir, "probe.json")) as f:
     saved = json.load(f)
-  assert set(saved["results"]) == {"en", "es"}
-  r = saved["results"]["es"]["3000"]
+  assert set(saved["results"]) == {"en/random", "en/overlap", "es/random", "es/overlap"}
+  r = saved["results"]["es/random"]["3000"]
   assert r["seeds"] == 2 and r["steps"] == [0, 3, 6] and len(r["per_seed"]["curves"]) == 2
   assert r["target_loss"] == pytest.approx(r["unigram_loss"] - 0.5)
-  assert "| es |" in open(os.path.join(workdir, "probe.md")).read()
+  assert (r["language"], r["init"]) == ("es", "random") and "rows" not in r
+  rows = saved["results"]["en/overlap"]["3000"]["rows"]
+  assert rows["copied"] > 20 and rows["mixed"] == 0 and sum(rows.values()) == 300
+  report = open(os.path.join(workdir, "probe.md")).read()
+  assert "| es/random | — |" in report and f"| en/overlap | {rows['copied']} / 0 / {rows['random']} |" in report
+  log = (workdir / "probe.log").read_text()
+  assert f"[probe] new rows of en/overlap: overlap: {rows['copied']} rows copied" in log
+  # Overlap starts English (the body's own language, through another tokenizer) from the body's rows of
+  # the shared pieces: its curves begin below random's, seed by seed.
+  start = lambda curve: np.asarray(saved["results"][curve]["3000"]["per_seed"]["curves"])[:, 0]
+  assert (start("en/overlap") < start("en/random")).all()
 
 
 def test_saved_probe_embeddings_assemble_into_a_task_model(probed, tiny_runs, tmp_path):
   from rewire.stages.assemble import assemble
   workdir, out = probed
-  assert set(out["embeddings"]) == {"en/3000/0", "en/3000/1", "es/3000/0", "es/3000/1"}
-  assemble(str(tiny_runs("finetuned_nli")[0]), out["embeddings"]["es/3000/1"], str(tmp_path / "assembled"))
+  assert set(out["embeddings"]) == {f"{lang}/{init}/3000/{seed}" for lang in ("en", "es")
+                                    for init in ("random", "overlap") for seed in (0, 1)}
+  assemble(str(tiny_runs("finetuned_nli")[0]), out["embeddings"]["es/overlap/3000/1"], str(tmp_path / "assembled"))
   assert os.path.isfile(tmp_path / "assembled" / "tokenizer.json")
 
 
@@ -251,6 +288,8 @@ def test_a_probe_keeps_the_body_dropout_unless_it_sets_its_own(probed, tiny_runs
   c.model.attention_dropout = 1.5
   with pytest.raises(UserError, match=r"model.attention_dropout must be in \[0, 1\), or -1"):
     check_probe(c)
+  with pytest.raises(UserError, match="unknown probe inits entry 'fancy'; choose one of random, mean"):
+    check_probe(micro_probe("unused", inits="random,fancy"))
 
 
 def test_the_probe_figure_draws_every_budget():

@@ -66,6 +66,18 @@ def forget_defaults() -> ml_collections.ConfigDict:
       until=0))                  # U > 0: no resets after update U; the last episode then runs to the end
 
 
+def vocab_start_defaults() -> ml_collections.ConfigDict:
+  """How the methods of `rewire.vocab` build new vocabulary rows from a source model's (the settings of a
+  `reinit.method`, and of the probe's `inits`)."""
+  return ml_collections.ConfigDict(dict(
+      fallback="random",         # rows overlap / focus / omp cannot build: random, mean or script
+      covariance_scale=1.0,      # mean: the covariance's scale (Hugging Face's resize_token_embeddings: 1e-9)
+      focus_temperature=0.1,     # focus: sparsemax(cosine similarity / temperature)
+      omp_atoms=8,               # omp: shared pieces per new piece, at most
+      # focus / omp: fastText vectors (gensim) of the new pieces, trained on the run's own text
+      aux_dim=100, aux_epochs=5, aux_window=5, aux_min_count=3, aux_min_tokens=20_000))
+
+
 def mesh_defaults() -> ml_collections.ConfigDict:
   """The `mesh` group: the device mesh's axis sizes and the logical-axis rules (`rewire.sharding`)."""
   return ml_collections.ConfigDict(dict(

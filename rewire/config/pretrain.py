@@ -11,7 +11,8 @@ from __future__ import annotations
 import ml_collections
 
 from rewire.config import probe as probe_schema
-from rewire.config.groups import adamw_defaults, data_defaults, forget_defaults, mesh_defaults, model_defaults
+from rewire.config.groups import (adamw_defaults, data_defaults, forget_defaults, mesh_defaults, model_defaults,
+                                  vocab_start_defaults)
 from rewire.errors import UserError
 
 
@@ -41,13 +42,8 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
       # How the new vocabulary rows start (rewire.vocab): random (the paper's N(0, init_std)), mean (the
       # old rows' mean and covariance), overlap (copy the rows of shared pieces), focus (FOCUS), omp
       # (orthogonal matching pursuit over shared pieces), script (the mean of the old rows of the same script).
-      method="random",
-      fallback="random",         # rows overlap / focus / omp cannot build: random, mean or script
-      covariance_scale=1.0,      # mean: the covariance's scale (Hugging Face's resize_token_embeddings: 1e-9)
-      focus_temperature=0.1,     # focus: sparsemax(cosine similarity / temperature)
-      omp_atoms=8,               # omp: shared pieces per new piece, at most
-      # focus / omp: fastText vectors (gensim) of the new pieces, trained on the adaptation text
-      aux_dim=100, aux_epochs=5, aux_window=5, aux_min_count=3, aux_min_tokens=20_000))
+      method="random"))
+  c.reinit.update(vocab_start_defaults())  # the methods' settings
   c.token_budget = 0             # >0: train on the shortest prefix of the corpus with this many tokens, repeated
   # Plasticity during pretraining: every probe_every updates, probe the current body with the `probe`
   # recipe (see rewire/config/probe.py); results go to plasticity.jsonl and plasticity.png. 0: never.

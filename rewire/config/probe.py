@@ -14,7 +14,7 @@ import copy
 
 import ml_collections
 
-from rewire.config.groups import adamw_defaults, data_defaults, mesh_defaults, run_model_defaults
+from rewire.config.groups import adamw_defaults, data_defaults, mesh_defaults, run_model_defaults, vocab_start_defaults
 from rewire.errors import UserError
 
 BODY = -1.0  # a probe's model.dropout / attention_dropout: the value the probed body was pretrained with
@@ -34,6 +34,12 @@ def probe_recipe() -> ml_collections.ConfigDict:
   c.targets = ""                 # NAME=LOSS[,NAME=LOSS] overrides of the target
   c.confidence = 0.95            # of the t-intervals over seeds
   c.init_std = 0.02
+  # How each table's rows start: comma-separated methods of rewire.vocab (random, mean, overlap, focus, omp,
+  # script), each a curve per language, budget and seed; all but random build from the body's own rows
+  # and tokenizer, with the `reinit` settings. A start's tables share their seeds' batches, masking and
+  # dropout with random's, so the curves differ by the start alone.
+  c.inits = "random"
+  c.reinit = vocab_start_defaults()
   c.data = data_defaults()
   c.data.update(seq_len=64, vocab_size=4096, max_valid_sequences=128)
   c.model = run_model_defaults()
@@ -92,6 +98,17 @@ def parse_pairs(entries, what: str) -> dict[str, str]:
   return out
 
 
+def parse_inits(inits, fallback: str = "random") -> tuple[str, ...]:
+  """"random,overlap,focus" (or a sequence) -> ("random", "overlap", "focus"); each a known method, once."""
+  from rewire.vocab.recipe import check_names
+  names = tuple(n.strip() for n in (inits.split(",") if isinstance(inits, str) else inits) if str(n).strip())
+  if not names or len(set(names)) != len(names):
+    raise UserError(f"probe inits must name each start method once, got {inits!r}")
+  for name in names:
+    check_names(name, fallback, what="probe inits entry")
+  return names
+
+
 def check_probe(config) -> None:
   for key in ("seeds", "total_steps", "batch_size", "eval_every"):
     if int(config[key]) <= 0:
@@ -105,4 +122,5 @@ def check_probe(config) -> None:
     if value != BODY and not 0 <= value < 1:
       raise UserError(f"probe model.{key} must be in [0, 1), or {BODY:g} for the body's own, got {value}")
   parse_pairs(config.languages, "probe languages")
+  parse_inits(config.inits, config.reinit.fallback)
   parse_pairs(config.targets, "probe targets")

@@ -35,7 +35,7 @@ class DuringPretraining:
     self.path = os.path.join(workdir, "plasticity.jsonl")
     languages = prepare_languages(self.cfg, os.path.join(workdir, "probe_data"), log_stream=log_stream)
     info = {"architecture": registry.family_for(model_config).lm, **dataclasses.asdict(model_config)}
-    self.prober = Prober(self.cfg, languages, info, mesh)
+    self.prober = Prober(self.cfg, languages, info, mesh, source=workdir)
 
   def __call__(self, step: int, state) -> None:
     records = read_records(self.path)

@@ -19,23 +19,40 @@ def fmt(stat: dict, digits: int = 3) -> str:
   return f"{m:.{digits}f} ± {h:.{digits}f}" if h and not math.isnan(h) else f"{m:.{digits}f}"
 
 
+def rows_text(r: dict) -> str:
+  """A start's new rows, 'copied / mixed / random', or '—' for the paper's random draw."""
+  rows = r.get("rows")
+  return f"{rows['copied']:,} / {rows['mixed']:,} / {rows['random']:,}" if rows else "—"
+
+
 def table_lines(results: dict, budget: str) -> list[str]:
-  lines = ["| language | unigram | target | final loss | AUC (mean loss) | updates to target | reached |",
-           "|---|---|---|---|---|---|---|"]
-  for lang, per in results.items():
+  starts = any("rows" in per.get(budget, {}) for per in results.values())
+  head = "| language/start | rows copied / mixed / random " if starts else "| language "
+  lines = [head + "| unigram | target | final loss | AUC (mean loss) | updates to target | reached |",
+           "|---|" + ("---|" if starts else "") + "---|---|---|---|---|---|"]
+  for curve, per in results.items():
     r = per.get(budget)
     if r is None:
       continue
-    lines.append(f"| {lang} | {r['unigram_loss']:.3f} | {r['target_loss']:.3f} | {fmt(r['final_loss'])} | "
+    lines.append(f"| {curve} | " + (f"{rows_text(r)} | " if starts else "") +
+                 f"{r['unigram_loss']:.3f} | {r['target_loss']:.3f} | {fmt(r['final_loss'])} | "
                  f"{fmt(r['auc'])} | {fmt(r['updates_to_target'], 0)} | {r['reached_target']}/{r['seeds']} |")
   return lines
+
+
+def start_text(inits) -> str:
+  if list(inits) == ["random"]:
+    return "fresh N(0, 0.02) embeddings"
+  return (f"embeddings started by each of {', '.join(inits)} (a row per language/start; random is the paper's "
+          "N(0, 0.02), every other start builds rows from the body's own, and all starts of a seed share its "
+          "batches, masking and dropout)")
 
 
 def write_report(out: dict, workdir: str) -> None:
   level = int(round(100 * out["confidence"]))
   lines = ["# Plasticity probe", "",
-           f"Body: `{out['init_from']}` at step {out['step']}, frozen. Fresh tokenizer and N(0, 0.02) "
-           f"embeddings per language; {out['total_steps']} updates; {out['seeds']} seeds. Figures are the mean "
+           f"Body: `{out['init_from']}` at step {out['step']}, frozen. A fresh tokenizer per language, and "
+           f"{start_text(out.get('inits', ['random']))}; {out['total_steps']} updates; {out['seeds']} seeds. Figures are the mean "
            f"± the half-width of a {level}% t-interval over seeds. AUC is the curve's mean validation LM loss "
            "over the updates (lower: learned sooner); the target is the language's unigram baseline minus "
            "the margin, and 'updates to target' averages the seeds that reached it.", ""]
@@ -51,16 +68,21 @@ LINESTYLES = ("-", "--", ":", "-.")  # the largest budget solid, then each small
 
 
 def curve_series(runs: dict, *, every_budget: bool = False) -> dict[str, list[dict]]:
-  """Per language, the curves a figure draws: each run's at every token budget (largest first), or only at
-  its largest; each with its run's color and its budget's line style."""
+  """Per language, the curves a figure draws: each run's (and each of its starts', when a probe ran several)
+  at every token budget (largest first), or only at its largest; each with its color and its budget's line
+  style."""
   series = {}
-  for lang in next(iter(runs.values()))["results"]:
+  for curve in next(iter(runs.values()))["results"]:
     for i, (name, out) in enumerate(runs.items()):
-      per = out["results"][lang]
+      per = out["results"][curve]
       budgets = sorted(per, key=int, reverse=True)
+      lang, init = per[budgets[0]].get("language", curve), per[budgets[0]].get("init")
+      label = name if curve == lang else (init if len(runs) == 1 else f"{name}, {init}")
+      mine = series.setdefault(lang, [])
+      color = i if curve == lang else len({c["label"] for c in mine})
       for j, b in enumerate(budgets if every_budget else budgets[:1]):
-        series.setdefault(lang, []).append({"run": name, "budget": int(b), "result": per[b],
-                                            "color_index": i, "linestyle": LINESTYLES[j % len(LINESTYLES)]})
+        mine.append({"run": name, "label": label, "budget": int(b), "result": per[b], "color_index": color,
+                     "linestyle": LINESTYLES[j % len(LINESTYLES)]})
   return series
 
 
@@ -73,8 +95,9 @@ def draw_curves(runs: dict, *, colors: dict | None = None, every_budget: bool = 
     for c in curves:
       r = c["result"]
       color = (colors or {}).get(c["run"], f"C{c['color_index']}")
-      label = c["run"] if len(budgets) == 1 else (f"{c['budget']:,} tokens" if len(runs) == 1
-                                                   else f"{c['run']}, {c['budget']:,} tokens")
+      several = len({x["label"] for x in curves}) > 1
+      label = c["label"] if len(budgets) == 1 else (f"{c['label']}, {c['budget']:,} tokens" if several
+                                                    else f"{c['budget']:,} tokens")
       ax.plot(r["steps"], r["curve"]["mean"], color=color, ls=c["linestyle"], label=label)
       ax.fill_between(r["steps"], r["curve"]["low"], r["curve"]["high"], color=color, alpha=0.15)
     ax.axhline(curves[0]["result"]["unigram_loss"], color="gray", lw=0.8, ls="--", label="unigram")

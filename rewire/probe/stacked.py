@@ -1,8 +1,9 @@
 """Many fresh embedding tables trained at once on one frozen body: the compute of a plasticity probe.
 
 A probe asks how fast a frozen transformer body lets brand-new token embeddings learn a language. Every
-(language, token budget, seed) is a *table*: a fresh N(0, init_std) embedding matrix with its own batches,
-masking and dropout randomness; a decoder with an untied output head gets a fresh head `[H, V]` too (as
+(language, token budget, start, seed) is a *table*: a fresh N(0, init_std) embedding matrix (or, for a
+start other than `random`, one built from the body's own rows by a `rewire.vocab` recipe, on the host
+after the draw) with its own batches, masking and dropout randomness; a decoder with an untied output head gets a fresh head `[H, V]` too (as
 language adaptation trains both). All tables of one vocabulary size are stacked (`[T, V, H]`, and
 `[T, H, V]` for a head) and trained by one jitted, donated step: `jax.vmap` runs the frozen body once per
 table, differentiating only the table (the body is closed over, so it gets no weight gradient), and one AdamW updates the stack,
@@ -30,19 +31,23 @@ import optax
 from rewire import optim, sharding
 from rewire.data.masking import max_predictions_for
 from rewire.models import registry
+from rewire.vocab.start import start_leaf
 
 _INIT_SALT, _DROP_SALT, _EVAL_SALT = 0x9B0E, 0xD209, 0xE7A2
 
 
 @dataclasses.dataclass(frozen=True)
 class Table:
-  """One curve of a probe: a language, the token budget its embeddings train on, and a seed."""
+  """One curve of a probe: a language, the token budget its embeddings train on, a seed, and how its rows
+  start (`init`: a method of `rewire.vocab`)."""
   language: str
   budget: int
   seed: int
+  init: str = "random"
 
   def key(self) -> jax.Array:
-    """The table's randomness: a function of its own fields only."""
+    """The table's randomness: a function of its language, budget and seed, and not of its start, so tables
+    that differ only in their start share their draws, batches, masking and dropout."""
     k = jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(self.language.encode()) & 0x7FFFFFFF)
     return jax.random.fold_in(k, self.budget & 0x7FFFFFFF)
 
@@ -162,11 +167,26 @@ class StackedProbe:
       sums, counts = sums + s, counts + n
     return sums / np.maximum(counts, 1.0)
 
+  def started(self, state: dict, body: Any, tables: Sequence[Table], recipes: Sequence, *,
+              covariance_scale: float) -> dict:
+    """`state` with the tables that have a recipe started by it from the body's own vocabulary matrices."""
+    fresh = {name: np.array(x) for name, x in jax.device_get(state["tables"]).items()}
+    for name, path in self.matrices.items():
+      old = np.asarray(jax.device_get(optim.get_path(body, path.split("/"))))
+      for i, (t, recipe) in enumerate(zip(tables, recipes)):
+        if recipe is not None:
+          fresh[name][i] = start_leaf(recipe, old, fresh[name][i], vocab_axis=self.family.vocab_axis(path),
+                                      pad_row=self.family.pad_row(path, self.pad_id), seed=t.seed,
+                                      covariance_scale=covariance_scale)
+    return {**state, "tables": jax.device_put(fresh, self._repl)}
+
   def run(self, body: Any, tables: Sequence[Table], data: Sequence[TableData], *, batch_size: int,
-          eval_every: int, progress=None, on_update=None) -> tuple[list[int], np.ndarray, list[dict]]:
+          eval_every: int, progress=None, on_update=None, recipes: Sequence | None = None,
+          covariance_scale: float = 1.0) -> tuple[list[int], np.ndarray, list[dict]]:
     """Trains the tables on `body`; returns (evaluation steps, losses `[T, points]`, each final table).
 
-    `progress(step, losses)` runs at evaluations, `on_update(train_losses)` after every update."""
+    `progress(step, losses)` runs at evaluations, `on_update(train_losses)` after every update. `recipes`
+    (one per table, None for `random`) start the tables' rows from the body's."""
     if len(tables) != self.num_tables:
       raise ValueError(f"compiled for {self.num_tables} tables, got {len(tables)}")
     body = jax.device_put(body, self._repl)  # e.g. a pretraining run's fsdp-sharded params, replicated
@@ -176,6 +196,8 @@ class StackedProbe:
     for i, d in enumerate(data):
       valid[i, :len(d.valid)] = d.valid
     state = self._init(keys)
+    if recipes is not None and any(r is not None for r in recipes):
+      state = self.started(state, body, tables, recipes, covariance_scale=covariance_scale)
     batches = HostBatches(tables, data, batch_size)
     steps, curve = [0], [self.evaluate(state["tables"], body, valid, keys, batch_size)]
     for step in range(1, self.total_steps + 1):

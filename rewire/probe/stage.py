@@ -48,11 +48,17 @@ def run(config, workdir: str, *, log_stream=None, clock=time.perf_counter) -> di
   stream = log_stream or sys.stdout
   with rworkdir.locked(workdir):
     languages = prepare_languages(config, os.path.join(workdir, "languages"), log_stream=log_stream)
-    prober = Prober(config, languages, info, mesh)
+    prober = Prober(config, languages, info, mesh, source=config.init_from)
+    starts = f" x {len(prober.inits)} starts" if len(prober.inits) > 1 else ""
     print(f"[probe] {config.init_from} at step {step}: {len(prober.tables)} tables "
-          f"({len(languages)} languages x {len(config.token_budgets)} budgets x {config.seeds} seeds), "
+          f"({len(languages)} languages x {len(config.token_budgets)} budgets{starts} x {config.seeds} seeds), "
           f"{config.total_steps} updates, dropout {prober.dropout['dropout']:g} "
           f"(attention {prober.dropout['attention_dropout']:g})", file=stream, flush=True)
+    lines, notes = prober.start_lines()
+    for note in notes:
+      print(f"rewire: {note}", file=sys.stderr, flush=True)
+    for line in lines:
+      print(f"[probe] {line}", file=stream, flush=True)
     lines = ProbeProgress(int(config.total_steps) * len(prober.groups), stream=stream, clock=clock)
 
     def evaluated(s, losses):
@@ -63,9 +69,9 @@ def run(config, workdir: str, *, log_stream=None, clock=time.perf_counter) -> di
     out = {"init_from": os.path.abspath(config.init_from), "step": int(step), "results": results,
            "total_steps": int(config.total_steps), "seeds": int(config.seeds),
            "confidence": float(config.confidence), "token_budgets": [int(b) for b in config.token_budgets],
-           "model": prober.dropout}
+           "inits": list(prober.inits), "model": prober.dropout}
     if config.save_embeddings:
-      out["embeddings"] = save_embeddings(params, finals, languages, info, workdir)
+      out["embeddings"] = save_embeddings(params, finals, languages, info, workdir, curve=prober.curve)
     write_json_atomic(os.path.join(workdir, "probe.json"), out)
     rworkdir.write_config(workdir, config)
     write_report(out, workdir)
@@ -113,14 +119,16 @@ class ProbeProgress:
     self.last = now
 
 
-def save_embeddings(params: Any, finals: dict, languages: list[Language], info: dict, workdir: str) -> dict:
-  """Writes each table as a language-adapted workdir (body + new embedding + tokenizer) for `assemble`."""
+def save_embeddings(params: Any, finals: dict, languages: list[Language], info: dict, workdir: str, *,
+                    curve=lambda t: t.language) -> dict:
+  """Writes each table as a language-adapted workdir (body + new embedding + tokenizer) for `assemble`;
+  `curve(table)` names its curve (language, or language/start)."""
   host = jax.device_get(params)
   family = registry.info_family(info)
   by_name = {l.name: l for l in languages}
   written = {}
   for t, table in finals.items():
-    out = os.path.join(workdir, "embeddings", f"{t.language}_b{t.budget}_s{t.seed}")
+    out = os.path.join(workdir, "embeddings", f"{curve(t).replace('/', '_')}_b{t.budget}_s{t.seed}")
     p = with_table(family, host, table)
     lang = by_name[t.language]
     rworkdir.copy_tokenizer(lang.tokenizer_path, out)
@@ -128,5 +136,5 @@ def save_embeddings(params: Any, finals: dict, languages: list[Language], info: 
                                     "pad_token_id": lang.specials.pad})
     rworkdir.write_params(out, p, note={"probe_table": dataclasses.asdict(t)})
     rworkdir.write_summary(out, {"finished": True, "probe_table": dataclasses.asdict(t)})
-    written[f"{t.language}/{t.budget}/{t.seed}"] = out
+    written[f"{curve(t)}/{t.budget}/{t.seed}"] = out
   return written

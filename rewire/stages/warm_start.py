@@ -23,12 +23,10 @@ from rewire import workdir
 from rewire.workdir import load_params
 from rewire.errors import UserError
 from rewire.models import registry
-from rewire.data.tokenizer import load_tokenizer, special_roles
+from rewire.data.tokenizer import load_tokenizer
 from rewire.optim import path_str
-from rewire.vocab import aux_vectors
-from rewire.vocab import pieces as vpieces
-from rewire.vocab.recipe import Recipe, Vocabularies
-from rewire.vocab.recipe import build as build_recipe
+from rewire.vocab.recipe import Recipe
+from rewire.vocab.start import recipe_between, start_leaf
 
 _REINIT_SALT = 0x2E1217
 
@@ -71,11 +69,8 @@ def initial_params(config, abstract_params: Any, *, pad_id: int, recipe: Recipe 
     x = np.asarray(fam.fresh_leaf(jax.random.fold_in(key, index), name, a.shape, std=config.reinit.init_std,
                                   pad_id=pad_id)).astype(a.dtype)
     if recipe is not None and name in vocab_leaves and name in source:
-      x = recipe.apply(source[name], x, vocab_axis=fam.vocab_axis(name), seed=config.seed * 1000 + index,
-                       covariance_scale=config.reinit.covariance_scale)
-      row = fam.pad_row(name, pad_id)
-      if row is not None:
-        x[row] = 0.0
+      x = start_leaf(recipe, source[name], x, vocab_axis=fam.vocab_axis(name), pad_row=fam.pad_row(name, pad_id),
+                     seed=config.seed * 1000 + index, covariance_scale=config.reinit.covariance_scale)
     index += 1
     return x
 
@@ -95,17 +90,7 @@ def vocabulary_recipe(config, tokenizer, text: Callable[[], np.ndarray]) -> Reci
   if not os.path.isfile(path):
     raise UserError(f"reinit.method={r.method} reads the source's tokenizer, but {config.init_from} has no "
                     f"{workdir.TOKENIZER} (use reinit.method=random)")
-  old_tok = load_tokenizer(path)
-  vocab = Vocabularies(vpieces.vocabulary(old_tok), vpieces.vocabulary(tokenizer), special_roles(old_tok),
-                       special_roles(tokenizer))
-
-  def aux():
-    return aux_vectors.train(text(), vocab.new, skip_ids=list(vocab.new_specials.values()), dim=r.aux_dim, epochs=r.aux_epochs,
-                             window=r.aux_window, min_count=r.aux_min_count, min_tokens=r.aux_min_tokens,
-                             seed=config.seed)
-
-  return build_recipe(r.method, vocab, fallback=r.fallback, aux=aux, temperature=r.focus_temperature,
-                      atoms=r.omp_atoms)
+  return recipe_between(r.method, r, load_tokenizer(path), tokenizer, text, seed=config.seed)
 
 
 def overlay(fresh: Any, workdir: str, step: int | None, *, prefix: str) -> Any:

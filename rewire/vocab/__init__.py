@@ -10,11 +10,13 @@ from the source model's rows instead, by one of `METHODS` (`reinit.method`):
                   trained (gensim) on the adaptation text itself
   recipe.py       each method as a recipe (which old rows make each new row, which are drawn), and the
                   recipe applied to every vocabulary leaf of a family
+  start.py        a run's recipe between the source's and its new tokenizer, and a leaf started by it
+                  (language adaptation and the probe both call it)
 
-It works on numpy arrays and piece strings only, so any family's leaves go through it (the stage passes
-each leaf with the family's vocabulary axis).
+It works on numpy arrays, piece strings and tokenizer files only, so any family's leaves go through it (the
+caller passes each leaf with the family's vocabulary axis).
 
-May import: nothing of rewire but rewire.errors.
+May import: rewire.errors, rewire.data (the tokenizers' special tokens); nothing else of rewire.
 """
 
 from rewire.vocab.recipe import METHODS, Recipe  # noqa: F401

@@ -107,10 +107,10 @@ class Vocabularies:
   new_specials: dict[str, int]
 
 
-def check_names(method: str, fallback: str) -> None:
-  """A UserError naming an unknown `reinit.method` or `reinit.fallback`."""
+def check_names(method: str, fallback: str, *, what: str = "reinit.method") -> None:
+  """A UserError naming an unknown `reinit.method` (the key `what`) or `reinit.fallback`."""
   if method not in METHODS:
-    raise UserError(f"unknown reinit.method {method!r}; choose one of {', '.join(METHODS)}")
+    raise UserError(f"unknown {what} {method!r}; choose one of {', '.join(METHODS)}")
   if fallback not in FALLBACKS:
     raise UserError(f"unknown reinit.fallback {fallback!r}; choose one of {', '.join(FALLBACKS)}")
 
