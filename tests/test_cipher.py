@@ -92,6 +92,7 @@ def test_the_transfer_ratio_on_known_answers():
 def _study_config():
   c = ml_collections.ConfigDict({
       "controlled": "relearned={pretrain},cipher=cipher:1:{pretrain}", "bootstrap": 500,
+      "variants": ("standard", "forget", "weight_decay"),
       "pretrain": {"data": {"source": "bundled:en_web"}},
       "finetune": {"task": "classify", "label_names": ("a", "b")}})
   return c
@@ -99,11 +100,11 @@ def _study_config():
 
 def test_the_study_transfer_statistics_on_known_answers():
   from rewire.study.transfer import compute_transfer, transfer_lines
-  zero_shot = {"standard": [60.0, 60.0, 60.0], "forget": [72.0, 68.0, 70.0]}
-  ceiling = {"standard": [80.0, 80.0, 80.0], "forget": [80.0, 80.0, 80.0]}
+  zero_shot = {"standard": [60.0, 60.0, 60.0], "forget": [72.0, 68.0, 70.0], "weight_decay": [64.0, 64.0, 64.0]}
+  ceiling = {"standard": [80.0, 80.0, 80.0], "forget": [80.0, 80.0, 80.0], "weight_decay": [80.0, 80.0, 80.0]}
   models = {(v, s): {"zero_shot": {"en": {"full": {"accuracy": ceiling[v][s]}},
                                    "cipher": {"400": {"accuracy": zero_shot[v][s]}}}}
-            for v in ("standard", "forget") for s in range(3)}
+            for v in zero_shot for s in range(3)}
   t = compute_transfer(models, _study_config(), [0, 1, 2], ["100", "400"], 0.95)
   assert t["sources"] == {"relearned": "bundled:en_web", "cipher": "cipher:1:bundled:en_web"}
   assert t["relearned"] == {} and set(t["cipher"]) == {"400"}  # only what was evaluated at every seed
@@ -112,12 +113,15 @@ def test_the_study_transfer_statistics_on_known_answers():
   assert r["forget"]["ratio"]["mean"] == pytest.approx(87.5) and r["forget"]["ratio"]["half_width"] > 0
   assert r["standard"]["ratio_above_chance"]["mean"] == pytest.approx(100 * 10 / 30)
   assert r["forget"]["ratio_above_chance"]["mean"] == pytest.approx(100 * 20 / 30)
-  d = r["difference"]
+  d = r["difference"]["forget"]
   assert d["mean"] == pytest.approx(12.5)
+  # Each variant is compared with standard: weight decay's 80% ratio is 5 points above, at every resample.
+  assert r["difference"]["weight_decay"]["low"] == r["difference"]["weight_decay"]["high"] == pytest.approx(5.0)
   # Every resample's difference lies between the extreme forget seeds (85 and 90) less the standard 75.
   assert 10.0 - 1e-9 <= d["low"] <= d["mean"] <= d["high"] <= 15.0 + 1e-9
   models[("forget", 2)]["zero_shot"]["en"]["full"]["accuracy"] = 45.0  # a task model below chance
   low = compute_transfer(models, _study_config(), [0, 1, 2], ["400"], 0.95)["cipher"]["400"]["forget"]
   assert low["ratio_above_chance"]["n"] == 2 and low["ratio"]["n"] == 3  # undefined there, not an error
   text = "\n".join(transfer_lines(t, 600, 95))
-  assert "| cipher | 400 | 60.0 | 70.0 ± 5.0 |" in text and "+12.5 [" in text and "relearned |" not in text
+  assert "| cipher | 400 | 60.0 | 70.0 ± 5.0 | 64.0 | 75.0 | 87.5 ± 6.2 | 80.0 | +12.5 [" in text
+  assert "| forget - standard | weight_decay - standard |" in text and "relearned |" not in text

@@ -26,6 +26,9 @@ def test_seed_bootstrap_of_the_gain():
   assert g["low"] < g["mean"] < g["high"]
   # Every resample's gain is bounded by the extreme seeds: a = (50 - 60)/60 .. (60 - 40)/40, b = -10% .. +30%.
   assert g["low"] >= np.mean([-100 / 6, -10]) - 1e-9 and g["high"] <= np.mean([50, 30]) + 1e-9
+  # Any variant against the baseline, the others left out.
+  three = {**same, "weight_decay": {"a": [45.0, 45.0, 45.0]}}
+  assert bootstrap_gain(three, ["a"], resamples=100, variant="weight_decay")["mean"] == pytest.approx(-10.0)
 
 
 def test_eta_counts_down_while_a_job_runs_and_never_sticks_when_it_overruns():
@@ -81,6 +84,18 @@ def test_with_adapt_steps_0_the_probe_tables_go_to_the_zero_shot_test():
   assert (forget.forget_every, forget.forget.until, forget.optim.clip_norm) == (100, c.forget_until, 0.5)
   assert (standard.forget_every, standard.forget.until, standard.optim.clip_norm) == (0, 0, 0.0)
   assert jobs["data/relearned"].config.data.source == c.pretrain.data.source
+  # The weight-decay variant: the standard recipe with the study's weight decay, and nothing else.
+  c.variants = ("standard", "forget", "weight_decay")
+  decayed = {j.name: j for j in build_steps(c)}["weight_decay_s1/pretrain"].config
+  assert (decayed.forget_every, decayed.optim.clip_norm, decayed.optim.weight_decay) == (0, 0.0, c.weight_decay)
+  assert standard.optim.weight_decay == c.pretrain.optim.weight_decay == 0.01 != c.weight_decay
+  from rewire.config import validate
+  for bad, match in ((("forget", "weight_decay"), "'standard' .the baseline."), (("standard", "decay"),
+                                                                                  "unknown pretraining variant 'decay'")):
+    c.variants = bad
+    with pytest.raises(UserError, match=match):
+      validate(c)
+  c.variants = ("standard", "forget")
   from rewire.study import layout
   assert layout.test_set(c, "cipher") == ("cipher:1:bundled:verse_genre:test", "en")
   assert layout.test_set(c, "relearned") == ("bundled:verse_genre:test", "en")
@@ -174,7 +189,7 @@ def test_micro_study_end_to_end_on_two_nodes(cluster_study):
   text = open(root / "study.md").read()
   assert "Mean per-language relative gain" in text and "| 4,000 |" in text
   assert "## Controlled languages" in text and "| cipher | 8,000 |" in text
-  assert out["headline"]["relative_gain"] == pytest.approx(stats["relative_gain"]["8000"]["mean"])
+  assert out["headline"]["relative_gain"] == pytest.approx(stats["relative_gain"]["forget"]["8000"]["mean"])
 
 
 def test_the_killed_pretraining_step_is_retried_resumes_and_ends_bit_identical(cluster_study, tmp_path):
@@ -247,3 +262,46 @@ def test_the_command_line_dry_run_prints_the_graph_and_runs_nothing(tmp_path):
   assert lines[0].split()[:3] == ["step", "hash", "state"] and len(lines) == 1 + 11  # 3 corpora, 8 model steps
   assert all(line.split()[2:4] == ["PENDING", "run"] for line in lines[1:])
   assert not os.path.exists(tmp_path / "study")
+
+
+def _fabricated_models(c, accuracy: dict) -> dict:
+  """What the steps of study config `c` would have written, per (variant, seed), with zero-shot accuracy
+  `accuracy[variant]` at every language and budget, and every other figure the same for all variants."""
+  from rewire.config import parse_pairs
+  from rewire.study import layout
+  budgets = [str(b) for b in c.probe.token_budgets]
+  languages = [*parse_pairs(c.languages, "languages"), *layout.controlled(c)]
+  result = {"steps": [0, 10], "target_loss": 5.0, "unigram_loss": 5.5, "per_seed": {"curves": [[6.0, 4.5]]},
+            "final_loss": {"mean": 4.5}}
+  return {(v, s): {
+      "pretrain": {"valid_loss": 5.0, "unigram_loss": 6.0, "resets": [3] if v == "forget" else []},
+      "pretrain_curve": [(0, 6.0), (20, 5.0)],
+      "probe": {"results": {l: {b: result for b in budgets} for l in languages}, "token_budgets": budgets},
+      "adapt": {l: {b: result for b in budgets} for l in languages},
+      "finetune": {"best_dev_accuracy": 80.0},
+      "zero_shot": {"en": {"full": {"accuracy": 80.0}}, **{l: {b: {"accuracy": accuracy[v]} for b in budgets}
+                                                           for l in languages}}}
+          for v in c.variants for s in c.seeds}
+
+
+def test_the_study_statistics_and_report_compare_every_variant_with_standard(tmp_path):
+  """Three variants, known answers: zero-shot 50% (standard), 60% (forget), 55% (weight decay) everywhere."""
+  from rewire.study import report, statistics
+  c = micro_config()
+  c.update(variants=("standard", "forget", "weight_decay"), seeds=(0, 1), bootstrap=50)
+  stats, probes = statistics.compute(c, _fabricated_models(c, {"standard": 50.0, "forget": 60.0,
+                                                               "weight_decay": 55.0}))
+  assert set(probes) == {"standard", "forget", "weight_decay"}
+  for budget in ("4000", "8000"):
+    assert stats["relative_gain"]["forget"][budget]["mean"] == pytest.approx(20.0)
+    assert stats["relative_gain"]["weight_decay"][budget]["low"] == pytest.approx(10.0)
+  assert stats["headline"] == {"variant": "forget", "relative_gain": pytest.approx(20.0),
+                               "relative_gain_low": pytest.approx(20.0), "relative_gain_high": pytest.approx(20.0)}
+  assert stats["transfer"]["cipher"]["8000"]["difference"]["weight_decay"]["mean"] == pytest.approx(100 * 5 / 80)
+  stats.update(wall_s=60.0, job_s=120.0, invocations=1)
+  text = "\n".join(report.report_lines(c, stats, 95))
+  assert text.startswith("# Plasticity study: forgetting and weight decay against standard pretraining")
+  assert "weight decay 0.1 for the weight_decay variant (the others: 0.01)" in text
+  assert "| weight_decay | 55.0 |" in text and "| 8,000 | 50.0 | 60.0 | 55.0 | +20.0% [+20.0, +20.0] | +10.0%" in text
+  assert "relative gain of weight decay over standard (the paper's statistic): **+10.0% [+10.0, +10.0]**" in text
+  assert "| forget - standard | weight_decay - standard |" in text

@@ -1,7 +1,7 @@
 """The schema of the pipeline (`rewire.study.pipeline`): every stage, for a standard and a forgetting model.
 
 The pipeline's groups are the stages' own schemas (`pretrain`, `adapt`, `finetune`, `evaluate`); its own
-keys say which variants and languages to run and how the forgetting variant differs.
+keys say which variants and languages to run and how the forgetting and weight-decay variants differ.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from rewire.config.engine import add_engine_keys, check_engine
 from rewire.config.evaluate import evaluate_defaults
 from rewire.config.finetune import finetune_defaults
 from rewire.config.pretrain import adapt_language_defaults, pretrain_defaults
-from rewire.config.variants import VARIANTS
+from rewire.config.variants import DEFAULT_VARIANTS, WEIGHT_DECAY
 
 
 def pipeline_defaults() -> ml_collections.ConfigDict:
@@ -20,11 +20,12 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = "pipeline"
   c.seed = 0
-  c.variants = VARIANTS
+  c.variants = DEFAULT_VARIANTS  # any of standard, forget, weight_decay (rewire.config.variants)
   c.languages = ("es",)
   c.forget_every = 1000          # K for the forgetting variant (the standard one uses 0)
   c.forget_clip_norm = 0.5
   c.forget_until = 0             # > 0: no resets after this update (the last episode runs to the end)
+  c.weight_decay = WEIGHT_DECAY  # the weight_decay variant's AdamW weight decay (the others: pretrain.optim's)
   c.include_english = True       # also score the English task model on the English test split
   c.adapt_source = "prepared:data/cc100_{lang}"  # {lang} is replaced by each language
   c.pretrain = pretrain_defaults()

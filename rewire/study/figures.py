@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from rewire.config.variants import VARIANTS
+from rewire.config.variants import BASELINE
 from rewire.plot import panels, save, style
 from rewire.probe.report import plot_curves
 from rewire.study import layout as L
@@ -31,7 +31,7 @@ def plot_zero_shot_budgets(stats: dict, path: str) -> None:
   languages, budgets = stats["languages"], [str(b) for b in stats["budgets"]]
   fig, axes = panels(len(languages), width=3.8, height=3.3)
   for ax, lang in zip(axes, languages):
-    for variant in VARIANTS:
+    for variant in stats["variants"]:
       per_budget = stats["zero_shot"][variant]
       adapted = [budget for budget in budgets if lang in per_budget[budget]]
       accuracy = [per_budget[budget][lang] for budget in adapted]
@@ -44,7 +44,7 @@ def plot_zero_shot_budgets(stats: dict, path: str) -> None:
 
 def write_figures(root: str, stats: dict, probes: dict, curves: dict, loss_name: str) -> None:
   """pretraining.png, adaptation.png, zero_shot.png and transfer.png under `root`."""
-  plot_pretraining(curves, stats["pretrain"]["standard"]["unigram_loss"], os.path.join(root, "pretraining.png"),
+  plot_pretraining(curves, stats["pretrain"][BASELINE]["unigram_loss"], os.path.join(root, "pretraining.png"),
                    loss_name)
   plot_curves(probes, os.path.join(root, "adaptation.png"), colors=COLORS)
   plot_zero_shot_budgets(stats, os.path.join(root, "zero_shot.png"))

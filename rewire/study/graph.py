@@ -1,4 +1,4 @@
-"""The plasticity study: standard against forgetting pretraining, several seeds, carried to a zero-shot task.
+"""The plasticity study: pretraining variants against the standard one, several seeds, carried to a zero-shot task.
 
 `python -m rewire.main --config=configs/study.py --workdir=runs/study`
 
@@ -8,7 +8,7 @@ interrupted study resumes where it stopped, a changed key reruns exactly the ste
 model it makes can be inspected, probed or exported on its own:
 
     data/<name>-<hash>                      prepared corpora (English pretraining text, each probe language)
-    <variant>_s<seed>/pretrain-<hash>       pretraining (variant = standard | forget)
+    <variant>_s<seed>/pretrain-<hash>       pretraining (variant: each of `variants`)
     <variant>_s<seed>/probe-<hash>          plasticity: fresh embeddings per language and token budget on the
                                             frozen body, `probe.total_steps` updates, curves
     <variant>_s<seed>/adapt-<hash>          the language adaptation for the zero-shot test: the probe's recipe
@@ -36,7 +36,7 @@ from rewire import config as rconfig
 from rewire import sharding
 from rewire import workdir as rworkdir
 from rewire.config import prepare_defaults
-from rewire.config.variants import VARIANTS, pretrain_config
+from rewire.config.variants import BASELINE, pretrain_config
 from rewire.stages.assemble import assemble_once
 from rewire.stages.evaluate import evaluate_model
 from rewire.study import layout
@@ -72,13 +72,14 @@ def build_steps(config) -> list[Step]:
   main_budget, small_budgets = budgets[-1], tuple(budgets[:-1])
   per_model = []
   for seed in config.seeds:
-    for variant in VARIANTS:
+    for variant in config.variants:
       name = functools.partial(L.job_name, variant, seed)  # name(job): this model's step of that name
       step = functools.partial(Step, resources=resources)
       pre = pretrain_config(config.pretrain, variant, seed=seed, forget_every=config.forget_every,
-                            clip_norm=config.forget_clip_norm, until=config.forget_until)
+                            clip_norm=config.forget_clip_norm, until=config.forget_until,
+                            weight_decay=config.weight_decay)
       pre.data.source = f"prepared:{ref(L.data_name(L.PRETRAIN_CORPUS))}"
-      if variant == "standard" or int(seed) != int(config.seeds[0]):
+      if variant == BASELINE or int(seed) != int(config.seeds[0]):
         pre.probe_every = 0  # probes during pretraining: the first seed of each variant only
       steps.append(Step(name(L.PRETRAIN), pre, resources=pretrain_resources, hosts=int(config.pretrain_hosts),
                         resumes=True))

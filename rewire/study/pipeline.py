@@ -5,7 +5,7 @@ The pipeline is a graph of steps (`rewire.steps`) run on Ray, each in a director
 step and its hash, so an interrupted pipeline picks up where it stopped and a changed key reruns exactly
 the steps it reaches:
 
-    <workdir>/<variant>/pretrain-<hash>                  variant = standard | forget
+    <workdir>/<variant>/pretrain-<hash>                  variant = standard | forget | weight_decay
     <workdir>/<variant>/adapt_<lang>-<hash>
     <workdir>/<variant>/finetune_<task>-<hash>
     <workdir>/<variant>/assembled_<task>_<lang>-<hash>
@@ -30,6 +30,7 @@ from rewire.steps.cluster import Settings, step_resources
 from rewire.steps.engine import run_graph
 from rewire.steps.graph import Graph
 from rewire.steps.step import Step, ref
+from rewire.study.transfer import COLORS
 from rewire.telemetry import read_records
 
 EVALUATE = "evaluate"
@@ -48,7 +49,7 @@ def build_steps(config) -> list[Step]:
   for variant in config.variants:
     names = step_names(variant, task)
     c = pretrain_config(config.pretrain, variant, seed=config.seed, forget_every=config.forget_every,
-                        clip_norm=config.forget_clip_norm, until=config.forget_until)
+                        clip_norm=config.forget_clip_norm, until=config.forget_until, weight_decay=config.weight_decay)
     steps.append(Step(names["pretrain"], c, resources=pretrain_resources, hosts=int(config.pretrain_hosts),
                       resumes=True))
     ft = copy.deepcopy(config.finetune)
@@ -97,7 +98,7 @@ def plot_adaptation(graph: Graph, config, out_path: str) -> str | None:
       recs = read_records(os.path.join(graph.dirs[step_names(variant, "", lang)["adapt"]], "metrics.jsonl"))
       train = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
       if train:
-        ax.plot(*zip(*train), label=variant, color="tab:red" if variant == "forget" else "tab:blue")
+        ax.plot(*zip(*train), label=variant, color=COLORS[variant])
     style(ax, "update", "LM loss (nats)", f"adaptation to {lang}")
   return save(fig, out_path)
 

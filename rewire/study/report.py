@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from rewire.config.variants import VARIANTS
+from rewire.config.variants import BASELINE, compared
 from rewire.probe.report import fmt
 from rewire.models import registry
 from rewire.study import figures, statistics, summaries
@@ -27,7 +27,7 @@ def write_study(config, root: str, dirs: dict[str, str]) -> dict:
   stats.update(statistics.timing_stats(summaries.read_timings(root)))
   with open(os.path.join(root, "study.json"), "w") as f:
     json.dump(stats, f, indent=2)
-  curves = summaries.pretraining_curves(models, stats["seeds"])
+  curves = summaries.pretraining_curves(models)
   figures.write_figures(root, stats, probes, curves, registry.run_family(config.pretrain.model).loss_name)
   level = int(round(100 * float(config.probe.confidence)))
   with open(os.path.join(root, "study.md"), "w") as f:
@@ -37,6 +37,21 @@ def write_study(config, root: str, dirs: dict[str, str]) -> dict:
 
 def _gain(gain: dict) -> str:
   return f"{gain['mean']:+.1f}% [{gain['low']:+.1f}, {gain['high']:+.1f}]"
+
+
+def _name(variant: str) -> str:
+  return {"forget": "forgetting", "weight_decay": "weight decay"}.get(variant, variant)
+
+
+def _variant_text(config, stats) -> str:
+  """What sets the variants apart, for the pretraining section."""
+  parts = []
+  if "forget" in stats["variants"]:
+    parts.append(f"forgetting every {config.forget_every} updates{_until_text(config)}")
+  if "weight_decay" in stats["variants"]:
+    parts.append(f"weight decay {config.weight_decay:g} for the weight_decay variant (the others: "
+                 f"{config.pretrain.optim.weight_decay:g})")
+  return "; ".join(parts)
 
 
 def _until_text(config) -> str:
@@ -54,7 +69,8 @@ def report_lines(config, stats: dict, level: int) -> list[str]:
 def _intro_lines(config, stats: dict, level: int) -> list[str]:
   seeds = stats["seeds"]
   return [
-      "# Plasticity study: standard against forgetting pretraining", "",
+      f"# Plasticity study: {' and '.join(_name(v) for v in compared(stats['variants']))} against standard "
+      "pretraining", "",
       f"{len(seeds)} pretraining seeds per variant ({', '.join(map(str, seeds))}). Every ± is the half-width of a "
       f"{level}% t-interval over those seeds; brackets are {level}% seed-bootstrap intervals "
       f"({config.bootstrap:,} resamples). Wall time {stats['wall_s'] / 60:.1f} min over "
@@ -69,10 +85,10 @@ def _pretraining_lines(config, stats: dict) -> list[str]:
       f"{pretrain.model.num_layers}-layer, hidden-{pretrain.model.hidden_size} {family.describe(pretrain.model)}, "
       f"vocab {pretrain.data.vocab_size}, {family.loss_name} objective, batch "
       f"{pretrain.batch_size}x{pretrain.data.seq_len}, {pretrain.total_steps:,} updates on `{pretrain.data.source}`; "
-      f"forgetting every {config.forget_every} updates{_until_text(config)}.", "",
+      f"{_variant_text(config, stats)}.", "",
       "| variant | validation loss | unigram baseline | below unigram (nats) | resets per run |",
       "|---|---|---|---|---|"]
-  for variant in VARIANTS:
+  for variant in stats["variants"]:
     row = stats["pretrain"][variant]
     lines.append(f"| {variant} | {fmt(row['valid_loss'])} | {row['unigram_loss']:.3f} | {fmt(row['below_unigram'])} | "
                  f"{', '.join(map(str, row['resets']))} |")
@@ -84,7 +100,7 @@ def _english_task_lines(config, stats: dict) -> list[str]:
            f"{chance_accuracy(config.finetune):.0f}%)", "",
            f"| variant | dev accuracy (`{config.finetune.dev_source}`) | test accuracy "
            f"(`{config.evaluate.test_source}`, English) |", "|---|---|---|"]
-  for variant in VARIANTS:
+  for variant in stats["variants"]:
     row = stats["task_en"][variant]
     lines.append(f"| {variant} | {fmt(row['dev'], 1)} | {fmt(row['test_en'], 1)} |")
   return lines + [""]
@@ -95,43 +111,53 @@ def _zero_shot_lines(stats: dict) -> list[str]:
   lines = [f"## Zero-shot accuracy (%), embeddings adapted on {int(main):,} tokens for "
            f"{stats['adapt_steps']:,} updates", "",
            "| variant | " + " | ".join(languages) + " |", "|---|" + "---|" * len(languages)]
-  for variant in VARIANTS:
+  for variant in stats["variants"]:
     accuracy = stats["zero_shot"][variant][main]
     lines.append(f"| {variant} | " + " | ".join(fmt(accuracy[lang], 1) for lang in languages) + " |")
-  gain = stats["relative_gain"][main]
-  per_language = ", ".join(f"{lang} {value:+.1f}%" for lang, value in gain["per_language"].items())
-  return lines + ["", f"Mean per-language relative gain of forgetting (the paper's statistic): **{_gain(gain)}**; "
-                  f"per language: {per_language}.", ""]
+  lines.append("")
+  for variant in compared(stats["variants"]):
+    gain = stats["relative_gain"][variant][main]
+    per_language = ", ".join(f"{lang} {value:+.1f}%" for lang, value in gain["per_language"].items())
+    lines.append(f"Mean per-language relative gain of {_name(variant)} over standard (the paper's statistic): "
+                 f"**{_gain(gain)}**; per language: {per_language}.")
+  return lines + [""]
 
 
 def _ablation_lines(config, stats: dict) -> list[str]:
-  main, ablation = str(stats["main_budget"]), stats["ablation_languages"]
+  main, ablation, variants = str(stats["main_budget"]), stats["ablation_languages"], stats["variants"]
+  others = compared(variants)
+  head = ["budget (tokens)", *variants, *(f"relative gain, {v}" for v in others)]
   lines = [f"## Low-data ablation ({', '.join(ablation)}): zero-shot accuracy against the adaptation budget", "",
-           "| budget (tokens) | standard | forget | relative gain |", "|---|---|---|---|"] if ablation else [
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] if ablation else [
            "## Low-data ablation", "", "No real language is adapted at the smaller budgets (`ablation_languages`).", ""]
   for budget in (str(b) for b in stats["budgets"]) if ablation else ():
     means = statistics.ablation_mean_accuracy(stats["zero_shot"], budget, ablation)
-    gain = stats["relative_gain"][budget] if budget != main else stats["relative_gain_ablation_main"]
-    lines.append(f"| {int(budget):,} | {means['standard']:.1f} | {means['forget']:.1f} | {_gain(gain)} |")
+    gains = [stats["relative_gain"][v][budget] if budget != main else stats["relative_gain_ablation_main"][v]
+             for v in others]
+    lines.append(f"| {int(budget):,} | " + " | ".join([*(f"{means[v]:.1f}" for v in variants), *map(_gain, gains)])
+                 + " |")
   lines += ["", f"Validation {registry.run_family(config.pretrain.model).loss_name} loss of the adapted embeddings "
             f"({stats['adapt_steps']:,} updates) that these zero-shot models use:", "",
-            "| language | budget | standard | forget |", "|---|---|---|---|"]
+            "| language | budget | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
   for lang, per_budget in stats["adapted_loss"].items():
     for budget, loss in per_budget.items():
-      lines.append(f"| {lang} | {int(budget):,} | {fmt(loss['standard'])} | {fmt(loss['forget'])} |")
+      lines.append(f"| {lang} | {int(budget):,} | " + " | ".join(fmt(loss[v]) for v in variants) + " |")
   return lines + ["", "![zero-shot against budget](zero_shot.png)", ""]
 
 
 def _adaptation_lines(stats: dict) -> list[str]:
+  variants, others = stats["variants"], compared(stats["variants"])
+  head = (["language", "budget"] + [f"{v} final loss" for v in variants] + [f"{v} AUC" for v in variants]
+          + [f"{v}: updates to {BASELINE}'s final (reached)" for v in others])
   lines = [f"## Adaptation speed (fresh embeddings, body frozen, {stats['adaptation_updates']} updates)", "",
-           "Target: the standard model's mean final adaptation loss for that language and budget. 'Updates' is "
+           f"Target: the {BASELINE} model's mean final adaptation loss for that language and budget. 'Updates' is "
            "how many updates each variant needs to get there (mean over the seeds that did; reached/seeds).", "",
-           "| language | budget | standard final loss | forget final loss | standard AUC | forget AUC | "
-           "forget: updates to standard's final | reached |", "|---|---|---|---|---|---|---|---|"]
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for lang, per_budget in stats["adaptation"].items():
     for budget, row in per_budget.items():
-      standard, forget = row["standard"], row["forget"]
-      lines.append(f"| {lang} | {int(budget):,} | {fmt(standard['final_loss'])} | {fmt(forget['final_loss'])} | "
-                   f"{fmt(standard['auc'])} | {fmt(forget['auc'])} | {fmt(forget['updates_to_standard_final'], 0)} | "
-                   f"{forget['reached']}/{len(stats['seeds'])} |")
+      cells = ([lang, f"{int(budget):,}"] + [fmt(row[v]["final_loss"]) for v in variants]
+               + [fmt(row[v]["auc"]) for v in variants]
+               + [f"{fmt(row[v]['updates_to_standard_final'], 0)} ({row[v]['reached']}/{len(stats['seeds'])})"
+                  for v in others])
+      lines.append("| " + " | ".join(cells) + " |")
   return lines + ["", "![adaptation curves](adaptation.png)", ""]

@@ -3,7 +3,8 @@
 Seeds are pretraining seeds: each (variant, seed) is one pretrained model, probed and carried through the
 task with that seed. Every interval is over those seeds: t-intervals for per-variant means, and a seed
 bootstrap (each variant's seeds resampled with replacement, independently) for the paper's statistic,
-the mean over languages of the relative gain 100 * (forget - standard) / standard.
+the mean over languages of the relative gain 100 * (variant - standard) / standard, for every variant
+compared with the standard one (forget, weight_decay).
 
 Everything here is computed from `models`, {(variant, seed): that model's summaries} as
 `rewire.study.summaries.load_models` reads them, and nothing here reads or writes a file, so the writing
@@ -18,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from rewire.config import parse_pairs
-from rewire.config.variants import VARIANTS
+from rewire.config.variants import BASELINE, compared
 from rewire.probe import stats as probe_stats
 from rewire.study import layout
 from rewire.study.transfer import compute_transfer
@@ -28,6 +29,7 @@ from rewire.tasks.scoring import relative_gain
 @dataclasses.dataclass(frozen=True)
 class Axes:
   """What the statistics range over, read from the study's config."""
+  variants: list[str]  # the pretraining variants, standard (the baseline) among them
   seeds: list[int]
   languages: list[str]  # the real zero-shot languages
   probe_budgets: list[str]  # every token budget of the probe
@@ -47,21 +49,23 @@ def study_axes(config) -> Axes:
   # The controlled languages are left out here: `rewire.study.transfer` has their statistics.
   ablation = [lang for lang in layout.ablation_languages(config) if lang in languages]
   languages_at = {budget: (languages if budget == main_budget else ablation) for budget in probe_budgets}
-  return Axes(seeds=[int(s) for s in config.seeds], languages=languages, probe_budgets=probe_budgets,
+  return Axes(variants=list(config.variants), seeds=[int(s) for s in config.seeds], languages=languages, probe_budgets=probe_budgets,
               budgets=[budget for budget in probe_budgets if languages_at[budget]], main_budget=main_budget,
               ablation_languages=ablation, languages_at=languages_at, level=float(config.probe.confidence),
               resamples=int(config.bootstrap))
 
 
-def bootstrap_gain(scores: dict, langs, *, resamples: int, seed: int = 0, level: float = 0.95) -> dict:
-  """Seed-bootstrap interval of `relative_gain`; `scores[variant][lang]` is a list over seeds."""
-  langs = list(langs)
+def bootstrap_gain(scores: dict, langs, *, resamples: int, seed: int = 0, level: float = 0.95,
+                   variant: str = "forget") -> dict:
+  """Seed-bootstrap interval of `relative_gain` of `variant` over the baseline; `scores[v][lang]` is a list
+  over seeds."""
+  langs, pair = list(langs), (variant, BASELINE)
 
-  def gain(groups: dict) -> float:  # groups[variant]: an array [langs, seeds]
-    means = {variant: dict(zip(langs, groups[variant].mean(axis=1).tolist())) for variant in VARIANTS}
-    return relative_gain(means["forget"], means["standard"])
+  def gain(groups: dict) -> float:  # groups[v]: an array [langs, seeds]
+    means = {v: dict(zip(langs, groups[v].mean(axis=1).tolist())) for v in pair}
+    return relative_gain(means[variant], means[BASELINE])
 
-  samples = {variant: [scores[variant][lang] for lang in langs] for variant in VARIANTS}
+  samples = {v: [scores[v][lang] for lang in langs] for v in pair}
   result = probe_stats.bootstrap(gain, samples, resamples=resamples, seed=seed, level=level)
   return {"mean": result["estimate"], "low": result["low"], "high": result["high"], "resamples": result["resamples"]}
 
@@ -70,7 +74,7 @@ def pretraining_stats(models: dict, axes: Axes) -> dict:
   """Per variant: English validation loss (mean and t-interval), the unigram baseline's loss, how far below
   that baseline the model gets, and each run's count of resets."""
   out = {}
-  for variant in VARIANTS:
+  for variant in axes.variants:
     runs = [models[(variant, seed)]["pretrain"] for seed in axes.seeds]
     out[variant] = {
         "valid_loss": probe_stats.mean_ci([run["valid_loss"] for run in runs], axes.level),
@@ -83,7 +87,7 @@ def pretraining_stats(models: dict, axes: Axes) -> dict:
 def english_task_stats(models: dict, axes: Axes) -> dict:
   """Per variant: the English task model's best dev accuracy and its English test accuracy (t-intervals)."""
   out = {}
-  for variant in VARIANTS:
+  for variant in axes.variants:
     dev, test = [], []
     for seed in axes.seeds:
       model = models[(variant, seed)]
@@ -97,7 +101,7 @@ def zero_shot_accuracies(models: dict, axes: Axes) -> dict:
   """{variant: {budget: {language: [zero-shot accuracy of each seed's model]}}}, at the budgets each language
   was adapted at."""
   out = {}
-  for variant in VARIANTS:
+  for variant in axes.variants:
     out[variant] = {}
     for budget in axes.budgets:
       per_language = {}
@@ -119,35 +123,37 @@ def zero_shot_stats(accuracies: dict, axes: Axes) -> dict:
 
 
 def relative_gains(accuracies: dict, axes: Axes) -> dict:
-  """Per budget: the paper's statistic over the languages adapted at it (seed-bootstrap interval), and the
-  relative gain of each language's mean accuracy (`per_language`)."""
+  """Per compared variant and budget: the paper's statistic over the languages adapted at it (seed-bootstrap
+  interval), and the relative gain of each language's mean accuracy (`per_language`)."""
   out = {}
-  for budget in axes.budgets:
-    scores = {variant: accuracies[variant][budget] for variant in VARIANTS}
-    languages = axes.languages_at[budget]
-    per_language = {}
-    for lang in languages:
-      forget, standard = np.mean(scores["forget"][lang]), np.mean(scores["standard"][lang])
-      per_language[lang] = relative_gain({lang: forget}, {lang: standard})
-    out[budget] = {**bootstrap_gain(scores, languages, resamples=axes.resamples, level=axes.level),
-                   "per_language": per_language}
+  for variant in compared(axes.variants):
+    out[variant] = {}
+    for budget in axes.budgets:
+      scores = {v: accuracies[v][budget] for v in (variant, BASELINE)}
+      languages = axes.languages_at[budget]
+      per_language = {lang: relative_gain({lang: np.mean(scores[variant][lang])}, {lang: np.mean(scores[BASELINE][lang])})
+                      for lang in languages}
+      out[variant][budget] = {**bootstrap_gain(scores, languages, resamples=axes.resamples, level=axes.level,
+                                               variant=variant), "per_language": per_language}
   return out
 
 
 def ablation_gain_at_main_budget(accuracies: dict, axes: Axes) -> dict:
-  """The paper's statistic at the largest budget over the ablation's languages only, so that it compares with
-  the smaller budgets' (seed-bootstrap interval)."""
+  """Per compared variant: the paper's statistic at the largest budget over the ablation's languages only, so
+  that it compares with the smaller budgets' (seed-bootstrap interval)."""
   scores = {}
-  for variant in VARIANTS:
+  for variant in axes.variants:
     at_main = accuracies[variant][axes.main_budget]
     scores[variant] = {lang: at_main[lang] for lang in axes.ablation_languages}
-  return bootstrap_gain(scores, axes.ablation_languages, resamples=axes.resamples, level=axes.level)
+  return {variant: bootstrap_gain(scores, axes.ablation_languages, resamples=axes.resamples, level=axes.level,
+                                  variant=variant) for variant in compared(axes.variants)}
 
 
 def ablation_mean_accuracy(zero_shot: dict, budget: str, languages) -> dict:
   """{variant: mean over `languages` of the mean zero-shot accuracy at `budget`}; `zero_shot` as
   `zero_shot_stats` gives it."""
-  return {variant: np.mean([zero_shot[variant][budget][lang]["mean"] for lang in languages]) for variant in VARIANTS}
+  return {variant: np.mean([per_budget[budget][lang]["mean"] for lang in languages])
+          for variant, per_budget in zero_shot.items()}
 
 
 def _first_curve(probe: dict, lang: str, budget: str) -> np.ndarray:
@@ -171,7 +177,7 @@ def _probe_across_seeds(models: dict, variant: str, seeds, target_of) -> dict:
 def adaptation_probes(models: dict, axes: Axes) -> dict:
   """Per variant: the adaptation probe's curves across model seeds. The target of the speed statistic is the
   standard model's mean final adaptation loss, per language and budget."""
-  standard = _probe_across_seeds(models, "standard", axes.seeds, lambda lang, budget, result: result["target_loss"])
+  standard = _probe_across_seeds(models, BASELINE, axes.seeds, lambda lang, budget, result: result["target_loss"])
   standard_final = {}
   for lang, per_budget in standard["results"].items():
     standard_final[lang] = {budget: result["final_loss"]["mean"] for budget, result in per_budget.items()}
@@ -179,18 +185,18 @@ def adaptation_probes(models: dict, axes: Axes) -> dict:
   def target_of(lang, budget, result):
     return standard_final[lang][budget]
 
-  return {variant: _probe_across_seeds(models, variant, axes.seeds, target_of) for variant in VARIANTS}
+  return {variant: _probe_across_seeds(models, variant, axes.seeds, target_of) for variant in axes.variants}
 
 
 def adaptation_stats(probes: dict) -> dict:
   """Per language, budget and variant: the final adaptation loss, the area under the curve, and the updates
   to the standard model's final loss (with how many seeds reached it); `probes` from `adaptation_probes`."""
   out = {}
-  for lang, per_budget in probes["standard"]["results"].items():
+  for lang, per_budget in probes[BASELINE]["results"].items():
     out[lang] = {}
     for budget in per_budget:
       row = {}
-      for variant in VARIANTS:
+      for variant in probes:
         result = probes[variant]["results"][lang][budget]
         row[variant] = {"final_loss": result["final_loss"], "auc": result["auc"],
                         "updates_to_standard_final": result["updates_to_target"], "reached": result["reached_target"]}
@@ -208,7 +214,7 @@ def adapted_loss_stats(models: dict, axes: Axes) -> dict:
       if lang not in axes.languages_at[budget]:
         continue
       out[lang][budget] = {}
-      for variant in VARIANTS:
+      for variant in axes.variants:
         losses = [models[(variant, seed)]["adapt"][lang][budget]["final_loss"]["mean"] for seed in axes.seeds]
         out[lang][budget][variant] = probe_stats.mean_ci(losses, axes.level)
   return out
@@ -229,8 +235,10 @@ def compute(config, models: dict) -> tuple[dict, dict]:
   accuracies = zero_shot_accuracies(models, axes)
   gains = relative_gains(accuracies, axes)
   probes = adaptation_probes(models, axes)
-  main_gain = gains[axes.main_budget]
+  headline = "forget" if "forget" in gains else compared(axes.variants)[0]  # the paper's comparison, if run
+  main_gain = gains[headline][axes.main_budget]
   stats = {
+      "variants": axes.variants,
       "seeds": axes.seeds, "languages": axes.languages, "budgets": [int(b) for b in axes.budgets],
       "main_budget": int(axes.main_budget),
       "pretrain": pretraining_stats(models, axes),
@@ -245,6 +253,6 @@ def compute(config, models: dict) -> tuple[dict, dict]:
       "adapt_steps": layout.adapt_steps(config),
       "adapted_loss": adapted_loss_stats(models, axes),
       "transfer": compute_transfer(models, config, axes.seeds, axes.probe_budgets, axes.level),
-      "headline": {"relative_gain": main_gain["mean"], "relative_gain_low": main_gain["low"],
+      "headline": {"variant": headline, "relative_gain": main_gain["mean"], "relative_gain_low": main_gain["low"],
                    "relative_gain_high": main_gain["high"]}}
   return stats, probes

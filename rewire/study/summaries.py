@@ -10,7 +10,6 @@ import json
 import os
 
 from rewire import workdir as rworkdir
-from rewire.config.variants import VARIANTS
 from rewire.study import layout as L
 from rewire.telemetry import read_records
 
@@ -19,7 +18,7 @@ def load_models(dirs: dict[str, str], config) -> dict:
   """{(variant, seed): that model's pretraining, probe, adaptation, fine-tuning and zero-shot summaries};
   `dirs` maps each step name to its directory (the graph's)."""
   models = {}
-  for variant in VARIANTS:
+  for variant in config.variants:
     for seed in config.seeds:
       job_dir = lambda job, v=variant, s=seed: dirs[L.job_name(v, s, job)]  # the directory of this model's step
       with open(os.path.join(job_dir(L.PROBE), "probe.json")) as f:
@@ -48,10 +47,9 @@ def _adapted(directories) -> dict:
   return out
 
 
-def pretraining_curves(models: dict, seeds) -> dict:
+def pretraining_curves(models: dict) -> dict:
   """{model name: [(update, English validation loss)]} of every model, variant by variant."""
-  return {L.model_name(variant, seed): models[(variant, int(seed))]["pretrain_curve"]
-          for variant in VARIANTS for seed in seeds}
+  return {L.model_name(variant, seed): model["pretrain_curve"] for (variant, seed), model in models.items()}
 
 
 def read_timings(root: str) -> list[dict]:

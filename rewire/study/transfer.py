@@ -7,21 +7,22 @@ zero-shot accuracy, and nothing but the new embeddings stands between the two. P
 the transfer ratio is zero-shot accuracy as a percentage of that ceiling (`tasks.scoring.transfer_ratio`);
 the chance-corrected ratio measures both from chance (0 at chance, 100 at the ceiling), since the plain
 ratio already reads chance/ceiling for a model that transfers nothing. Per variant and budget: the mean
-and t-interval over seeds; forget - standard: a seed bootstrap (each variant's seeds resampled).
+and t-interval over seeds; each compared variant - standard: a seed bootstrap (each variant's seeds
+resampled).
 """
 
 from __future__ import annotations
 
 import math
 
-from rewire.config.variants import VARIANTS
+from rewire.config.variants import BASELINE, compared
 from rewire.plot import panels, save, style
 from rewire.probe import stats as probe_stats
 from rewire.probe.report import fmt
 from rewire.study import layout as L
 from rewire.tasks.scoring import transfer_ratio
 
-COLORS = {"standard": "tab:blue", "forget": "tab:red"}
+COLORS = {"standard": "tab:blue", "forget": "tab:red", "weight_decay": "tab:green"}
 
 
 def chance_accuracy(finetune_cfg) -> float:
@@ -31,38 +32,40 @@ def chance_accuracy(finetune_cfg) -> float:
   return 100.0 / 3 if finetune_cfg.task == "nli" else 0.0
 
 
-def difference(per_seed: dict, *, resamples: int, level: float) -> dict:
-  """Seed-bootstrap interval of mean(forget) - mean(standard); `per_seed[variant]` is a list over seeds."""
-  r = probe_stats.bootstrap(lambda g: g["forget"].mean() - g["standard"].mean(),
-                            {v: per_seed[v] for v in VARIANTS}, resamples=resamples, level=level)
+def difference(per_seed: dict, *, resamples: int, level: float, variant: str = "forget") -> dict:
+  """Seed-bootstrap interval of mean(variant) - mean(standard); `per_seed[v]` is a list over seeds."""
+  r = probe_stats.bootstrap(lambda g: g[variant].mean() - g[BASELINE].mean(),
+                            {v: per_seed[v] for v in (variant, BASELINE)}, resamples=resamples, level=level)
   return {"mean": r["estimate"], "low": r["low"], "high": r["high"], "resamples": r["resamples"]}
 
 
 def compute_transfer(models: dict, config, seeds, budgets, level: float) -> dict:
-  """{"chance", "languages", language: {budget: {variant: {...}, "difference", ...}}} for the controlled
-  languages; `models[(variant, seed)]["zero_shot"]` holds each model's zero-shot results."""
+  """{"chance", "languages", language: {budget: {variant: {...}, "difference": {variant: ...}, ...}}} for the
+  controlled languages; `models[(variant, seed)]["zero_shot"]` holds each model's zero-shot results."""
   chance = chance_accuracy(config.finetune)
+  variants = list(config.variants)
   sources = L.controlled(config)
   names = list(sources)
-  out = {"chance": chance, "languages": names, "sources": sources}
+  out = {"chance": chance, "languages": names, "sources": sources, "variants": variants}
   # The ceiling: each task model's English test accuracy, the same at every language and budget.
-  ceiling = {v: [models[(v, s)]["zero_shot"]["en"]["full"]["accuracy"] for s in seeds] for v in VARIANTS}
+  ceiling = {v: [models[(v, s)]["zero_shot"]["en"]["full"]["accuracy"] for s in seeds] for v in variants}
   for name in names:
     per_budget = {}
     for b in budgets:
-      if any(b not in models[(v, s)]["zero_shot"].get(name, {}) for v in VARIANTS for s in seeds):
+      if any(b not in models[(v, s)]["zero_shot"].get(name, {}) for v in variants for s in seeds):
         continue
-      acc = {v: [models[(v, s)]["zero_shot"][name][b]["accuracy"] for s in seeds] for v in VARIANTS}
-      ratio = {v: [transfer_ratio(z, e) for z, e in zip(acc[v], ceiling[v])] for v in VARIANTS}
+      acc = {v: [models[(v, s)]["zero_shot"][name][b]["accuracy"] for s in seeds] for v in variants}
+      ratio = {v: [transfer_ratio(z, e) for z, e in zip(acc[v], ceiling[v])] for v in variants}
       # Undefined (NaN, left out of the means) for a task model at or below chance: nothing to transfer.
       above = {v: [transfer_ratio(z, e, chance=chance) if e > chance else math.nan
-                   for z, e in zip(acc[v], ceiling[v])] for v in VARIANTS}
+                   for z, e in zip(acc[v], ceiling[v])] for v in variants}
       row = {v: {"zero_shot": probe_stats.mean_ci(acc[v], level), "ceiling": probe_stats.mean_ci(ceiling[v], level),
                  "ratio": probe_stats.mean_ci(ratio[v], level),
                  "ratio_above_chance": probe_stats.mean_ci(above[v], level), "per_seed_ratio": ratio[v]}
-             for v in VARIANTS}
-      row["difference"] = difference(ratio, resamples=int(config.bootstrap), level=level)
-      row["difference_above_chance"] = difference(above, resamples=int(config.bootstrap), level=level)
+             for v in variants}
+      for key, per_seed in (("difference", ratio), ("difference_above_chance", above)):
+        row[key] = {v: difference(per_seed, resamples=int(config.bootstrap), level=level, variant=v)
+                    for v in compared(variants)}
       per_budget[b] = row
     out[name] = per_budget
   return out
@@ -77,7 +80,7 @@ def plot_transfer(transfer: dict, path: str) -> str | None:
   for ax, name in zip(axes, names):
     budgets = sorted(transfer[name], key=int)
     x = [int(b) for b in budgets]
-    for v in VARIANTS:
+    for v in transfer["variants"]:
       r = [transfer[name][b][v]["ratio"] for b in budgets]
       ax.plot(x, [s["mean"] for s in r], "o-", color=COLORS[v], label=v)
       ax.fill_between(x, [s["low"] for s in r], [s["high"] for s in r], color=COLORS[v], alpha=0.18, lw=0)
@@ -100,6 +103,11 @@ def transfer_lines(transfer: dict, adapt_steps: int, level: int) -> list[str]:
   names = [n for n in transfer["languages"] if transfer[n]]
   if not names:
     return []
+  variants = transfer["variants"]
+  others = compared(variants)
+  diffs = [f"{v} - {BASELINE}" for v in others]
+  head = (["language", "budget"] + [f"zero-shot {v}" for v in variants] + [f"ratio {v}" for v in variants] + diffs
+          + [f"above chance {v}" for v in variants] + diffs)
   lines = [
       "## Controlled languages: the share of the English task that transfers", "",
       "Each controlled language is English met through a fresh tokenizer and fresh embeddings (adapted on "
@@ -107,16 +115,14 @@ def transfer_lines(transfer: dict, adapt_steps: int, level: int) -> list[str]:
       + "; ".join(f"`{n}` = `{transfer['sources'][n]}`" for n in names) + ". The transfer ratio is zero-shot "
       "accuracy as a percentage of the same task model's English test accuracy; 'above chance' measures both "
       f"from chance ({transfer['chance']:.0f}%), so 0 is chance and 100 the ceiling. ± is a {level}% t-interval "
-      f"over seeds; forget - standard is in ratio points with a {level}% seed-bootstrap interval.", "",
-      "| language | budget | zero-shot standard | zero-shot forget | ratio standard | ratio forget | "
-      "forget - standard | above chance standard | above chance forget | forget - standard |",
-      "|---|---|---|---|---|---|---|---|---|---|"]
+      f"over seeds; each variant - {BASELINE} is in ratio points with a {level}% seed-bootstrap interval.", "",
+      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name in names:
     for b in sorted(transfer[name], key=int):
       r = transfer[name][b]
-      s, f = r["standard"], r["forget"]
-      lines.append(f"| {name} | {int(b):,} | {fmt(s['zero_shot'], 1)} | {fmt(f['zero_shot'], 1)} | "
-                   f"{fmt(s['ratio'], 1)} | {fmt(f['ratio'], 1)} | {_diff(r['difference'])} | "
-                   f"{fmt(s['ratio_above_chance'], 1)} | {fmt(f['ratio_above_chance'], 1)} | "
-                   f"{_diff(r['difference_above_chance'])} |")
+      cells = ([name, f"{int(b):,}"] + [fmt(r[v]["zero_shot"], 1) for v in variants]
+               + [fmt(r[v]["ratio"], 1) for v in variants] + [_diff(r["difference"][v]) for v in others]
+               + [fmt(r[v]["ratio_above_chance"], 1) for v in variants]
+               + [_diff(r["difference_above_chance"][v]) for v in others])
+      lines.append("| " + " | ".join(cells) + " |")
   return lines + ["", "![transfer ratio against budget](transfer.png)", ""]
