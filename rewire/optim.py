@@ -171,12 +171,28 @@ def adamw(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
   )
 
 
+def keep_rows(rows: Mapping[str, tuple[Any, int]]) -> optax.GradientTransformation:
+  """Zero updates for chosen rows: `rows[path] = (bool mask, axis)` keeps the masked rows of that leaf (along
+  `axis`) exactly as they are, while the rest of the leaf trains (an adaptation's rows copied from the source)."""
+  def update(updates, state, params=None):
+    def keep(path, u):
+      if path_str(path) not in rows:
+        return u
+      mask, axis = rows[path_str(path)]
+      shape = [1] * u.ndim
+      shape[axis] = -1
+      return jnp.where(jnp.asarray(mask).reshape(shape), jnp.zeros_like(u), u)
+    return jax.tree_util.tree_map_with_path(keep, updates), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_stage_optimizer(optim_cfg, labels: Any, schedules: Schedules, *,
-                         wrap: Mapping[str, Callable[[optax.GradientTransformation], Any]] | None = None
-                         ) -> optax.GradientTransformation:
+                         wrap: Mapping[str, Callable[[optax.GradientTransformation], Any]] | None = None,
+                         kept_rows: Mapping[str, tuple[Any, int]] | None = None) -> optax.GradientTransformation:
   """Global-norm clipping (optional), then one AdamW per trainable group; frozen groups get zeros.
 
-  `wrap[group]`, if given, wraps that group's AdamW (the forgetting group: `rewire.forgetting.forget`).
+  `wrap[group]`, if given, wraps that group's AdamW (the forgetting group: `rewire.forgetting.forget`);
+  `kept_rows` (`keep_rows`) then holds chosen rows of trainable leaves where they are.
   """
   groups = groups_of(labels)
   transforms: dict[str, optax.GradientTransformation] = {}
@@ -188,6 +204,8 @@ def make_stage_optimizer(optim_cfg, labels: Any, schedules: Schedules, *,
   if optim_cfg.clip_norm and optim_cfg.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(optim_cfg.clip_norm))
   parts.append(optax.multi_transform(transforms, labels))
+  if kept_rows:
+    parts.append(keep_rows(kept_rows))
   return optax.chain(*parts)
 
 
@@ -206,8 +224,8 @@ class StageOptimizer:
 
 
 def stage_optimizer(optim_cfg, family, params: Any, *, total_steps: int, warmup_steps: int | None = None,
-                    forget_every: int = 0, forget_cfg=None, seed: int = 0, pad_id: int | None = None
-                    ) -> StageOptimizer:
+                    forget_every: int = 0, forget_cfg=None, seed: int = 0, pad_id: int | None = None,
+                    kept_rows: Mapping[str, tuple[Any, int]] | None = None) -> StageOptimizer:
   """The one builder of every stage's optimizer: labels, schedules, AdamW per group, forgetting.
 
   `optim_cfg` holds the AdamW recipe (lr, warmup_steps, b1, b2, eps, weight_decay) and optionally
@@ -215,6 +233,7 @@ def stage_optimizer(optim_cfg, family, params: Any, *, total_steps: int, warmup_
   resolves leaf-set names and says where the padding row is; `params` may be abstract. With
   `forget_every` > 0 the leaves of `forget_cfg.pattern` form the forgetting group, wrapped in
   `rewire.forgetting.forget`. `warmup_steps` overrides the config's (fine-tuning derives it from a fraction).
+  `kept_rows` holds chosen rows of vocabulary leaves as they are (`keep_rows`).
   """
   hyper = types.SimpleNamespace(**{"clip_norm": 0.0, "rules": ((".*", TRAIN),), **dict(optim_cfg)})
   if warmup_steps is not None:
@@ -234,7 +253,7 @@ def stage_optimizer(optim_cfg, family, params: Any, *, total_steps: int, warmup_
         forgetting.forget, every=forget_every, last_step=total_steps, init_std=forget_cfg.init_std,
         pad_id=family.pad_row(family.word_embedding, pad_id), seed=seed, until=until,
         reset_optimizer=forget_cfg.reset_optimizer, final=final)}
-  tx = make_stage_optimizer(hyper, labels, schedules, wrap=wrap)
+  tx = make_stage_optimizer(hyper, labels, schedules, wrap=wrap, kept_rows=kept_rows)
   return StageOptimizer(tx, labels, trainable_mask(labels), schedules, max(forget_every, 0))
 
 

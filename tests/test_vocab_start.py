@@ -11,7 +11,7 @@ import pytest
 
 from rewire.errors import UserError
 from rewire.vocab import pieces, sparse
-from rewire.vocab.recipe import AuxSpace, Recipe, Vocabularies, build, mean_and_covariance_draw
+from rewire.vocab.recipe import AuxSpace, Recipe, Vocabularies, build, copied_rows, mean_and_covariance_draw
 
 SPECIALS = {"bos": 0, "pad": 1, "eos": 2, "unk": 3}
 OLD = ["<s>", "<pad>", "</s>", "<unk>", "▁casa", "▁perro", "ción", "▁the", "<mask>"]
@@ -35,6 +35,9 @@ def test_overlap_copies_exactly_the_rows_of_the_shared_pieces_and_the_special_to
   for i in range(len(NEW)):
     np.testing.assert_array_equal(new[i], old[copied[i]] if i in copied else fresh[i])
   assert recipe.counts() == {"copied": 7, "mixed": 0, "random": 3}
+  # The rows a recipe copies, known without building it (what reinit.train_rows=new keeps).
+  for method in ("overlap", "mean", "random", "script"):
+    np.testing.assert_array_equal(copied_rows(method, vocabularies()), build(method, vocabularies()).copy_from >= 0)
   # The same recipe along the vocabulary axis of an untied output head [H, V], and of a bias [V].
   head = recipe.apply(old.T, fresh.T, vocab_axis=1, seed=0)
   np.testing.assert_array_equal(head, new.T)
@@ -151,7 +154,8 @@ def test_an_adaptation_starts_from_its_recipe_and_reports_it(tiny_runs, tmp_path
   from rewire.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
   from rewire.stages.pretrain import train_and_evaluate
   from rewire.stages.pretrain_setup import Setup
-  from rewire.stages.warm_start import initial_params, vocabulary_recipe
+  from rewire.stages.new_vocab import vocabulary_recipe
+  from rewire.stages.warm_start import initial_params
   from rewire.workdir import load_params
   source, _ = tiny_runs("one_device")
   docs = load_documents("bundled:en_web")[200:320]
@@ -199,7 +203,8 @@ def test_a_decoder_s_untied_head_starts_along_its_vocabulary_axis(family_runs, t
   from rewire.data.sources import load_documents
   from rewire.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
   from rewire.stages.pretrain_setup import Setup
-  from rewire.stages.warm_start import adopt_model_shape, initial_params, vocabulary_recipe
+  from rewire.stages.new_vocab import vocabulary_recipe
+  from rewire.stages.warm_start import adopt_model_shape, initial_params
   from rewire.workdir import load_params
   source, _ = family_runs("llama", "pretrained")
   save_tokenizer(train_tokenizer(load_documents("bundled:en_web")[200:320], 300), str(tmp_path / "tokenizer.json"))
@@ -221,3 +226,84 @@ def test_a_decoder_s_untied_head_starts_along_its_vocabulary_axis(family_runs, t
     np.testing.assert_array_equal(new_in[i], old_in[j], err_msg=p)
     np.testing.assert_array_equal(new_out[:, i], old_out[:, j], err_msg=p)
   assert old_in[1].any() and np.array_equal(new_in[1], old_in[1])
+
+
+# -- extending the vocabulary instead of replacing it ---------------------------------------------------------
+
+GREEK = str.maketrans("abcdefghiklmnoprstuxyz", "αβψδεφγηικλμνοπρστυχυζ")
+
+
+def _half_greek(docs):
+  """Every other word written in Greek letters: a 'language' whose Greek pieces the source cannot spell."""
+  return [" ".join(w.translate(GREEK) if i % 2 else w for i, w in enumerate(d.split())) for d in docs]
+
+
+def test_an_extended_tokenizer_keeps_every_old_id_and_adds_only_what_the_source_cannot_spell():
+  from rewire.data.sources import load_documents
+  from rewire.data.tokenizer import train_tokenizer
+  from rewire.vocab.extend import extend_tokenizer
+  docs = load_documents("bundled:en_web")
+  old = train_tokenizer(docs[:200], 500)
+  new = train_tokenizer(_half_greek(docs[200:400]), 500)
+  ext = extend_tokenizer(old, new)
+  size = ext.tokenizer.get_vocab_size()
+  assert ext.old_size == 500 and ext.added > 30 and size == 500 + ext.added
+  assert ext.tokenizer.token_to_id("<mask>") == size - 1  # rewire's layout: <mask> last
+  assert all(any(ch in "αβψδεφγηικλμνοπρστυχζ" for ch in ext.tokenizer.id_to_token(i)) for i in range(499, size - 1))
+  unseen = docs[400:460]  # English the source never saw: every id as before
+  assert [e.ids for e in ext.tokenizer.encode_batch(unseen)] == [e.ids for e in old.encode_batch(unseen)]
+  greek = _half_greek(docs[460:470])
+  assert 3 in sum((e.ids for e in old.encode_batch(greek)), []) and 3 not in sum(
+      (e.ids for e in ext.tokenizer.encode_batch(greek)), [])  # <unk> no more
+  # A tokenizer of another kind (a BPE) cannot be extended: one line that says so.
+  import tokenizers
+  bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+  bpe.train_from_iterator(docs[:20], tokenizers.trainers.BpeTrainer(vocab_size=100, special_tokens=["<unk>"]))
+  with pytest.raises(UserError, match="extend needs unigram tokenizers of rewire's layout; the source's tokenizer "
+                                      "is a BPE tokenizer"):
+    extend_tokenizer(bpe, new)
+
+
+def test_an_extended_adaptation_keeps_the_old_rows_trains_the_added_ones_and_exports(tiny_runs, tmp_path):
+  """RoBERTa: the source's rows stay bit-identical (reinit.train_rows defaults to new when extending), the
+  added rows train, the model assembles into a task model, and the export loads in AutoTokenizer and encodes
+  old text to the old ids."""
+  import io
+  import jax
+  from conftest import adapt_config
+  from transformers import AutoTokenizer
+  from rewire import hf
+  from rewire.data.sources import load_documents
+  from rewire.data.tokenizer import load_tokenizer
+  from rewire.stages.assemble import assemble
+  from rewire.stages.pretrain import train_and_evaluate
+  from rewire.workdir import load_params
+  source, _ = tiny_runs("one_device")
+  corpus = tmp_path / "half_greek.txt"
+  corpus.write_text("\n\n".join(_half_greek(load_documents("bundled:en_web")[:120])))
+  c = adapt_config(source, corpus)
+  c.update(extend=True, total_steps=3, checkpoint_every=1, keep_checkpoints=3)
+  log = io.StringIO()
+  summary = train_and_evaluate(c, str(tmp_path / "adapted"), devices=jax.devices()[:1], log_stream=log)
+  old_tok, ext_tok = (load_tokenizer(os.path.join(str(d), "tokenizer.json")) for d in (source, tmp_path / "adapted"))
+  old_size, size = old_tok.get_vocab_size(), ext_tok.get_vocab_size()
+  started = summary["vocab_start"]
+  assert started["extension"] == {"old_size": old_size, "added": size - old_size} and size > old_size
+  assert started["method"] == "overlap" and started["copied"] == old_size and started["random"] == size - old_size
+  assert f"extended the source's {old_size:,} ids by {size - old_size:,} pieces" in log.getvalue()
+  emb = lambda p: np.asarray(p["roberta"]["embeddings"]["word_embeddings"]["embedding"])
+  before, after = emb(load_params(str(source))[0]), emb(load_params(str(tmp_path / "adapted"))[0])
+  # Every old row bit for bit, but the padding row, which the family keeps at zero; <mask> moved to the end.
+  kept = np.setdiff1d(np.arange(old_size - 1), [1])
+  np.testing.assert_array_equal(after[kept], before[kept])
+  np.testing.assert_array_equal(after[size - 1], before[old_size - 1])
+  assert not after[1].any() and before[1].any()
+  # The added rows trained: each moved between update 1 and update 3.
+  first = emb(load_params(str(tmp_path / "adapted"), 1)[0])
+  assert (np.abs(after[old_size - 1:size - 1] - first[old_size - 1:size - 1]).max(axis=1) > 0).all()
+  assemble(str(tiny_runs("finetuned_nli")[0]), str(tmp_path / "adapted"), str(tmp_path / "assembled"))
+  assert load_tokenizer(str(tmp_path / "assembled" / "tokenizer.json")).get_vocab_size() == size
+  hf.export_checkpoint(str(tmp_path / "adapted"), str(tmp_path / "hf"))
+  theirs = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+  english = load_documents("bundled:en_web")[300:305]
+  assert [theirs(d)["input_ids"] for d in english] == [old_tok.encode(d).ids for d in english]

@@ -42,8 +42,14 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
       # How the new vocabulary rows start (rewire.vocab): random (the paper's N(0, init_std)), mean (the
       # old rows' mean and covariance), overlap (copy the rows of shared pieces), focus (FOCUS), omp
       # (orthogonal matching pursuit over shared pieces), script (the mean of the old rows of the same script).
-      method="random"))
+      method="random",
+      # "new": the rows copied from the source (shared pieces, special tokens) keep their values exactly and
+      # the others train; "all": every row trains; "": new when extending, all otherwise
+      train_rows=""))
   c.reinit.update(vocab_start_defaults())  # the methods' settings
+  # Keep the source's tokenizer and rows and add the new language's pieces that it cannot spell, instead of
+  # replacing the vocabulary (rewire.vocab.extend): old text keeps its ids. Needs a raw data.source.
+  c.extend = False
   c.token_budget = 0             # >0: train on the shortest prefix of the corpus with this many tokens, repeated
   # Plasticity during pretraining: every probe_every updates, probe the current body with the `probe`
   # recipe (see rewire/config/probe.py); results go to plasticity.jsonl and plasticity.png. 0: never.
@@ -87,6 +93,12 @@ def check_pretrain(config) -> None:
   if config.reinit.method != "random" and not config.init_from:
     raise UserError(f"reinit.method={config.reinit.method} builds the new rows from a source model's rows; "
                     f"set init_from")
+  if config.reinit.train_rows not in ("", "new", "all"):
+    raise UserError(f"reinit.train_rows must be new, all or empty (new when extending), got "
+                    f"{config.reinit.train_rows!r}")
+  if config.extend and (not config.init_from or str(config.data.source).startswith("prepared:")):
+    raise UserError("extend adds pieces to the tokenizer of init_from and encodes data.source with the result: "
+                    "set init_from, and a raw text source (not prepared:DIR)")
   if config.forget_every < 0:
     raise UserError(f"forget_every must be >= 0 (0 turns forgetting off), got {config.forget_every}")
   if config.stage == "adapt_language":

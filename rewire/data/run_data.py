@@ -61,7 +61,7 @@ def open_corpus(data_cfg: Any, workdir: str, *, is_main: bool = True, log_stream
     if is_main:
       build.prepare_into(settings, out, engine=build.Engine.from_config(data_cfg),
                          name=f"{os.path.basename(os.path.abspath(workdir))}/data", log_stream=log_stream)
-    _sync("rewire-prepared")
+    sync_processes("rewire-prepared")
     corpus = open_prepared(out, verify=False)
   if corpus.seq_len != int(data_cfg.seq_len):
     raise UserError(f"data.seq_len={data_cfg.seq_len} but {corpus.directory} holds sequences of "
@@ -69,7 +69,8 @@ def open_corpus(data_cfg: Any, workdir: str, *, is_main: bool = True, log_stream
   return corpus
 
 
-def _sync(name: str) -> None:
+def sync_processes(name: str) -> None:
+  """Waits until every process of a multi-process job gets here (a no-op in one process)."""
   import jax
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils

@@ -3,6 +3,7 @@
   pretrain.py        pretraining and language adaptation (one LM run, masked or next-token; resumes on its own)
   pretrain_setup.py  its model, optimizer (forgetting included), shardings and compiled steps
   resume.py          what a resumed run may change;  warm_start.py  starting from another run's params
+  new_vocab.py       an adaptation's vocabulary: replaced or extended, how its rows start, which rows train
   finetune.py        task adaptation: body and task head on an English task, embeddings frozen
   assemble.py        new-language embeddings into a task model;  evaluate.py  zero-shot evaluation
   prepare.py         corpus preparation

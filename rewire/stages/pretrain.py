@@ -31,7 +31,7 @@ from rewire.errors import UserError
 from rewire.models import flops, registry
 from rewire.plot import plot_losses
 from rewire.probe.during import DuringPretraining
-from rewire.stages import resume, warm_start
+from rewire.stages import new_vocab, resume, warm_start
 from rewire.stages.pretrain_setup import Setup
 from rewire.telemetry import MetricsWriter, Progress, read_records
 
@@ -122,6 +122,7 @@ class _Run:
   is_main: bool = dataclasses.field(default_factory=lambda: jax.process_index() == 0)
   plotted_at: float = dataclasses.field(default_factory=time.monotonic)
   carried: list = dataclasses.field(default_factory=list)  # the restored checkpoint's unlogged steps
+  extension: dict | None = None  # the source's vocabulary size and the pieces added to it (`extend`)
   vocab_start: dict | None = None  # how the new vocabulary rows started (reinit.method, rows per kind)
 
   def plot(self, *, live: bool = False) -> None:
@@ -145,10 +146,11 @@ class _Run:
       return state, start, summary if start >= config.total_steps else None
     if config.init_from:
       data = self.data
-      recipe = warm_start.vocabulary_recipe(config, data.tokenizer,
-                                            lambda: data.corpus.read("train", 0, data.num_train_sequences))
+      recipe = new_vocab.vocabulary_recipe(config, data.tokenizer,
+                                           lambda: data.corpus.read("train", 0, data.num_train_sequences))
       if recipe is not None:
-        self.vocab_start = {"method": recipe.method, **recipe.counts()}
+        self.vocab_start = {"method": recipe.method, **recipe.counts(),
+                            **({"extension": self.extension} if self.extension else {})}
         if self.is_main:
           for note in recipe.notes:
             print(f"rewire: {note}", file=sys.stderr, flush=True)
@@ -216,12 +218,19 @@ def _open(config, workdir: str, mesh, *, log_stream, run_name) -> _Run:
   ckpt = new_ckpt() if has_checkpoint(ckpt_dir) else None
   changes = resume.check_resumed_config(config, workdir) if ckpt is not None else {}
   resume.check_tokenizer_fits(config, workdir, ckpt, registry.run_family(config.model).word_embedding)
-  data = pretraining_data(config.data, workdir, seed=config.seed, global_batch_size=config.batch_size,
+  data_cfg, extension = config.data, None
+  if config.extend:
+    data_cfg, extension = new_vocab.extended_data(config, workdir, is_main=is_main, log_stream=log_stream)
+  data = pretraining_data(data_cfg, workdir, seed=config.seed, global_batch_size=config.batch_size,
                           token_budget=config.token_budget, process_index=jax.process_index(),
                           process_count=jax.process_count(), log_stream=log_stream)
-  setup = Setup(config, mesh, data.specials)
+  family = registry.run_family(config.model)
+  setup = Setup(config, mesh, data.specials, kept_rows=new_vocab.kept_rows(config, family, data.tokenizer))
   ckpt = ckpt or new_ckpt()
+  name = run_name or os.path.basename(os.path.abspath(workdir))
   if is_main:
+    if extension is not None:
+      print(f"[{name}] {extension.describe()}", file=log_stream or sys.stdout, flush=True)
     layout = resume.layout_change(workdir, mesh)
     if layout and ckpt.latest_step() is not None:
       print(f"rewire: resuming step {ckpt.latest_step()} on {resume.describe_layout(layout[1])} (it was saved "
@@ -234,4 +243,5 @@ def _open(config, workdir: str, mesh, *, log_stream, run_name) -> _Run:
         f.write(json.dumps({"resumed_at_step": ckpt.latest_step(), "changed": changes}) + "\n")
     rworkdir.write_config(workdir, config)
     rworkdir.write_model_info(workdir, {"architecture": setup.family.lm, **dataclasses.asdict(setup.model_config)})
-  return _Run(config, workdir, setup, data, ckpt, run_name or os.path.basename(os.path.abspath(workdir)), log_stream)
+  return _Run(config, workdir, setup, data, ckpt, name, log_stream,
+              extension={"old_size": extension.old_size, "added": extension.added} if extension else None)

@@ -25,7 +25,8 @@ from rewire.models import registry
 class Setup:
   """Everything static about a run: mesh, model, optimizer, shardings and the jitted steps."""
 
-  def __init__(self, config, mesh, specials, *, full_gradient: bool = False):
+  def __init__(self, config, mesh, specials, *, full_gradient: bool = False, kept_rows=None):
+    """`kept_rows`: vocabulary rows that keep their values ({leaf path: (row mask, axis)}, `optim.keep_rows`)."""
     self.config = config
     self.mesh = mesh
     self.rules = sharding.rules_from_config(config.mesh.rules)
@@ -45,7 +46,7 @@ class Setup:
     forget_every, fcfg = config.forget_every, config.forget
     self.optimizer = opt = optim.stage_optimizer(
         config.optim, fam, nn.unbox(boxed), total_steps=config.total_steps, forget_every=forget_every,
-        forget_cfg=fcfg, seed=config.seed, pad_id=specials.pad)
+        forget_cfg=fcfg, seed=config.seed, pad_id=specials.pad, kept_rows=kept_rows)
     self.tx, self.labels, self.trainable, self.schedules = opt.tx, opt.labels, opt.trainable, opt.schedules
 
     def init_state(key):

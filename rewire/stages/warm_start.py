@@ -11,9 +11,8 @@ instead (`rewire.vocab`). Every other leaf must exist in the source with the sam
 
 from __future__ import annotations
 
-import os
 import re
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -23,10 +22,9 @@ from rewire import workdir
 from rewire.workdir import load_params
 from rewire.errors import UserError
 from rewire.models import registry
-from rewire.data.tokenizer import load_tokenizer
 from rewire.optim import path_str
 from rewire.vocab.recipe import Recipe
-from rewire.vocab.start import recipe_between, start_leaf
+from rewire.vocab.start import start_leaf
 
 _REINIT_SALT = 0x2E1217
 
@@ -49,7 +47,7 @@ def initial_params(config, abstract_params: Any, *, pad_id: int, recipe: Recipe 
 
   The pattern is a regex or a name of `registry.LEAF_SETS` (resolved for `config.model.family`). A fresh
   token-embedding matrix of a family with a zero padding row (RoBERTa) gets that row zeroed. With a
-  `recipe` (`vocabulary_recipe`), the vocabulary-sized leaves among them are built from the source's
+  `recipe` (`rewire.stages.new_vocab.vocabulary_recipe`), the vocabulary-sized leaves among them are built from the source's
   leaf of the same path as the recipe says, along the family's vocabulary axis.
   """
   fam = registry.run_family(config.model)
@@ -77,20 +75,6 @@ def initial_params(config, abstract_params: Any, *, pad_id: int, recipe: Recipe 
   base = jax.tree_util.tree_map_with_path(fresh, abstract_params)
   return _take_from_source(base, config.init_from, config.init_step, lambda name: not reinit(name),
                            hint=" -- re-initialise vocabulary-sized leaves with reinit.pattern", source=source)
-
-
-def vocabulary_recipe(config, tokenizer, text: Callable[[], np.ndarray]) -> Recipe | None:
-  """The recipe of `config.reinit.method` from the source's tokenizer to `tokenizer` (None for `random`,
-  the paper's draw). `text` gives the adaptation text as token ids [N, L], read only when `focus` or `omp`
-  trains its auxiliary vectors on it."""
-  r = config.reinit
-  if r.method == "random":
-    return None
-  path = os.path.join(config.init_from, workdir.TOKENIZER)
-  if not os.path.isfile(path):
-    raise UserError(f"reinit.method={r.method} reads the source's tokenizer, but {config.init_from} has no "
-                    f"{workdir.TOKENIZER} (use reinit.method=random)")
-  return recipe_between(r.method, r, load_tokenizer(path), tokenizer, text, seed=config.seed)
 
 
 def overlay(fresh: Any, workdir: str, step: int | None, *, prefix: str) -> Any:

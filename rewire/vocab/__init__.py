@@ -12,6 +12,7 @@ from the source model's rows instead, by one of `METHODS` (`reinit.method`):
                   recipe applied to every vocabulary leaf of a family
   start.py        a run's recipe between the source's and its new tokenizer, and a leaf started by it
                   (language adaptation and the probe both call it)
+  extend.py       extending the source's tokenizer instead of replacing it: old text keeps its ids
 
 It works on numpy arrays, piece strings and tokenizer files only, so any family's leaves go through it (the
 caller passes each leaf with the family's vocabulary axis).

@@ -115,6 +115,21 @@ def check_names(method: str, fallback: str, *, what: str = "reinit.method") -> N
     raise UserError(f"unknown reinit.fallback {fallback!r}; choose one of {', '.join(FALLBACKS)}")
 
 
+def copied_rows(method: str, vocab: Vocabularies) -> np.ndarray:
+  """Which new rows `method`'s recipe copies from old rows (bool [new size]), without building it: the
+  special tokens for every method but `random`, and the shared pieces for overlap, focus and omp."""
+  check_names(method, "random")
+  out = np.zeros(len(vocab.new), bool)
+  if method == "random":
+    return out
+  new_ids, _, special_new, _ = vpieces.shared(vocab.old, vocab.new, old_specials=vocab.old_specials,
+                                              new_specials=vocab.new_specials)
+  out[special_new] = True
+  if method in ("overlap", "focus", "omp"):
+    out[new_ids] = True
+  return out
+
+
 def build(method: str, vocab: Vocabularies, *, fallback: str = "random",
           aux: Callable[[], "AuxSpace"] | None = None, temperature: float = 0.1, atoms: int = 8) -> Recipe:
   """The recipe of `method`. `aux` trains the auxiliary space when `focus` or `omp` needs it."""

@@ -19,13 +19,18 @@ from rewire.vocab import pieces as vpieces
 from rewire.vocab.recipe import Recipe, Vocabularies, build
 
 
+def vocabularies(old_tokenizer, new_tokenizer) -> Vocabularies:
+  """The pieces and special tokens of two tokenizers."""
+  return Vocabularies(vpieces.vocabulary(old_tokenizer), vpieces.vocabulary(new_tokenizer),
+                      special_roles(old_tokenizer), special_roles(new_tokenizer))
+
+
 def recipe_between(method: str, settings, old_tokenizer, new_tokenizer, text: Callable[[], np.ndarray], *,
                    seed: int) -> Recipe:
   """The recipe of `method` from `old_tokenizer`'s rows to `new_tokenizer`'s. `text()` gives the run's
   text as token ids [N, L] of the new tokenizer; it is read only when `focus` or `omp` trains its
   auxiliary vectors on it (seeded `seed`)."""
-  vocab = Vocabularies(vpieces.vocabulary(old_tokenizer), vpieces.vocabulary(new_tokenizer),
-                       special_roles(old_tokenizer), special_roles(new_tokenizer))
+  vocab = vocabularies(old_tokenizer, new_tokenizer)
 
   def aux():
     return aux_vectors.train(text(), vocab.new, skip_ids=list(vocab.new_specials.values()), dim=settings.aux_dim,
