@@ -92,7 +92,7 @@ def test_the_transfer_ratio_on_known_answers():
 def _study_config():
   c = ml_collections.ConfigDict({
       "controlled": "relearned={pretrain},cipher=cipher:1:{pretrain}", "bootstrap": 500,
-      "variants": ("standard", "forget", "weight_decay"),
+      "variants": ("standard", "forget", "weight_decay"), "probe": {"inits": "random"},
       "pretrain": {"data": {"source": "bundled:en_web"}},
       "finetune": {"task": "classify", "label_names": ("a", "b")}})
   return c

@@ -266,11 +266,12 @@ def test_the_command_line_dry_run_prints_the_graph_and_runs_nothing(tmp_path):
 
 def _fabricated_models(c, accuracy: dict) -> dict:
   """What the steps of study config `c` would have written, per (variant, seed), with zero-shot accuracy
-  `accuracy[variant]` at every language and budget, and every other figure the same for all variants."""
+  `accuracy[variant]` at every curve (language, or language/start) and budget, and every other figure the
+  same for all variants; a start other than random adds its index to the accuracy."""
   from rewire.config import parse_pairs
   from rewire.study import layout
   budgets = [str(b) for b in c.probe.token_budgets]
-  languages = [*parse_pairs(c.languages, "languages"), *layout.controlled(c)]
+  languages = layout.curves(c, [*parse_pairs(c.languages, "languages"), *layout.controlled(c)])
   result = {"steps": [0, 10], "target_loss": 5.0, "unigram_loss": 5.5, "per_seed": {"curves": [[6.0, 4.5]]},
             "final_loss": {"mean": 4.5}}
   return {(v, s): {
@@ -279,9 +280,31 @@ def _fabricated_models(c, accuracy: dict) -> dict:
       "probe": {"results": {l: {b: result for b in budgets} for l in languages}, "token_budgets": budgets},
       "adapt": {l: {b: result for b in budgets} for l in languages},
       "finetune": {"best_dev_accuracy": 80.0},
-      "zero_shot": {"en": {"full": {"accuracy": 80.0}}, **{l: {b: {"accuracy": accuracy[v]} for b in budgets}
-                                                           for l in languages}}}
+      "zero_shot": {"en": {"full": {"accuracy": 80.0}}, **{l: {b: {"accuracy": accuracy[v] + _start_bonus(c, l)}
+                                                               for b in budgets} for l in languages}}}
           for v in c.variants for s in c.seeds}
+
+
+def _start_bonus(c, curve):
+  from rewire.config.probe import parse_inits
+  return float(parse_inits(c.probe.inits).index(curve.split("/")[1])) if "/" in curve else 0.0
+
+
+def test_with_several_starts_every_result_is_kept_per_language_and_start():
+  """probe.inits=random,overlap: curves es/random and es/overlap (accuracy +1 point), a gain per start."""
+  from rewire.study import report, statistics
+  c = micro_config()
+  c.update(seeds=(0, 1), bootstrap=50)
+  c.probe.inits = "random,overlap"
+  stats, _ = statistics.compute(c, _fabricated_models(c, {"standard": 50.0, "forget": 60.0}))
+  assert stats["languages"] == ["es/random", "es/overlap"] and stats["starts"] == ["random", "overlap"]
+  assert stats["zero_shot"]["forget"]["8000"]["es/overlap"]["mean"] == pytest.approx(61.0)
+  assert stats["relative_gain"]["forget"]["8000"]["mean"] == pytest.approx(20.0)  # the first start's
+  assert stats["relative_gain_by_start"]["overlap"]["forget"]["8000"]["mean"] == pytest.approx(100 * 10 / 51)
+  assert set(stats["transfer"]["languages"]) == {"cipher/random", "cipher/overlap"}
+  stats.update(wall_s=60.0, job_s=120.0, invocations=1)
+  text = "\n".join(report.report_lines(c, stats, 95))
+  assert "| variant | es/random | es/overlap |" in text and "rows started by overlap" in text
 
 
 def test_the_study_statistics_and_report_compare_every_variant_with_standard(tmp_path):

@@ -109,6 +109,12 @@ def parse_inits(inits, fallback: str = "random") -> tuple[str, ...]:
   return names
 
 
+def curve_name(language: str, init: str, inits) -> str:
+  """The name of a probe curve in its results: the language, or language/start when the probe has several
+  starts (any but the one `random`)."""
+  return language if tuple(inits) == ("random",) else f"{language}/{init}"
+
+
 def check_probe(config) -> None:
   for key in ("seeds", "total_steps", "batch_size", "eval_every"):
     if int(config[key]) <= 0:

@@ -21,7 +21,7 @@ from rewire.errors import UserError
 from rewire.models import registry
 from rewire.models.task_model import task_model_config
 from rewire.probe import stats as probe_stats
-from rewire.config.probe import BODY, parse_inits, parse_pairs
+from rewire.config.probe import BODY, curve_name, parse_inits, parse_pairs
 from rewire.probe.languages import Language
 from rewire.probe.stacked import StackedProbe, Table
 from rewire.vocab.recipe import Recipe
@@ -66,7 +66,7 @@ class Prober:
 
   def curve(self, t: Table) -> str:
     """The name of a table's curve in the results: its language, or language/start when several starts run."""
-    return t.language if self.inits == ("random",) else f"{t.language}/{t.init}"
+    return curve_name(t.language, t.init, self.inits)
 
   def _recipes(self, source: str) -> dict[Table, Recipe]:
     """Each table's start recipe (none for `random`): one per language and start, and for `focus` and `omp`

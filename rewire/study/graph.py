@@ -118,7 +118,7 @@ def zero_shot_config(config, finetune: str, adapted) -> dict:
 
 
 def zero_shot(config: dict, workdir: str) -> dict:
-  """Assembles the task model with every (language, budget) embedding of the adaptations and evaluates it."""
+  """Assembles the task model with every (curve, budget) embedding of the adaptations and evaluates it."""
   ev = config["evaluate"]
   mesh = sharding.make_mesh(config["mesh"])
   rules = sharding.rules_from_config(config["mesh"]["rules"])
@@ -130,15 +130,15 @@ def zero_shot(config: dict, workdir: str) -> dict:
   results = {"en": {"full": evaluate_model(ft, ev["test_source"], "en", mesh=mesh, rules=rules,
                                            batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])}}
   for key, emb_dir in sorted(tables.items()):
-    lang, budget, _ = key.split("/")
-    if lang not in config["tests"]:
+    curve, budget, _ = key.rsplit("/", 2)  # curve: a language, or language/start (layout.curves)
+    if layout.language_of(curve) not in config["tests"]:
       continue  # a probe-only language has no zero-shot test of its own
-    assembled = assemble_once(ft, emb_dir, os.path.join(workdir, "models", f"{lang}_b{budget}"))
-    source, test_lang = config["tests"][lang]
+    assembled = assemble_once(ft, emb_dir, os.path.join(workdir, "models", f"{curve.replace('/', '_')}_b{budget}"))
+    source, test_lang = config["tests"][layout.language_of(curve)]
     scores = evaluate_model(assembled, source, test_lang, mesh=mesh, rules=rules,
                             batch_size=ev["eval_batch_size"], max_examples=ev["max_examples"])
-    results.setdefault(lang, {})[budget] = scores
-    print(f"[zero_shot] {lang} budget {budget}: {scores}", flush=True)
+    results.setdefault(curve, {})[budget] = scores
+    print(f"[zero_shot] {curve} budget {budget}: {scores}", flush=True)
   summary = {"finished": True, "results": results}
   rworkdir.write_summary(workdir, summary)
   return summary

@@ -13,12 +13,14 @@ the report finds it through the graph.
 `adapt_steps=0`, the probe's own tables are read instead: `adapted_jobs`). The
 languages are spelt here too: the real zero-shot languages (`languages`), the controlled ones
 (`controlled`: the pretraining language relearned, or enciphered, tested on the English items) and the
-probe-only ones (`relearn`).
+probe-only ones (`relearn`). With several starts of new rows (`probe.inits`), every result is kept per
+curve, language/start (`curves`).
 """
 
 from __future__ import annotations
 
 from rewire.config import parse_pairs
+from rewire.config.probe import curve_name, parse_inits
 from rewire.data import cipher
 from rewire.errors import UserError
 from rewire.steps.step import ref
@@ -101,3 +103,15 @@ def ablation_languages(config) -> list[str]:
   if unknown:
     raise UserError(f"ablation_languages {unknown} are not zero-shot languages ({', '.join(langs)})")
   return chosen + [l for l in controlled(config) if l not in chosen]
+
+
+def curves(config, names) -> list[str]:
+  """The curves of languages `names` in the study's probes and zero-shot results: the names, or with several
+  starts (`probe.inits`) language/start for each."""
+  inits = parse_inits(config["probe"]["inits"])
+  return [curve_name(n, i, inits) for n in names for i in inits]
+
+
+def language_of(curve: str) -> str:
+  """The language of a curve (`curves`)."""
+  return curve.split("/")[0]

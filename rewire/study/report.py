@@ -115,11 +115,14 @@ def _zero_shot_lines(stats: dict) -> list[str]:
     accuracy = stats["zero_shot"][variant][main]
     lines.append(f"| {variant} | " + " | ".join(fmt(accuracy[lang], 1) for lang in languages) + " |")
   lines.append("")
-  for variant in compared(stats["variants"]):
-    gain = stats["relative_gain"][variant][main]
-    per_language = ", ".join(f"{lang} {value:+.1f}%" for lang, value in gain["per_language"].items())
-    lines.append(f"Mean per-language relative gain of {_name(variant)} over standard (the paper's statistic): "
-                 f"**{_gain(gain)}**; per language: {per_language}.")
+  by_start = stats.get("relative_gain_by_start") or {"": stats["relative_gain"]}
+  for start, gains in by_start.items():
+    for variant in compared(stats["variants"]):
+      gain = gains[variant][main]
+      per_language = ", ".join(f"{lang} {value:+.1f}%" for lang, value in gain["per_language"].items())
+      lines.append(f"Mean per-language relative gain of {_name(variant)} over standard"
+                   + (f", rows started by {start}" if start else "") + f" (the paper's statistic): "
+                   f"**{_gain(gain)}**; per language: {per_language}.")
   return lines + [""]
 
 
@@ -130,8 +133,9 @@ def _ablation_lines(config, stats: dict) -> list[str]:
   lines = [f"## Low-data ablation ({', '.join(ablation)}): zero-shot accuracy against the adaptation budget", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] if ablation else [
            "## Low-data ablation", "", "No real language is adapted at the smaller budgets (`ablation_languages`).", ""]
+  first = statistics.curves_of_start(ablation, stats["starts"])
   for budget in (str(b) for b in stats["budgets"]) if ablation else ():
-    means = statistics.ablation_mean_accuracy(stats["zero_shot"], budget, ablation)
+    means = statistics.ablation_mean_accuracy(stats["zero_shot"], budget, first)
     gains = [stats["relative_gain"][v][budget] if budget != main else stats["relative_gain_ablation_main"][v]
              for v in others]
     lines.append(f"| {int(budget):,} | " + " | ".join([*(f"{means[v]:.1f}" for v in variants), *map(_gain, gains)])

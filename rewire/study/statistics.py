@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from rewire.config import parse_pairs
+from rewire.config.probe import parse_inits
 from rewire.config.variants import BASELINE, compared
 from rewire.probe import stats as probe_stats
 from rewire.study import layout
@@ -31,7 +32,7 @@ class Axes:
   """What the statistics range over, read from the study's config."""
   variants: list[str]  # the pretraining variants, standard (the baseline) among them
   seeds: list[int]
-  languages: list[str]  # the real zero-shot languages
+  languages: list[str]  # the real zero-shot languages (their curves, language/start, with several starts)
   probe_budgets: list[str]  # every token budget of the probe
   budgets: list[str]  # the probe budgets at which some language was adapted
   main_budget: str  # the largest, at which every language is adapted
@@ -39,20 +40,30 @@ class Axes:
   languages_at: dict[str, list[str]]  # budget -> the real languages adapted at it
   level: float  # the confidence level of every interval
   resamples: int  # the seed bootstrap's resamples
+  starts: list[str]  # how the probes' new rows start (`probe.inits`); the first gives the headline
+
+  def of_start(self, curves, start: str | None = None) -> list[str]:
+    return curves_of_start(curves, self.starts, start)
+
+
+def curves_of_start(curves, starts, start: str | None = None) -> list[str]:
+  """The curves of `start` (default: the first of `starts`) among `curves`: all of them with one start."""
+  start = start or starts[0]
+  return list(curves) if len(starts) == 1 else [c for c in curves if c.split("/", 1)[1] == start]
 
 
 def study_axes(config) -> Axes:
   """The seeds, languages and budgets of `config`'s study, its confidence level and bootstrap size."""
-  languages = list(parse_pairs(config.languages, "languages"))
+  languages = layout.curves(config, parse_pairs(config.languages, "languages"))
   probe_budgets = [str(b) for b in sorted(int(b) for b in config.probe.token_budgets)]
   main_budget = probe_budgets[-1]
   # The controlled languages are left out here: `rewire.study.transfer` has their statistics.
-  ablation = [lang for lang in layout.ablation_languages(config) if lang in languages]
+  ablation = [curve for curve in layout.curves(config, layout.ablation_languages(config)) if curve in languages]
   languages_at = {budget: (languages if budget == main_budget else ablation) for budget in probe_budgets}
   return Axes(variants=list(config.variants), seeds=[int(s) for s in config.seeds], languages=languages, probe_budgets=probe_budgets,
               budgets=[budget for budget in probe_budgets if languages_at[budget]], main_budget=main_budget,
               ablation_languages=ablation, languages_at=languages_at, level=float(config.probe.confidence),
-              resamples=int(config.bootstrap))
+              resamples=int(config.bootstrap), starts=list(parse_inits(config.probe.inits)))
 
 
 def bootstrap_gain(scores: dict, langs, *, resamples: int, seed: int = 0, level: float = 0.95,
@@ -122,15 +133,16 @@ def zero_shot_stats(accuracies: dict, axes: Axes) -> dict:
   return out
 
 
-def relative_gains(accuracies: dict, axes: Axes) -> dict:
-  """Per compared variant and budget: the paper's statistic over the languages adapted at it (seed-bootstrap
-  interval), and the relative gain of each language's mean accuracy (`per_language`)."""
+def relative_gains(accuracies: dict, axes: Axes, start: str | None = None) -> dict:
+  """Per compared variant and budget: the paper's statistic over the languages adapted at it, their curves
+  of `start` (default: the first) (seed-bootstrap interval), and the relative gain of each language's mean
+  accuracy (`per_language`)."""
   out = {}
   for variant in compared(axes.variants):
     out[variant] = {}
     for budget in axes.budgets:
       scores = {v: accuracies[v][budget] for v in (variant, BASELINE)}
-      languages = axes.languages_at[budget]
+      languages = axes.of_start(axes.languages_at[budget], start)
       per_language = {lang: relative_gain({lang: np.mean(scores[variant][lang])}, {lang: np.mean(scores[BASELINE][lang])})
                       for lang in languages}
       out[variant][budget] = {**bootstrap_gain(scores, languages, resamples=axes.resamples, level=axes.level,
@@ -141,11 +153,11 @@ def relative_gains(accuracies: dict, axes: Axes) -> dict:
 def ablation_gain_at_main_budget(accuracies: dict, axes: Axes) -> dict:
   """Per compared variant: the paper's statistic at the largest budget over the ablation's languages only, so
   that it compares with the smaller budgets' (seed-bootstrap interval)."""
-  scores = {}
+  scores, languages = {}, axes.of_start(axes.ablation_languages)
   for variant in axes.variants:
     at_main = accuracies[variant][axes.main_budget]
-    scores[variant] = {lang: at_main[lang] for lang in axes.ablation_languages}
-  return {variant: bootstrap_gain(scores, axes.ablation_languages, resamples=axes.resamples, level=axes.level,
+    scores[variant] = {lang: at_main[lang] for lang in languages}
+  return {variant: bootstrap_gain(scores, languages, resamples=axes.resamples, level=axes.level,
                                   variant=variant) for variant in compared(axes.variants)}
 
 
@@ -246,6 +258,10 @@ def compute(config, models: dict) -> tuple[dict, dict]:
       "ablation_languages": axes.ablation_languages,
       "zero_shot": zero_shot_stats(accuracies, axes),
       "relative_gain": gains,
+      "starts": axes.starts,
+      # with several starts (probe.inits): the statistic per start; `relative_gain` is the first start's
+      "relative_gain_by_start": ({start: relative_gains(accuracies, axes, start) for start in axes.starts}
+                                 if len(axes.starts) > 1 else None),
       "relative_gain_ablation_main": (ablation_gain_at_main_budget(accuracies, axes) if axes.ablation_languages
                                       else None),  # no real language in the ablation (only controlled ones)
       "adaptation": adaptation_stats(probes),

@@ -44,8 +44,9 @@ def compute_transfer(models: dict, config, seeds, budgets, level: float) -> dict
   controlled languages; `models[(variant, seed)]["zero_shot"]` holds each model's zero-shot results."""
   chance = chance_accuracy(config.finetune)
   variants = list(config.variants)
-  sources = L.controlled(config)
-  names = list(sources)
+  by_language = L.controlled(config)
+  names = L.curves(config, by_language)
+  sources = {n: by_language[L.language_of(n)] for n in names}
   out = {"chance": chance, "languages": names, "sources": sources, "variants": variants}
   # The ceiling: each task model's English test accuracy, the same at every language and budget.
   ceiling = {v: [models[(v, s)]["zero_shot"]["en"]["full"]["accuracy"] for s in seeds] for v in variants}
