@@ -14,11 +14,17 @@ zero-shot task in three languages. Results in `study.md` (tables with intervals)
   discourse verses of the New Testament, none of them test items); and the zero-shot test on the
   `verse_genre` test verses in Spanish, and in English for the controlled languages (enciphered alike
   for the cipher), where the English test accuracy is the ceiling of the transfer ratio.
+* `starts`: the `cpu` study with three variants (standard, forget, weight_decay) and four starts of the new
+  rows (random, mean, overlap, focus), at the 100k-token budget only (the issue's comparison of starts).
 * `micro`: the same graph in about two minutes, for the test suite and for trying the machinery.
 * `cpu-llama`, `micro-llama`: the same studies with the Llama-family decoder (2 layers, hidden 128, 4 query
   and 2 key/value heads, SwiGLU 352, untied head; the probe trains fresh input embeddings and a fresh head,
   scored by next-token validation loss; the classifier reads the last real token). Equivalently, any
   preset with `--config.pretrain.model.family=llama`.
+
+Axes beyond the paper's: `--config.variants='("standard","forget","weight_decay")'` adds standard pretraining
+with a larger weight decay (`weight_decay`, default 0.1), and `--config.probe.inits=random,mean,overlap,focus`
+makes the start of the new rows an axis (every result then per language/start).
 
 Interrupted? Run the same command again: finished steps are skipped (see `logs/` for each step's output, and
 `--dry_run` for the state of every step). On a Ray cluster: `--config.ray_address=HOST:6379` (README).
@@ -32,7 +38,7 @@ from rewire.tasks.names import GENRE_LABELS
 
 
 def get_config(preset: str = "cpu"):
-  preset, family = split_preset(preset, known=("cpu", "micro"))
+  preset, family = split_preset(preset, known=("cpu", "micro", "starts"))
   c = study_defaults()
   p = c.pretrain
   p.update(total_steps=4100, batch_size=32, log_every=50, eval_every=410, checkpoint_every=1025,
@@ -55,6 +61,11 @@ def get_config(preset: str = "cpu"):
            label_names=GENRE_LABELS, max_len=64, epochs=3, batch_size=32, eval_batch_size=64, log_every=20)
   f.optim.update(lr=5e-4, warmup_fraction=0.06)
   c.evaluate.test_source = "bundled:verse_genre:test"
+  if preset == "starts":
+    # How new rows start, on three routes to plasticity: the cpu study's models in every variant, adapted
+    # from random, mean, overlap and focus starts, at the middle budget only.
+    c.variants = ("standard", "forget", "weight_decay")
+    q.update(token_budgets=(100_000,), inits="random,mean,overlap,focus")
   if preset == "micro":
     c.seeds = (0, 1)
     c.forget_every = 5

@@ -266,8 +266,8 @@ def test_an_extended_tokenizer_keeps_every_old_id_and_adds_only_what_the_source_
 
 def test_an_extended_adaptation_keeps_the_old_rows_trains_the_added_ones_and_exports(tiny_runs, tmp_path):
   """RoBERTa: the source's rows stay bit-identical (reinit.train_rows defaults to new when extending), the
-  added rows train, the model assembles into a task model, and the export loads in AutoTokenizer and encodes
-  old text to the old ids."""
+  added rows train, the model assembles into a task model that scores English as the task model did, and the
+  export loads in AutoTokenizer and encodes old text to the old ids."""
   import io
   import jax
   from conftest import adapt_config
@@ -301,8 +301,18 @@ def test_an_extended_adaptation_keeps_the_old_rows_trains_the_added_ones_and_exp
   # The added rows trained: each moved between update 1 and update 3.
   first = emb(load_params(str(tmp_path / "adapted"), 1)[0])
   assert (np.abs(after[old_size - 1:size - 1] - first[old_size - 1:size - 1]).max(axis=1) > 0).all()
-  assemble(str(tiny_runs("finetuned_nli")[0]), str(tmp_path / "adapted"), str(tmp_path / "assembled"))
+  # Assembled into the English task model, the extended model scores English exactly as the task model does:
+  # English keeps its ids and its rows, so zero-shot evaluation sees the same inputs and the same weights.
+  from rewire import sharding
+  from rewire.stages.evaluate import evaluate_model
+  task = str(tiny_runs("finetuned_nli")[0])
+  assemble(task, str(tmp_path / "adapted"), str(tmp_path / "assembled"))
   assert load_tokenizer(str(tmp_path / "assembled" / "tokenizer.json")).get_vocab_size() == size
+  mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
+  rules = sharding.rules_from_config(c.mesh.rules)
+  score = lambda model: evaluate_model(model, "bundled:verse_nli:test", "en", mesh=mesh, rules=rules, batch_size=32,
+                                       max_examples=64)
+  assert score(str(tmp_path / "assembled")) == score(task)
   hf.export_checkpoint(str(tmp_path / "adapted"), str(tmp_path / "hf"))
   theirs = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
   english = load_documents("bundled:en_web")[300:305]

@@ -96,6 +96,8 @@ def plot_transfer(transfer: dict, path: str) -> str | None:
 
 
 def _diff(d: dict) -> str:
+  if math.isnan(d["mean"]):
+    return "—"  # undefined: a task model at or below chance
   return f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
 
 
@@ -113,7 +115,8 @@ def transfer_lines(transfer: dict, adapt_steps: int, level: int) -> list[str]:
       "## Controlled languages: the share of the English task that transfers", "",
       "Each controlled language is English met through a fresh tokenizer and fresh embeddings (adapted on "
       f"the budget's tokens for {adapt_steps:,} updates, body frozen), tested on the English test items: "
-      + "; ".join(f"`{n}` = `{transfer['sources'][n]}`" for n in names) + ". The transfer ratio is zero-shot "
+      + "; ".join(f"`{lang}` = `{source}`" for lang, source in
+                  {L.language_of(n): transfer["sources"][n] for n in names}.items()) + ". The transfer ratio is zero-shot "
       "accuracy as a percentage of the same task model's English test accuracy; 'above chance' measures both "
       f"from chance ({transfer['chance']:.0f}%), so 0 is chance and 100 the ceiling. ± is a {level}% t-interval "
       f"over seeds; each variant - {BASELINE} is in ratio points with a {level}% seed-bootstrap interval.", "",
