@@ -31,7 +31,8 @@ def load(pairs: list[str]) -> dict[str, dict]:
 def table(probes: dict[str, dict]) -> list[str]:
   names = list(probes)
   first = next(iter(probes.values()))
-  lines = [f"Bodies: {', '.join(f'{n} (`{p['init_from']}`, step {p['step']})' for n, p in probes.items())}; "
+  bodies = ", ".join(f"{n} (`{p['init_from']}`, step {p['step']})" for n, p in probes.items())
+  lines = [f"Bodies: {bodies}; "
            f"{first['seeds']} seeds, {first['total_steps']} updates per table. Mean ± the half-width of a "
            f"{round(100 * first['confidence'])}% t-interval over seeds.", ""]
   head = ["language", "budget", "start", "rows copied / mixed / random"] + [f"{n} final loss" for n in names] + [
