@@ -5,7 +5,8 @@
 
 Each NAME=DIR is a probe run with several starts (`--config.inits=random,mean,overlap,focus`). It writes
 `OUT/table.md` (per language, budget and start: each body's final loss and AUC, mean ± 95% t-interval over
-seeds, and the rows each start copied, mixed and drew) and `OUT/curves.png` (a panel per language and
+seeds, and the rows each start copied, mixed and drew; then the same differences seed by seed, body against
+body and start against random) and `OUT/curves.png` (a panel per language and
 body, a line per start), and prints the table.
 """
 
@@ -47,6 +48,52 @@ def table(probes: dict[str, dict]) -> list[str]:
   return lines
 
 
+def _per_seed(probe: dict, curve: str, budget: str) -> tuple:
+  """Each seed's final loss and AUC (the mean of its curve) of one curve."""
+  import numpy as np
+  curves = np.asarray(probe["results"][curve][budget]["per_seed"]["curves"])
+  return curves[:, -1], curves.mean(axis=1)
+
+
+def _diff(values) -> str:
+  return f"{values.mean():+.3f} ({', '.join(f'{v:+.3f}' for v in values)})"
+
+
+def paired(probes: dict[str, dict]) -> list[str]:
+  """Differences seed by seed (the tables of one seed share draws, batches and masks across starts and
+  bodies): each body against the first, at every start; each start against random, on every body."""
+  names, first = list(probes), next(iter(probes.values()))
+  base = names[0]
+  lines = ["", f"Seed by seed, final loss and AUC of each body less the {base} body's (mean, then each seed; "
+           "negative: lower loss):", "",
+           "| language/start | " + " | ".join(f"{n} final | {n} AUC" for n in names[1:]) + " |",
+           "|---|" + "---|---|" * (len(names) - 1)]
+  for curve, per_budget in first["results"].items():
+    for budget in per_budget:
+      b_final, b_auc = _per_seed(probes[base], curve, budget)
+      cells = []
+      for n in names[1:]:
+        final, auc = _per_seed(probes[n], curve, budget)
+        cells += [_diff(final - b_final), _diff(auc - b_auc)]
+      lines.append(f"| {curve} | " + " | ".join(cells) + " |")
+  starts = [r["init"] for r in (per[next(iter(per))] for per in first["results"].values())]
+  others = [s for s in dict.fromkeys(starts) if s != "random"]
+  lines += ["", "Seed by seed, each start less the random start on the same body:", "",
+            "| body | language | " + " | ".join(f"{s} final | {s} AUC" for s in others) + " |",
+            "|---|---|" + "---|---|" * len(others)]
+  languages = list(dict.fromkeys(r["language"] for per in first["results"].values() for r in per.values()))
+  for n, probe in probes.items():
+    for lang in languages:
+      for budget in first["results"][f"{lang}/random"]:
+        r_final, r_auc = _per_seed(probe, f"{lang}/random", budget)
+        cells = []
+        for start in others:
+          final, auc = _per_seed(probe, f"{lang}/{start}", budget)
+          cells += [_diff(final - r_final), _diff(auc - r_auc)]
+        lines.append(f"| {n} | {lang} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def figure(probes: dict[str, dict], path: str) -> str:
   first = next(iter(probes.values()))
   languages = sorted({r["language"] for per in first["results"].values() for r in per.values()})
@@ -68,7 +115,7 @@ def main() -> None:
   args = parser.parse_args()
   probes = load(args.probes)
   os.makedirs(args.out, exist_ok=True)
-  lines = table(probes)
+  lines = table(probes) + paired(probes)
   with open(os.path.join(args.out, "table.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   figure(probes, os.path.join(args.out, "curves.png"))
