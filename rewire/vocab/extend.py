@@ -26,6 +26,7 @@ from rewire.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class Extension:
+  """An extended tokenizer and what was added to the source's."""
   tokenizer: tokenizers.Tokenizer
   old_size: int                  # the source's vocabulary size (with its <mask>)
   added: int                     # pieces appended
@@ -63,11 +64,10 @@ def extend_tokenizer(old: tokenizers.Tokenizer, new: tokenizers.Tokenizer) -> Ex
     else:
       spellable += 1
   old_size = old.get_vocab_size(with_added_tokens=True)
-  spec = old_spec
-  spec["model"]["vocab"] = vocab + added
-  for token in spec["added_tokens"]:
+  old_spec["model"]["vocab"] = vocab + added
+  for token in old_spec["added_tokens"]:
     if token["content"] == MASK:
-      token["id"] = len(spec["model"]["vocab"])
-  tok = tokenizers.Tokenizer.from_str(json.dumps(spec))
+      token["id"] = len(old_spec["model"]["vocab"])
+  tok = tokenizers.Tokenizer.from_str(json.dumps(old_spec))
   special_ids(tok)
   return Extension(tok, old_size, len(added), spellable)
