@@ -69,6 +69,7 @@ def get_config(preset: str = "cpu"):
   if preset == "micro":
     c.seeds = (0, 1)
     c.forget_every = 5
+    c.forget_until = 0  # 20 updates: resets throughout (the cpu preset's 2,100 is past the end)
     p.update(total_steps=20, log_every=5, eval_every=10, checkpoint_every=10)
     p.data.update(source="bundled:bible_en", vocab_size=1024, max_documents=120, max_valid_sequences=32)
     p.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)

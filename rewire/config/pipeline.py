@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from rewire.config.engine import add_engine_keys, check_engine
+from rewire.config.engine import add_engine_keys
 from rewire.config.evaluate import evaluate_defaults
 from rewire.config.finetune import finetune_defaults
 from rewire.config.pretrain import adapt_language_defaults, pretrain_defaults
