@@ -176,9 +176,10 @@ def keep_rows(rows: Mapping[str, tuple[Any, int]]) -> optax.GradientTransformati
   `axis`) exactly as they are, while the rest of the leaf trains (an adaptation's rows copied from the source)."""
   def update(updates, state, params=None):
     def keep(path, u):
-      if path_str(path) not in rows:
+      spec = rows.get(path_str(path))
+      if spec is None:
         return u
-      mask, axis = rows[path_str(path)]
+      mask, axis = spec
       shape = [1] * u.ndim
       shape[axis] = -1
       return jnp.where(jnp.asarray(mask).reshape(shape), jnp.zeros_like(u), u)

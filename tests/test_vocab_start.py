@@ -11,7 +11,7 @@ import pytest
 
 from rewire.errors import UserError
 from rewire.vocab import pieces, sparse
-from rewire.vocab.recipe import AuxSpace, Recipe, Vocabularies, build, copied_rows, mean_and_covariance_draw
+from rewire.vocab.recipe import AuxSpace, Vocabularies, build, copied_rows, mean_and_covariance_draw
 
 SPECIALS = {"bos": 0, "pad": 1, "eos": 2, "unk": 3}
 OLD = ["<s>", "<pad>", "</s>", "<unk>", "▁casa", "▁perro", "ción", "▁the", "<mask>"]
@@ -65,6 +65,8 @@ def test_a_new_piece_with_a_shared_piece_s_auxiliary_vector_gets_that_piece_s_ol
   np.testing.assert_allclose(new[8], old[4], atol=1e-9)  # "▁perros" <- old "▁casa"
   np.testing.assert_array_equal(new[7], 7.0)  # no auxiliary vector: the fallback (random)
   assert recipe.counts() == {"copied": 7, "mixed": 2, "random": 1}
+  # The rows it copies, known without its auxiliary vectors (what reinit.train_rows=new keeps on a resume).
+  np.testing.assert_array_equal(copied_rows(method, vocabularies()), recipe.copy_from >= 0)
 
 
 def test_focus_weights_mix_the_similar_shared_pieces_and_omp_reconstructs_a_combination():

@@ -23,16 +23,16 @@ DEFAULT_VARIANTS = ("standard", "forget")
 WEIGHT_DECAY = 0.1  # the weight_decay variant's default: 10x the paper's recipe (0.01), the common LLM value
 
 
-def check_variants(variants, *, compare: bool = True) -> tuple[str, ...]:
-  """`variants` as a tuple; a UserError unless each is known and named once and, to `compare`, the baseline
-  is among them with at least one variant to compare with it."""
+def check_variants(variants) -> tuple[str, ...]:
+  """`variants` as a tuple; a UserError unless each is known and named once, and the baseline is among them
+  with at least one variant to compare with it."""
   names = tuple(str(v) for v in variants)
   unknown = [v for v in names if v not in VARIANTS]
   if unknown:
     raise UserError(f"unknown pretraining variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
   if not names or len(set(names)) != len(names):
     raise UserError(f"variants must name each variant once, got {names}")
-  if compare and (BASELINE not in names or len(names) < 2):
+  if BASELINE not in names or len(names) < 2:
     raise UserError(f"variants must name each variant once, {BASELINE!r} (the baseline) and at least one "
                     f"other, got {names}")
   return names

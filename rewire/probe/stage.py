@@ -120,7 +120,7 @@ class ProbeProgress:
 
 
 def save_embeddings(params: Any, finals: dict, languages: list[Language], info: dict, workdir: str, *,
-                    curve=lambda t: t.language) -> dict:
+                    curve) -> dict:
   """Writes each table as a language-adapted workdir (body + new embedding + tokenizer) for `assemble`;
   `curve(table)` names its curve (language, or language/start)."""
   host = jax.device_get(params)

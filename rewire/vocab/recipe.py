@@ -116,18 +116,9 @@ def check_names(method: str, fallback: str, *, what: str = "reinit.method") -> N
 
 
 def copied_rows(method: str, vocab: Vocabularies) -> np.ndarray:
-  """Which new rows `method`'s recipe copies from old rows (bool [new size]), without building it: the
-  special tokens for every method but `random`, and the shared pieces for overlap, focus and omp."""
-  check_names(method, "random")
-  out = np.zeros(len(vocab.new), bool)
-  if method == "random":
-    return out
-  new_ids, _, special_new, _ = vpieces.shared(vocab.old, vocab.new, old_specials=vocab.old_specials,
-                                              new_specials=vocab.new_specials)
-  out[special_new] = True
-  if method in ("overlap", "focus", "omp"):
-    out[new_ids] = True
-  return out
+  """Which new rows `method`'s recipe copies from old rows (bool [new size]), without auxiliary vectors:
+  `focus` and `omp` copy what `overlap` copies (and mix or draw the rest), so their copies are its."""
+  return build("overlap" if method in ("focus", "omp") else method, vocab).copy_from >= 0
 
 
 def build(method: str, vocab: Vocabularies, *, fallback: str = "random",
