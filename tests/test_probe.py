@@ -50,7 +50,7 @@ def test_area_under_curve_is_the_mean_loss_over_updates():
 
 
 def _mean_of(group):
-  return lambda groups: float(groups[group].mean())
+  return lambda groups: groups[group].mean(axis=-1)
 
 
 def test_bootstrap_interval_contains_the_estimate_and_collapses_for_constants():
@@ -71,11 +71,11 @@ def test_bootstrap_known_answers():
   assert r["low"] == r["high"] == 0.5
   # Groups are resampled independently: the difference of two such means is -1 with chance 1/16 (> 2.5%),
   # where shared draws would always give 0.
-  diff = lambda g: float(g["a"].mean() - g["b"].mean())
+  diff = lambda g: g["a"].mean(axis=-1) - g["b"].mean(axis=-1)
   r = probe_stats.bootstrap(diff, {"a": [0.0, 1.0], "b": [0.0, 1.0]}, resamples=4000)
   assert (r["estimate"], r["low"], r["high"]) == (0.0, -1.0, 1.0)
   # A resample draws whole seeds (the last axis): rows that agree seed by seed keep agreeing.
-  rows = lambda g: float((g["x"][0] - g["x"][1]).mean())
+  rows = lambda g: (g["x"][:, 0] - g["x"][:, 1]).mean(axis=-1)
   r = probe_stats.bootstrap(rows, {"x": [[1.0, 5.0, 9.0], [1.0, 5.0, 9.0]]}, resamples=500)
   assert r["low"] == r["high"] == 0.0
   # Groups may have different numbers of seeds; the same seed gives the same interval.

@@ -101,6 +101,9 @@ def test_mlqa_spanish_german_vietnamese_articles():
 def test_relative_gain():
   assert m.relative_gain({"de": 60.0, "ar": 40.0}, {"de": 50.0, "ar": 20.0}) == pytest.approx(60.0)
   assert m.relative_gain({"zh": 45.0}, {"zh": 50.0}) == pytest.approx(-10.0)
+  # Arrays of scores (the study's bootstrap resamples) give the gain of each element.
+  assert m.relative_gain({"de": [60.0, 55.0], "ar": [40.0, 20.0]},
+                         {"de": [50.0, 50.0], "ar": [20.0, 20.0]}).tolist() == pytest.approx([60.0, 5.0])
   with pytest.raises(UserError, match="same languages"):
     m.relative_gain({"de": 1.0}, {"de": 1.0, "ar": 2.0})
   with pytest.raises(UserError, match="standard score is 0"):

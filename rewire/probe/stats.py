@@ -8,6 +8,7 @@ gain, `rewire.study.statistics`); they are plain NumPy, so known-answer tests pi
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -19,15 +20,21 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
 
   NaN values (e.g. a seed that never reached a target) are left out; `n` says how many were used.
   """
-  from scipy import stats  # here, not at the top: scipy.stats takes seconds to import, and few runs need it
   x = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
   if x.size == 0:
     return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "half_width": float("nan"), "n": 0}
   mean = float(x.mean())
   half = 0.0
   if x.size > 1:
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    half = float(_t_quantile(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
   return {"mean": mean, "low": mean - half, "high": mean + half, "half_width": half, "n": int(x.size)}
+
+
+@functools.lru_cache(maxsize=None)
+def _t_quantile(q: float, dof: int) -> float:
+  """Student's t quantile, computed once per (q, dof): a band asks it for every point of its curves."""
+  from scipy import stats  # here, not at the top: scipy.stats takes seconds to import, and few runs need it
+  return float(stats.t.ppf(q, dof))
 
 
 def band(curves: np.ndarray, level: float = 0.95) -> dict:
@@ -65,21 +72,26 @@ def area_under_curve(steps: Sequence[float], losses: Sequence[float]) -> float:
   return float(np.sum((l[1:] + l[:-1]) / 2 * np.diff(s)) / span)
 
 
-def bootstrap(statistic: Callable[[dict], float], samples_by_group: Mapping[str, Any], *, resamples: int,
+def bootstrap(statistic: Callable[[dict], np.ndarray], samples_by_group: Mapping[str, Any], *, resamples: int,
               seed: int = 0, level: float = 0.95) -> dict:
   """Percentile seed-bootstrap interval of `statistic`, each group's seeds resampled independently.
 
   `samples_by_group`: {group: array-like [..., seeds]}; the last axis is the seeds (groups may have
   different numbers of them), and a resample draws whole seeds, the same ones along the other axes.
-  `statistic({group: float64 array})` gives a float, for the samples themselves (`estimate`) and for
-  each of `resamples` resamples (drawn in the order of the groups, from `default_rng(seed)`).
-  Returns {"estimate", "low", "high", "resamples"}; the interval is at `level`.
+  `statistic` is vectorised over resamples: it takes {group: float64 array [resamples, ..., seeds]} and
+  gives an array [resamples]; it is called once on the samples themselves (`estimate`, a leading axis of 1)
+  and once on all `resamples` resamples at once (each group's draws, in the order of the groups, from
+  `default_rng(seed)`). Returns {"estimate", "low", "high", "resamples"}; the interval is at `level`.
   """
   rng = np.random.default_rng(seed)
   arrays = {g: np.asarray(x, np.float64) for g, x in samples_by_group.items()}
-  estimate = float(statistic(arrays))
-  draws = [float(statistic({g: x[..., rng.integers(0, x.shape[-1], x.shape[-1])] for g, x in arrays.items()}))
-           for _ in range(resamples)]
+  estimate = float(np.asarray(statistic({g: x[None] for g, x in arrays.items()})).reshape(-1)[0])
+  drawn = {}
+  for g, x in arrays.items():
+    seeds = x.shape[-1]
+    picks = rng.integers(0, seeds, (resamples, seeds))                   # [resamples, seeds]
+    drawn[g] = np.moveaxis(x[..., picks], -2, 0)                          # [resamples, ..., seeds]
+  draws = np.asarray(statistic(drawn), np.float64).reshape(resamples)
   lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
   return {"estimate": estimate, "low": float(lo), "high": float(hi), "resamples": int(resamples)}
 

@@ -72,8 +72,8 @@ def bootstrap_gain(scores: dict, langs, *, resamples: int, seed: int = 0, level:
   over seeds."""
   langs, pair = list(langs), (variant, BASELINE)
 
-  def gain(groups: dict) -> float:  # groups[v]: an array [langs, seeds]
-    means = {v: dict(zip(langs, groups[v].mean(axis=1).tolist())) for v in pair}
+  def gain(groups: dict) -> np.ndarray:  # groups[v]: an array [resamples, langs, seeds]
+    means = {v: dict(zip(langs, np.moveaxis(groups[v].mean(axis=-1), -1, 0))) for v in pair}
     return relative_gain(means[variant], means[BASELINE])
 
   samples = {v: [scores[v][lang] for lang in langs] for v in pair}

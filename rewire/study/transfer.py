@@ -34,7 +34,7 @@ def chance_accuracy(finetune_cfg) -> float:
 
 def difference(per_seed: dict, *, resamples: int, level: float, variant: str = "forget") -> dict:
   """Seed-bootstrap interval of mean(variant) - mean(standard); `per_seed[v]` is a list over seeds."""
-  r = probe_stats.bootstrap(lambda g: g[variant].mean() - g[BASELINE].mean(),
+  r = probe_stats.bootstrap(lambda g: g[variant].mean(axis=-1) - g[BASELINE].mean(axis=-1),
                             {v: per_seed[v] for v in (variant, BASELINE)}, resamples=resamples, level=level)
   return {"mean": r["estimate"], "low": r["low"], "high": r["high"], "resamples": r["resamples"]}
 

@@ -229,6 +229,7 @@ def relative_gain(forget: Mapping[str, float], standard: Mapping[str, float]) ->
   Args:
     forget: language -> score of the forgetting model (any unit, e.g. F1 or accuracy).
     standard: language -> score of the standard model, same languages and unit.
+    (Scores may be arrays of one shape, e.g. bootstrap resamples: the gain is then elementwise.)
 
   Raises:
     UserError: the language sets differ or are empty, or a standard score is 0.
@@ -240,10 +241,12 @@ def relative_gain(forget: Mapping[str, float], standard: Mapping[str, float]) ->
                     f"only in standard: {only_s}")
   if not forget:
     raise UserError("relative gain needs at least one language")
-  zero = sorted(k for k, v in standard.items() if v == 0)
+  zero = sorted(k for k, v in standard.items() if np.any(np.asarray(v) == 0))
   if zero:
     raise UserError(f"relative gain is undefined where the standard score is 0: {zero}")
-  return float(np.mean([100.0 * (forget[k] - standard[k]) / standard[k] for k in sorted(forget)]))
+  gain = np.mean([100.0 * (np.asarray(forget[k], np.float64) - standard[k]) / standard[k] for k in sorted(forget)],
+                 axis=0)
+  return float(gain) if np.ndim(gain) == 0 else gain
 
 
 def transfer_ratio(zero_shot: float, ceiling: float, *, chance: float = 0.0) -> float:
