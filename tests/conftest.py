@@ -317,22 +317,3 @@ def ray_cluster():
     disconnect_ray()
     cluster.shutdown()
 
-
-
-# The slowest modules first, so the two pytest-xdist workers end together. `--dist loadfile` hands out whole
-# modules in collection order (xdist's own reorder, on by default, sorts them by their number of tests,
-# which puts a slow module of few tests last and leaves the other worker idle while it runs). The ranking
-# is the modules' measured seconds on 2 cores, largest first; the rest follow in their usual order.
-SLOWEST_FIRST = ("test_multihost.py", "test_study.py", "test_families.py", "test_reliability.py", "test_probe.py",
-                 "test_pipeline.py", "test_sharding.py", "test_steps.py", "test_generate.py", "test_model.py",
-                 "test_llama.py", "test_train.py")
-
-
-def pytest_configure(config):
-  if hasattr(config.option, "loadscopereorder"):
-    config.option.loadscopereorder = False
-
-
-def pytest_collection_modifyitems(config, items):
-  rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: tests keep their order in a module
