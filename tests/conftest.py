@@ -283,6 +283,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the test clusters live on 
 # that Ray prestarts for each driver would only cost CPU (about 1.5 s each).
 os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 os.environ.setdefault("RAY_enable_worker_prestart", "0")
+# Ray waits 30 s for a new head's GCS to publish its port; beside the multi-process tests on 2 cores, allow more.
+os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 
 
 def _with_tests_on_path() -> None:
@@ -300,20 +302,36 @@ def disconnect_ray() -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
   """A real Ray cluster of 2 nodes on localhost, for one test module: 1 CPU each, and the second node alone
   has the custom resource `second_node`. The test process is its driver (`address`); `second` is the
-  second node's id. Started and torn down here."""
-  from ray.cluster_utils import Cluster
+  second node's id. Started and torn down here, by a process of its own (`ray_nodes.py` says why)."""
+  import json
+  import select
+  import subprocess
+  import time
   import types
+  import ray_nodes
   disconnect_ray()
   _with_tests_on_path()
-  cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-  second = cluster.add_node(num_cpus=1, resources={"second_node": 1})
-  cluster.wait_for_nodes()
+  log = tmp_path_factory.mktemp("ray_nodes") / "ray_nodes.log"
+  with open(log, "w") as err:
+    holder = subprocess.Popen([sys.executable, ray_nodes.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=err, text=True)
   try:
-    yield types.SimpleNamespace(address=cluster.address, second=second.node_id)
+    line, deadline = "", time.monotonic() + 180
+    while not line.startswith(ray_nodes.MARK):
+      ready, _, _ = select.select([holder.stdout], [], [], max(0.0, deadline - time.monotonic()))
+      line = holder.stdout.readline() if ready else ""
+      if not ready or (not line and holder.poll() is not None):
+        pytest.fail(f"the test Ray cluster did not start; its log:\n{log.read_text()[-3000:]}")
+    nodes = json.loads(line[len(ray_nodes.MARK):])
+    yield types.SimpleNamespace(address=nodes["address"], second=nodes["second"])
   finally:
     disconnect_ray()
-    cluster.shutdown()
+    holder.stdin.close()
+    try:
+      holder.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      holder.kill()
 

@@ -10,6 +10,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -25,6 +26,7 @@ from rewire.steps.step import Step, ref
 from step_fns import blocked_at, diamond, start_driver_blocked_at
 
 QUIET = dict(stream=io.StringIO())
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_a_changed_key_reaches_exactly_the_dependent_steps_and_cadence_reaches_none(tmp_path):
@@ -85,6 +87,23 @@ def test_a_lease_beats_until_released():
 def test_an_unreachable_address_is_one_line():
   with pytest.raises(UserError, match=r"cannot reach the Ray cluster at 127.0.0.1:9: nothing answers"):
     connect("127.0.0.1:9")
+
+
+def test_the_study_command_reaches_ray_before_jax_starts_its_backend(tmp_path):
+  """Ray forks its node processes with a Python `preexec_fn`, unsafe beside XLA's threads: the command line
+  must reach `ray.init` with JAX's backend (and its thread pools) not yet started."""
+  probe = (
+    "import sys, ray, jax._src.xla_bridge as xb\n"
+    "def init(*a, **k):\n"
+    "  print('backend started:', xb.backends_are_initialized(), flush=True)\n"
+    "  raise SystemExit(0)\n"
+    "ray.init = init\n"
+    "from absl import app\n"
+    "from rewire import main\n"
+    f"sys.argv = ['rewire.main', '--config={ROOT}/configs/study.py:micro', '--workdir={tmp_path}/study']\n"
+    "app.run(main.main, flags_parser=main.parse_flags)\n")
+  out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+  assert "backend started: False" in out.stdout, out.stdout + out.stderr[-2000:]
 
 
 def test_steps_run_in_order_once_and_a_failure_names_the_step_and_its_log(ray_cluster, tmp_path):

@@ -147,9 +147,11 @@ class PeerWatch:
     self._socks: list[socket.socket] = []
 
   def __enter__(self):
-    if jax.process_count() == 1:
-      return self
     from jax._src import distributed  # the job's key-value store: the only way to reach it in this JAX
+    # Not a job of several processes: nothing to watch, and JAX's backend stays unstarted, so that a study
+    # driver starts Ray's processes from a process without XLA's threads (Ray forks with a `preexec_fn`).
+    if distributed.global_state.client is None or jax.process_count() == 1:
+      return self
     client = distributed.global_state.client
     if jax.process_index() == 0:
       server = socket.create_server(("", 0))

@@ -75,6 +75,8 @@ def connect(address: str = "", workers: int = 0) -> str:
       ray.init(address=address, log_to_driver=False, logging_level="ERROR")
       what = f"the Ray cluster at {address}"
     else:  # "local": a new Ray on this machine, never a stale one from /tmp/ray
+      # Ray gives a new head 30 s to start its GCS; a machine busy with training can need more.
+      os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
       ray.init(address="local", num_cpus=workers or None, include_dashboard=False, log_to_driver=False,
                logging_level="ERROR")
       what = f"Ray on this machine ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
